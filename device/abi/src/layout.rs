@@ -232,3 +232,13 @@ mod tests {
         assert_eq!(a.end(), 0x2000);
     }
 }
+
+/// The guest kernel's virtual layout (guest-internal, but kept with the other magic numbers).
+pub mod guest {
+    /// Start of the window where ring 3 maps pages through the map system call (PML4 slot 1).
+    pub const USER_MAP_BASE: u64 = 0x80_0000_0000;
+    /// Size of that window (one PML4 slot: 512 GiB).
+    pub const USER_MAP_SIZE: u64 = 0x80_0000_0000;
+    /// Each vCPU's share of the window, for per-CPU tasks.
+    pub const USER_MAP_PER_CPU: u64 = USER_MAP_SIZE / super::MAX_VCPUS as u64;
+}

@@ -1,13 +1,15 @@
 //! The contract between the pvgpu host (VMM and device model) and the pvgpu guest kernel.
 //!
 //! Everything both sides must agree on is defined here exactly once: the guest-physical
-//! layout ([`layout`]), the boot-info block the VMM hands the guest ([`boot_info`]), and the
-//! device's wire protocol. The crate is `no_std` so the guest kernel can use it; with the
+//! layout ([`layout`]), the boot-info block the VMM hands the guest ([`boot_info`]), the
+//! device's wire protocol ([`protocol`]) and its checksum ([`crc32c`]). The crate is `no_std` so the guest kernel can use it; with the
 //! `host` feature it also implements vm-memory's `ByteValued` for the plain structs.
 #![no_std]
 
 pub mod boot_info;
+pub mod crc32c;
 pub mod layout;
+pub mod protocol;
 
 /// Implements vm-memory's `ByteValued` for plain `#[repr(C)]` structs (host side only).
 #[macro_export]
