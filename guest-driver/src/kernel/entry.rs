@@ -1,0 +1,118 @@
+//! Entry from the VMM and the first drop to ring 3.
+//!
+//! The VMM enters every vCPU at `_start` in 64-bit mode with its boot GDT and an identity map,
+//! `rdi` = the boot-info address and `rsi` = the vCPU index. vCPU 0 builds the shared tables
+//! (GDT with one TSS per CPU, IDT, page tables); the others wait for it, then every CPU loads
+//! them and `iretq`s to ring 3 at [`crate::user::user_main`].
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use pvgpu_abi::boot_info::{BootInfo, BOOT_INFO_SIZE};
+use pvgpu_abi::layout::MAX_VCPUS;
+use spin::Once;
+
+use super::{gdt, idt, paging, trap};
+
+/// Size of each CPU's ring-0 stack.
+pub const KSTACK_SIZE: usize = 16 * 1024;
+const KSTACK_SHIFT: u32 = 14;
+const _: () = assert!(1 << KSTACK_SHIFT == KSTACK_SIZE);
+
+#[repr(C, align(4096))]
+pub struct Stacks(pub [[u8; KSTACK_SIZE]; MAX_VCPUS as usize]);
+
+/// Ring-0 stacks, one per CPU.
+#[link_section = ".kbss"]
+pub static mut KERNEL_STACKS: Stacks = Stacks([[0; KSTACK_SIZE]; MAX_VCPUS as usize]);
+
+/// The validated boot info (vCPU 0 fills it).
+#[link_section = ".kdata"]
+pub static BOOT: Once<BootInfo> = Once::new();
+
+#[link_section = ".kdata"]
+static READY: AtomicBool = AtomicBool::new(false);
+
+core::arch::global_asm!(
+    ".section .text.entry, \"ax\"",
+    ".global _start",
+    "_start:",
+    "    cmp rsi, {max}",
+    "    jae 2f",
+    "    lea rsp, [rip + {stacks}]",
+    "    mov rax, rsi",
+    "    inc rax",
+    "    shl rax, {shift}",
+    "    add rsp, rax",
+    "    xor ebp, ebp",
+    "    call {kmain}",
+    "2:  hlt",
+    "    jmp 2b",
+    max = const MAX_VCPUS,
+    stacks = sym KERNEL_STACKS,
+    shift = const KSTACK_SHIFT,
+    kmain = sym kmain,
+);
+
+/// Top of CPU `cpu`'s ring-0 stack.
+pub fn kstack_top(cpu: usize) -> u64 {
+    core::ptr::addr_of!(KERNEL_STACKS) as u64 + ((cpu as u64 + 1) * KSTACK_SIZE as u64)
+}
+
+/// The CPU whose ring-0 stack holds `rsp` (every ring-0 path runs on one).
+pub fn cpu_of_stack(rsp: u64) -> usize {
+    let base = core::ptr::addr_of!(KERNEL_STACKS) as u64;
+    (rsp.wrapping_sub(base) / KSTACK_SIZE as u64) as usize
+}
+
+extern "C" fn kmain(boot_ptr: u64, cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    if cpu == 0 {
+        // SAFETY: the VMM identity-maps guest RAM and wrote BOOT_INFO_SIZE bytes here.
+        let raw = unsafe { core::slice::from_raw_parts(boot_ptr as *const u8, BOOT_INFO_SIZE) };
+        let info = match BootInfo::decode(raw) {
+            Ok(info) => info,
+            Err(e) => trap::fatal_message(format_args!("bad boot info: {e}")),
+        };
+        BOOT.call_once(|| info);
+        gdt::init(info.num_cpus as usize);
+        idt::init();
+        paging::init(&info);
+        READY.store(true, Ordering::Release);
+    } else {
+        while !READY.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+    }
+    gdt::load(cpu);
+    idt::load();
+    paging::activate();
+    enter_ring3(cpu)
+}
+
+/// RFLAGS for ring 3: only bit 1 (always set). IOPL stays 0 (the TSS I/O bitmap grants the
+/// console, exit and phase ports), and interrupts stay off: ring 3 polls.
+pub const USER_RFLAGS: u64 = 0x2;
+
+fn enter_ring3(cpu: usize) -> ! {
+    let entry = crate::user::user_main as extern "C" fn(usize) -> ! as usize as u64;
+    let stack = crate::user::stack_top(cpu);
+    // SAFETY: builds an interrupt-return frame to ring 3 with the user selectors from our
+    // GDT, a user stack and the user entry point, and never comes back.
+    unsafe {
+        core::arch::asm!(
+            "push {ss}",
+            "push {rsp}",
+            "push {rflags}",
+            "push {cs}",
+            "push {rip}",
+            "iretq",
+            ss = in(reg) gdt::USER_SS as u64,
+            rsp = in(reg) stack,
+            rflags = in(reg) USER_RFLAGS,
+            cs = in(reg) gdt::USER_CS as u64,
+            rip = in(reg) entry,
+            in("rdi") cpu,
+            options(noreturn)
+        );
+    }
+}

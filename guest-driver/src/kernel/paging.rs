@@ -1,0 +1,283 @@
+//! The guest's page tables: an identity map of RAM and the device windows, and the user-map
+//! window that ring 3 fills through the map and unmap system calls.
+//!
+//! Identity map (physical = virtual): RAM with 2 MiB pages, except the first 2 MiB and the
+//! kernel image, which use 4 KiB pages so that page 0 stays unmapped, the code is read-only,
+//! and ring-0-private memory (`.kdata`, `.kbss`: GDT, TSS, IDT, stacks, these tables) is
+//! not reachable from ring 3. The virtio-mmio window is mapped uncached and the VRAM window
+//! with 2 MiB pages, both for ring 3.
+//!
+//! Page-table pages come from a fixed pool in `.kbss`, which is zero on boot. All changes are
+//! made under one lock; every loop here runs in the emulator, so each is kept short.
+
+use pvgpu_abi::boot_info::BootInfo;
+use pvgpu_abi::layout::{guest, LARGE_PAGE_SIZE, PAGE_SIZE};
+use spin::Mutex;
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
+use x86_64::PhysAddr;
+
+use super::image;
+use crate::abi::{EEXIST, EINVAL, ENOENT, ENOMEM, MAP_WRITE};
+
+/// Page-table pages available (each maps 2 MiB of 4 KiB pages at the last level).
+const POOL_PAGES: usize = 512;
+/// Most pages one map or unmap call may cover (4 GiB).
+pub const MAX_PAGES_PER_CALL: u64 = 1 << 20;
+
+#[repr(C, align(4096))]
+struct Pool([PageTable; POOL_PAGES]);
+
+#[link_section = ".kbss"]
+static mut POOL: Pool = Pool([const { PageTable::new() }; POOL_PAGES]);
+
+struct State {
+    /// Pool pages handed out so far; pool page 0 is the PML4.
+    used: usize,
+    ram_size: u64,
+}
+
+#[link_section = ".kdata"]
+static STATE: Mutex<State> = Mutex::new(State { used: 0, ram_size: 0 });
+
+const TABLE: F = F::PRESENT.union(F::WRITABLE).union(F::USER_ACCESSIBLE);
+const USER_RW: F = TABLE;
+const USER_RO: F = F::PRESENT.union(F::USER_ACCESSIBLE);
+const KERNEL_RW: F = F::PRESENT.union(F::WRITABLE);
+
+/// The pool table at `p` as a reference.
+///
+/// # Safety
+/// `p` must come from [`pool_table`] and the caller must hold the state lock (or be vCPU 0
+/// before the tables are shared).
+unsafe fn tbl<'a>(p: *mut PageTable) -> &'a mut PageTable {
+    // SAFETY: the caller's contract.
+    unsafe { &mut *p }
+}
+
+fn pool_table(i: usize) -> *mut PageTable {
+    // SAFETY: only the address of pool entry i (< POOL_PAGES, checked by callers) is formed.
+    unsafe { core::ptr::addr_of_mut!(POOL.0[i]) }
+}
+
+impl State {
+    fn alloc_table(&mut self) -> Option<*mut PageTable> {
+        if self.used >= POOL_PAGES {
+            return None;
+        }
+        let t = pool_table(self.used);
+        self.used += 1;
+        Some(t)
+    }
+
+    /// The table that entry `idx` of `parent` points to, made if `create` and missing.
+    ///
+    /// # Safety
+    /// `parent` must be a table from the pool.
+    unsafe fn next(&mut self, parent: *mut PageTable, idx: usize, create: bool) -> Option<*mut PageTable> {
+        // SAFETY: parent is a live pool table (caller's contract); we hold the state lock.
+        let e = unsafe { &mut tbl(parent)[idx] };
+        if e.is_unused() {
+            if !create {
+                return None;
+            }
+            let t = self.alloc_table()?;
+            e.set_addr(PhysAddr::new(t as u64), TABLE);
+            return Some(t);
+        }
+        Some(e.addr().as_u64() as *mut PageTable)
+    }
+
+    /// The last-level table for `va`, or the page directory when `level` is 2.
+    fn walk(&mut self, va: u64, level: u8, create: bool) -> Option<*mut PageTable> {
+        let mut t = pool_table(0);
+        let mut shift = 39;
+        while shift > 12 + 9 * (level as u32 - 1) {
+            // SAFETY: t starts at the PML4 and each step returns a pool table.
+            t = unsafe { self.next(t, ((va >> shift) & 511) as usize, create)? };
+            shift -= 9;
+        }
+        Some(t)
+    }
+
+    fn user_pa_ok(&self, pa: u64) -> bool {
+        pa % PAGE_SIZE == 0 && pa >= image::end() && pa < self.ram_size
+    }
+}
+
+/// Flags for the 4 KiB page at `pa` in the identity map.
+fn identity_flags(pa: u64) -> F {
+    if pa == 0 {
+        F::empty()
+    } else if pa < image::readonly_end() {
+        USER_RO
+    } else if pa >= image::kpriv_start() && pa < image::kpriv_end() {
+        KERNEL_RW
+    } else {
+        USER_RW
+    }
+}
+
+/// Builds every table (vCPU 0 only, before [`activate`]).
+pub fn init(info: &BootInfo) {
+    let mut s = STATE.lock();
+    s.ram_size = info.ram_size;
+    s.used = 1; // the PML4
+    let fine_end = image::kpriv_end();
+    let mut pa = 0;
+    while pa < info.ram_size {
+        let Some(pd) = s.walk(pa, 2, true) else { break };
+        let idx = ((pa >> 21) & 511) as usize;
+        if pa < fine_end {
+            let Some(pt) = s.alloc_table() else { break };
+            // SAFETY: pd and pt are pool tables; we hold the lock.
+            unsafe {
+                tbl(pd)[idx].set_addr(PhysAddr::new(pt as u64), TABLE);
+                for (i, e) in tbl(pt).iter_mut().enumerate() {
+                    let p = pa + i as u64 * PAGE_SIZE;
+                    let flags = identity_flags(p);
+                    if !flags.is_empty() {
+                        e.set_addr(PhysAddr::new(p), flags);
+                    }
+                }
+            }
+        } else {
+            // SAFETY: pd is a pool table; we hold the lock.
+            unsafe { tbl(pd)[idx].set_addr(PhysAddr::new(pa), USER_RW | F::HUGE_PAGE) };
+        }
+        pa += LARGE_PAGE_SIZE;
+    }
+    let windows = [
+        (info.virtio_mmio_base, info.virtio_mmio_size, USER_RW | F::NO_CACHE | F::WRITE_THROUGH),
+        (info.vram_base, info.vram_size, USER_RW),
+    ];
+    for (base, size, flags) in windows {
+        let mut pa = base & !(LARGE_PAGE_SIZE - 1);
+        while size > 0 && pa < base + size {
+            let Some(pd) = s.walk(pa, 2, true) else { break };
+            // SAFETY: pd is a pool table; we hold the lock.
+            unsafe { tbl(pd)[((pa >> 21) & 511) as usize].set_addr(PhysAddr::new(pa), flags | F::HUGE_PAGE) };
+            pa += LARGE_PAGE_SIZE;
+        }
+    }
+}
+
+/// Switches this CPU to the tables built by [`init`].
+pub fn activate() {
+    let pml4 = PhysFrame::containing_address(PhysAddr::new(pool_table(0) as u64));
+    // SAFETY: the new tables identity-map the kernel image, its stacks and the boot info,
+    // exactly as the VMM's boot tables did, so execution continues unchanged.
+    unsafe { Cr3::write(pml4, Cr3Flags::empty()) };
+}
+
+/// Whether `addr` lies in the user-map window.
+pub fn in_user_window(addr: u64) -> bool {
+    addr >= guest::USER_MAP_BASE && addr < guest::USER_MAP_BASE + guest::USER_MAP_SIZE
+}
+
+fn window_range_ok(va: u64, count: u64) -> bool {
+    va % PAGE_SIZE == 0
+        && count > 0
+        && count <= MAX_PAGES_PER_CALL
+        && in_user_window(va)
+        && va + count * PAGE_SIZE <= guest::USER_MAP_BASE + guest::USER_MAP_SIZE
+}
+
+/// Whether ring 3 may hand ring 0 the buffer `[addr, addr + len)`: identity-mapped RAM that
+/// is neither page 0 nor ring-0-private.
+pub fn user_buffer_ok(addr: u64, len: u64) -> bool {
+    let ram = STATE.lock().ram_size;
+    let Some(end) = addr.checked_add(len) else { return false };
+    addr >= PAGE_SIZE && end <= ram && (end <= image::kpriv_start() || addr >= image::kpriv_end())
+}
+
+/// Maps `count` pages at `va` to the physical pages listed at `list` (ring-3 memory).
+/// All or nothing: on error no mapping is left behind.
+pub fn map(va: u64, list: u64, count: u64, flags: u64) -> i64 {
+    if flags & !MAP_WRITE != 0 || !window_range_ok(va, count) || !user_buffer_ok(list, count * 8) {
+        return EINVAL;
+    }
+    let leaf = if flags & MAP_WRITE != 0 { USER_RW } else { USER_RO };
+    let mut s = STATE.lock();
+    let mut pt: *mut PageTable = core::ptr::null_mut();
+    let mut err = 0;
+    let mut done = 0;
+    while done < count {
+        let v = va + done * PAGE_SIZE;
+        // SAFETY: list..list+count*8 was checked to be ordinary ring-3 RAM.
+        let pa = unsafe { core::ptr::read_volatile((list + done * 8) as *const u64) };
+        if !s.user_pa_ok(pa) {
+            err = EINVAL;
+            break;
+        }
+        if pt.is_null() || v % LARGE_PAGE_SIZE == 0 {
+            match s.walk(v, 1, true) {
+                Some(t) => pt = t,
+                None => {
+                    err = ENOMEM;
+                    break;
+                }
+            }
+        }
+        // SAFETY: pt is the pool table covering v; we hold the lock.
+        let e = unsafe { &mut tbl(pt)[((v >> 12) & 511) as usize] };
+        if !e.is_unused() {
+            err = EEXIST;
+            break;
+        }
+        e.set_addr(PhysAddr::new(pa), leaf);
+        done += 1;
+    }
+    if err != 0 {
+        clear(&mut s, va, done);
+        return err;
+    }
+    0
+}
+
+/// Unmaps `count` pages at `va`; every one must be mapped.
+pub fn unmap(va: u64, count: u64) -> i64 {
+    if !window_range_ok(va, count) {
+        return EINVAL;
+    }
+    let mut s = STATE.lock();
+    // Check first, so a bad call changes nothing.
+    let mut i = 0;
+    while i < count {
+        let v = va + i * PAGE_SIZE;
+        let Some(pt) = s.walk(v, 1, false) else { return ENOENT };
+        let first = ((v >> 12) & 511) as usize;
+        let n = (512 - first as u64).min(count - i);
+        // SAFETY: pt is a pool table; we hold the lock.
+        if unsafe { tbl(pt).iter().skip(first).take(n as usize).any(|e| e.is_unused()) } {
+            return ENOENT;
+        }
+        i += n;
+    }
+    clear(&mut s, va, count);
+    0
+}
+
+/// Clears `count` mapped entries from `va` and flushes them from this CPU's TLB.
+fn clear(s: &mut State, va: u64, count: u64) {
+    let mut i = 0;
+    while i < count {
+        let v = va + i * PAGE_SIZE;
+        let first = ((v >> 12) & 511) as usize;
+        let n = (512 - first as u64).min(count - i);
+        if let Some(pt) = s.walk(v, 1, false) {
+            // SAFETY: pt is a pool table; we hold the lock.
+            unsafe { tbl(pt).iter_mut().skip(first).take(n as usize).for_each(|e| e.set_unused()) };
+        }
+        i += n;
+    }
+    if count > 64 {
+        let (frame, flags) = Cr3::read();
+        // SAFETY: reloading the same CR3 only flushes non-global TLB entries.
+        unsafe { Cr3::write(frame, flags) };
+    } else {
+        for k in 0..count {
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va + k * PAGE_SIZE));
+        }
+    }
+}

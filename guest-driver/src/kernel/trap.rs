@@ -1,0 +1,111 @@
+//! Exception dispatch: system calls, page faults handed to ring 3, and fatal reports.
+
+use core::fmt::Write;
+
+use pvgpu_abi::layout::EXIT_GUEST_FAULT_BASE;
+use x86_64::registers::control::Cr2;
+
+use super::{entry, paging, syscall};
+use crate::abi::TrapFrame;
+use crate::port::{self, LineWriter};
+
+const VECTOR_UD: u64 = 6;
+const VECTOR_PF: u64 = 14;
+
+/// Exit status for a fatal error with no CPU exception behind it (bad boot info, panic).
+pub const EXIT_KERNEL_ERROR: u8 = 100;
+
+const NAMES: [&str; 32] = [
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved",
+    "#MF x87 error",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD error",
+    "#VE virtualization",
+    "#CP control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "#HV hypervisor injection",
+    "#VC VMM communication",
+    "#SX security",
+    "reserved",
+];
+
+/// Called by the entry stub with the saved frame of every exception.
+pub extern "C" fn trap_dispatch(f: &mut TrapFrame) {
+    let from_user = f.cs & 3 == 3;
+    if from_user && f.vector == VECTOR_UD && f.rip == crate::user::sys::stub_addr() {
+        syscall::handle(f);
+        return;
+    }
+    if f.vector == VECTOR_PF {
+        let addr = Cr2::read_raw();
+        if from_user && paging::in_user_window(addr) && syscall::deliver_fault(f, addr) {
+            return;
+        }
+        fatal(f, addr);
+    }
+    fatal(f, 0)
+}
+
+/// Reports an exception nobody handles, then ends the guest with 64 + vector.
+fn fatal(f: &TrapFrame, cr2: u64) -> ! {
+    let vector = (f.vector & 31) as usize;
+    let cpu = entry::cpu_of_stack(current_rsp());
+    let mut w = LineWriter::new();
+    let _ = write!(
+        w,
+        "\n[pvgpu-guest] FATAL {} (vector {}) at ring {} on cpu {}: error {:#x}\n",
+        NAMES[vector],
+        f.vector,
+        f.cs & 3,
+        cpu,
+        f.error_code
+    );
+    let _ = write!(
+        w,
+        "  rip={:#018x} rsp={:#018x} rflags={:#x} cr2={:#x}\n",
+        f.rip, f.rsp, f.rflags, cr2
+    );
+    let _ = write!(
+        w,
+        "  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}\n",
+        f.rax, f.rbx, f.rcx, f.rdx, f.rsi, f.rdi, f.rbp
+    );
+    w.flush();
+    port::exit(EXIT_GUEST_FAULT_BASE + vector as u8)
+}
+
+/// Reports a fatal condition that is not an exception, then exits with [`EXIT_KERNEL_ERROR`].
+pub fn fatal_message(args: core::fmt::Arguments) -> ! {
+    let mut w = LineWriter::new();
+    let _ = write!(w, "\n[pvgpu-guest] FATAL: {args}\n");
+    w.flush();
+    port::exit(EXIT_KERNEL_ERROR)
+}
+
+fn current_rsp() -> u64 {
+    let rsp: u64;
+    // SAFETY: reads the stack pointer; no memory or flags are touched.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    rsp
+}

@@ -1,0 +1,47 @@
+//! Ring 3: everything that need not be privileged, running natively.
+
+pub mod cmdline;
+pub mod console;
+pub mod fault;
+pub mod heap;
+pub mod pages;
+pub mod smp;
+pub mod sys;
+pub mod workloads;
+
+use pvgpu_abi::boot_info::{BootInfo, BOOT_INFO_SIZE};
+use pvgpu_abi::layout::{BOOT_INFO_ADDR, MAX_VCPUS};
+
+/// Size of each CPU's ring-3 stack.
+const USTACK_SIZE: usize = 256 * 1024;
+
+#[repr(C, align(4096))]
+struct Stacks([[u8; USTACK_SIZE]; MAX_VCPUS as usize]);
+
+static mut USER_STACKS: Stacks = Stacks([[0; USTACK_SIZE]; MAX_VCPUS as usize]);
+
+/// Top of CPU `cpu`'s ring-3 stack.
+pub fn stack_top(cpu: usize) -> u64 {
+    core::ptr::addr_of!(USER_STACKS) as u64 + ((cpu as u64 + 1) * USTACK_SIZE as u64)
+}
+
+/// The boot info, read from its page (mapped read-only for ring 3).
+pub fn boot_info() -> BootInfo {
+    // SAFETY: the boot-info page is identity-mapped and readable at ring 3; the VMM wrote it
+    // and nobody changes it.
+    let raw = unsafe { core::slice::from_raw_parts(BOOT_INFO_ADDR as *const u8, BOOT_INFO_SIZE) };
+    // Ring 0 validated this very block before entering ring 3.
+    BootInfo::decode(raw).unwrap_or_default()
+}
+
+/// Ring-3 entry of every CPU.
+pub extern "C" fn user_main(cpu: usize) -> ! {
+    if cpu != 0 {
+        smp::secondary(cpu)
+    }
+    let info = boot_info();
+    heap::init(&info);
+    pages::init(&info);
+    let status = workloads::run(&cmdline::args(&info), &info);
+    crate::port::exit(status)
+}

@@ -1,0 +1,85 @@
+//! The guest page allocator: every 4 KiB page of RAM after the heap, tracked in a bitmap.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use pvgpu_abi::boot_info::BootInfo;
+use pvgpu_abi::layout::PAGE_SIZE;
+use spin::Mutex;
+
+struct Allocator {
+    base: u64,
+    /// Bit set = page in use.
+    bits: Vec<u64>,
+    pages: usize,
+    free: usize,
+    /// Word to start the next search at.
+    hint: usize,
+}
+
+static PAGES: Mutex<Option<Allocator>> = Mutex::new(None);
+
+/// Sets the allocator up over the RAM after the heap (vCPU 0, after the heap).
+pub fn init(info: &BootInfo) {
+    let (heap, len) = super::heap::region(info);
+    let base = heap + len;
+    let pages = (info.ram_size.saturating_sub(base) / PAGE_SIZE) as usize;
+    let mut bits = vec![0u64; pages.div_ceil(64)];
+    // Mark the tail of the last word as used, so it is never handed out.
+    for p in pages..bits.len() * 64 {
+        bits[p / 64] |= 1 << (p % 64);
+    }
+    *PAGES.lock() = Some(Allocator { base, bits, pages, free: pages, hint: 0 });
+}
+
+/// One free page's guest-physical address.
+pub fn alloc() -> Option<u64> {
+    let mut g = PAGES.lock();
+    let a = g.as_mut()?;
+    let n = a.bits.len();
+    for k in 0..n {
+        let w = (a.hint + k) % n;
+        if a.bits[w] != u64::MAX {
+            let bit = (!a.bits[w]).trailing_zeros() as usize;
+            a.bits[w] |= 1 << bit;
+            a.free -= 1;
+            a.hint = w;
+            return Some(a.base + ((w * 64 + bit) as u64) * PAGE_SIZE);
+        }
+    }
+    None
+}
+
+/// `n` pages, or none at all.
+pub fn alloc_many(n: usize) -> Option<Vec<u64>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        match alloc() {
+            Some(p) => v.push(p),
+            None => {
+                v.iter().for_each(|&p| free(p));
+                return None;
+            }
+        }
+    }
+    Some(v)
+}
+
+/// Returns a page. Freeing a page that is not allocated is a bug and panics.
+pub fn free(pa: u64) {
+    let mut g = PAGES.lock();
+    let Some(a) = g.as_mut() else { return };
+    let idx = pa.checked_sub(a.base).map(|o| (o / PAGE_SIZE) as usize);
+    match idx {
+        Some(i) if i < a.pages && pa % PAGE_SIZE == 0 && a.bits[i / 64] & (1 << (i % 64)) != 0 => {
+            a.bits[i / 64] &= !(1 << (i % 64));
+            a.free += 1;
+        }
+        _ => panic!("page allocator: bad free of {pa:#x}"),
+    }
+}
+
+/// (free pages, total pages).
+pub fn counts() -> (usize, usize) {
+    PAGES.lock().as_ref().map_or((0, 0), |a| (a.free, a.pages))
+}

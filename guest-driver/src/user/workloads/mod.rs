@@ -1,0 +1,47 @@
+//! The workloads the guest runs, chosen by the first word of its command line.
+
+pub mod basic;
+pub mod selftest;
+
+use pvgpu_abi::boot_info::BootInfo;
+
+use super::smp::{self, Job};
+
+/// Exit status when every check passed.
+pub const EXIT_OK: u8 = 0;
+/// Exit status when a check failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status for a command line the guest does not understand.
+pub const EXIT_USAGE: u8 = 2;
+
+const USAGE: &str = "usage: hello | exit N | selftest | fault-ring0 [pf|ud] | fault-ring3 | spin";
+
+/// Runs the workload `args` names on vCPU 0 and returns the guest's exit status.
+pub fn run(args: &[&str], info: &BootInfo) -> u8 {
+    let (name, rest) = match args.split_first() {
+        Some((n, r)) => (*n, r),
+        None => ("hello", &[][..]),
+    };
+    if name == "selftest" {
+        smp::post(Job::Selftest);
+        return selftest::run(info);
+    }
+    smp::post(Job::Park);
+    match (name, rest) {
+        ("hello", []) => basic::hello(info),
+        ("exit", [n]) => match n.parse::<u8>() {
+            Ok(n) => n,
+            Err(_) => usage(args),
+        },
+        ("fault-ring0", []) | ("fault-ring0", ["pf"]) => basic::fault_ring0(0),
+        ("fault-ring0", ["ud"]) => basic::fault_ring0(1),
+        ("fault-ring3", []) => basic::fault_ring3(),
+        ("spin", []) => basic::spin(),
+        _ => usage(args),
+    }
+}
+
+fn usage(args: &[&str]) -> u8 {
+    crate::println!("[pvgpu-guest] unknown command line {args:?}; {USAGE}");
+    EXIT_USAGE
+}
