@@ -1,4 +1,28 @@
-//! The pvgpu device model: host memory files, and (with the device-model issue) the
-//! virtio-mmio transport, VRAM, objects and commands. It does not depend on KVM.
+//! The pvgpu GPU memory device model: a virtio-gpu device on the virtio-mmio transport whose
+//! extension commands manage GPU memory objects that move between guest pages and VRAM, and
+//! whose CLEAN command gives the guest pages of an object back to the host.
+//!
+//! It does not depend on KVM: the VMM plugs it in through [`PvgpuDevice`] (register window,
+//! queue processing, VRAM memfd, [`InterruptSink`], [`GuestRamPunch`]). The wire protocol is
+//! `pvgpu_abi::protocol`, shared with the guest.
+//!
+//! One concern per module: [`transport`] (registers), [`queue`] (descriptor chains),
+//! [`commands`] (requests → responses), [`object`] (life cycle), [`vram`] (VRAM memory and
+//! copies), [`vram_alloc`] (VRAM ranges), [`guest_ram`] (RAM ranges, page lists, punching),
+//! [`stats`] (counters), [`memfd`].
 
+pub mod commands;
+pub mod device;
+pub mod guest_ram;
 pub mod memfd;
+pub mod object;
+pub mod queue;
+pub mod stats;
+pub mod transport;
+pub mod vram;
+pub mod vram_alloc;
+
+pub use commands::{CommandEngine, CommandError, DeviceConfig};
+pub use device::{DeviceError, InterruptSink, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
+pub use guest_ram::{GuestRam, GuestRamPunch};
+pub use stats::DeviceStats;

@@ -5,8 +5,10 @@
 //! pvgpu is a virtio-gpu device (device ID [`VIRTIO_ID_GPU`] = 16) on the virtio-mmio transport
 //! (version 2 registers). Its memory-object commands are an extension behind the device feature
 //! bit [`VIRTIO_GPU_F_PVGPU_MEM`] (bit 20, inside the device-specific range 0..=23 and not used
-//! by virtio-gpu, whose bits are 0..=4). A driver must negotiate that bit and
-//! `VIRTIO_F_VERSION_1` (bit 32); the device refuses FEATURES_OK otherwise.
+//! by virtio-gpu, whose bits are 0..=4). The device offers that bit, `VIRTIO_F_VERSION_1`
+//! (bit 32, required: FEATURES_OK is refused without it) and `VIRTIO_RING_F_EVENT_IDX`
+//! (bit 29, optional). A driver that did not accept bit 20 gets [`RESP_ERR_NOT_NEGOTIATED`]
+//! for every pvgpu command.
 //!
 //! There is one queue, the control queue (index 0, at most [`CONTROLQ_SIZE_MAX`] entries).
 //! Every request is a descriptor chain: device-readable descriptors holding the request (which

@@ -1,0 +1,485 @@
+//! The pvgpu commands: decoding a request, checking every guest value, acting on objects, VRAM
+//! and guest pages, and encoding the response. One request in, one response out; bad
+//! requests get an error response and change nothing.
+
+use vm_memory::GuestMemory;
+
+use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
+
+use crate::guest_ram::{Extent, GuestRam, GuestRamError, GuestRamPunch};
+use crate::object::{ObjectError, ObjectTable, Op, Placement};
+use crate::stats::DeviceStats;
+use crate::vram::{guest_checksum, Vram, VramError};
+use crate::vram_alloc::{AllocError, VramAllocator};
+
+/// Why a command failed; each maps to one response type.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The request is shorter than its command needs.
+    #[error("request of {got} bytes is too short for {cmd:#x} (needs {need})")]
+    BadRequest {
+        /// Command type.
+        cmd: u32,
+        /// Bytes needed.
+        need: usize,
+        /// Bytes received.
+        got: usize,
+    },
+    /// The type is not a pvgpu command.
+    #[error("unknown command type {0:#x}")]
+    UnknownCommand(u32),
+    /// The driver did not negotiate the pvgpu feature.
+    #[error("the pvgpu feature was not negotiated")]
+    NotNegotiated,
+    /// A field is out of range.
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(&'static str),
+    /// Object id, state or range.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// A bad page list.
+    #[error("bad backing: {0}")]
+    Backing(#[from] GuestRamError),
+    /// Not enough VRAM.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// A VRAM or guest-memory access failed.
+    #[error(transparent)]
+    Vram(#[from] VramError),
+    /// Punching guest RAM failed.
+    #[error("punching guest RAM failed: {0}")]
+    Punch(std::io::Error),
+}
+
+impl CommandError {
+    /// The response type the guest sees.
+    pub fn response_type(&self) -> u32 {
+        match self {
+            CommandError::BadRequest { .. } => p::RESP_ERR_BAD_REQUEST,
+            CommandError::UnknownCommand(_) => p::RESP_ERR_UNKNOWN_COMMAND,
+            CommandError::NotNegotiated => p::RESP_ERR_NOT_NEGOTIATED,
+            CommandError::InvalidParameter(_) => p::RESP_ERR_INVALID_PARAMETER,
+            CommandError::Object(e) => match e {
+                ObjectError::NoSuchObject(_) | ObjectError::ZeroId => p::RESP_ERR_INVALID_OBJECT_ID,
+                ObjectError::Exists(_) => p::RESP_ERR_OBJECT_EXISTS,
+                ObjectError::TooMany(_) => p::RESP_ERR_TOO_MANY_OBJECTS,
+                ObjectError::InvalidState { .. } => p::RESP_ERR_INVALID_STATE,
+                ObjectError::OutOfRange { .. } => p::RESP_ERR_OUT_OF_RANGE,
+            },
+            CommandError::Backing(_) => p::RESP_ERR_BAD_BACKING,
+            CommandError::Alloc(AllocError::OutOfVram { .. }) => p::RESP_ERR_OUT_OF_MEMORY,
+            CommandError::Alloc(_) | CommandError::Vram(_) | CommandError::Punch(_) => {
+                p::RESP_ERR_UNSPEC
+            }
+        }
+    }
+}
+
+/// What the device model is configured with.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// VRAM size in bytes (page multiple, at most `layout::VRAM_MAX`).
+    pub vram_size: u64,
+    /// Which guest-physical ranges are RAM (backing pages must lie inside).
+    pub ram: GuestRam,
+    /// Most live objects (at most `protocol::MAX_OBJECTS`).
+    pub max_objects: u32,
+}
+
+impl DeviceConfig {
+    /// The pvgpu layout: RAM is `[0, ram_size)`.
+    pub fn new(ram_size: u64, vram_size: u64) -> Result<Self, GuestRamError> {
+        Ok(DeviceConfig {
+            vram_size,
+            ram: GuestRam::from_size(ram_size)?,
+            max_objects: p::MAX_OBJECTS,
+        })
+    }
+}
+
+/// The command engine: objects, VRAM and counters.
+pub struct CommandEngine {
+    vram: Vram,
+    alloc: VramAllocator,
+    objects: ObjectTable,
+    ram: GuestRam,
+    punch: Box<dyn GuestRamPunch + Send>,
+    stats: DeviceStats,
+    tick: u64,
+    enabled: bool,
+}
+
+impl std::fmt::Debug for CommandEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandEngine")
+            .field("vram", &self.vram)
+            .field("objects", &self.objects.len())
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+fn need<T: Wire>(cmd: u32, req: &[u8]) -> Result<T, CommandError> {
+    T::read_from(req).ok_or(CommandError::BadRequest {
+        cmd,
+        need: std::mem::size_of::<T>(),
+        got: req.len(),
+    })
+}
+
+fn entries(cmd: u32, req: &[u8], nr: u32) -> Result<Vec<MemEntry>, CommandError> {
+    if nr > p::MAX_SG_ENTRIES {
+        return Err(CommandError::InvalidParameter("nr_entries"));
+    }
+    let head = std::mem::size_of::<p::ReqBacking>();
+    let esz = std::mem::size_of::<MemEntry>();
+    let want = head + nr as usize * esz;
+    if req.len() < want {
+        return Err(CommandError::BadRequest {
+            cmd,
+            need: want,
+            got: req.len(),
+        });
+    }
+    Ok(req[head..want]
+        .chunks_exact(esz)
+        .filter_map(MemEntry::read_from)
+        .collect())
+}
+
+impl CommandEngine {
+    /// A device with fresh VRAM; `punch` frees guest RAM for CLEAN.
+    pub fn new(
+        config: DeviceConfig,
+        punch: Box<dyn GuestRamPunch + Send>,
+    ) -> Result<Self, VramError> {
+        let vram = Vram::new(config.vram_size)?;
+        let stats = DeviceStats {
+            vram_size: vram.size(),
+            ..DeviceStats::default()
+        };
+        Ok(CommandEngine {
+            alloc: VramAllocator::new(vram.size()),
+            vram,
+            objects: ObjectTable::new(config.max_objects.min(p::MAX_OBJECTS)),
+            ram: config.ram,
+            punch,
+            stats,
+            tick: 0,
+            enabled: true,
+        })
+    }
+
+    /// Whether pvgpu commands are accepted (the driver negotiated the feature).
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.enabled = enabled;
+    }
+
+    /// VRAM.
+    pub fn vram(&self) -> &Vram {
+        &self.vram
+    }
+
+    /// The objects.
+    pub fn objects(&self) -> &ObjectTable {
+        &self.objects
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &DeviceStats {
+        &self.stats
+    }
+
+    /// Counters that the queue layer keeps.
+    pub fn stats_mut(&mut self) -> &mut DeviceStats {
+        &mut self.stats
+    }
+
+    /// Destroys every object and frees all VRAM (device reset). Guest pages are untouched.
+    pub fn reset(&mut self) {
+        for o in self.objects.drain() {
+            if let Some(off) = o.vram_offset {
+                self.free_vram(off, o.size);
+            }
+        }
+        self.stats.set_objects(0);
+    }
+
+    /// Handles one request and returns the response bytes.
+    pub fn handle<M: GuestMemory + ?Sized>(&mut self, mem: &M, req: &[u8]) -> Vec<u8> {
+        self.tick += 1;
+        let Some(hdr) = CtrlHdr::read_from(req) else {
+            self.stats.count_command("short", true);
+            return CtrlHdr::new(p::RESP_ERR_BAD_REQUEST).as_bytes().to_vec();
+        };
+        let name = p::command_name(hdr.type_);
+        let result = if self.enabled {
+            self.dispatch(mem, &hdr, req)
+        } else {
+            Err(CommandError::NotNegotiated)
+        };
+        self.stats.count_command(name, result.is_err());
+        self.stats.set_objects(self.objects.len() as u64);
+        self.stats.set_vram_used(self.alloc.used());
+        match result {
+            Ok(resp) => resp,
+            Err(e) => hdr.response(e.response_type()).as_bytes().to_vec(),
+        }
+    }
+
+    fn dispatch<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        hdr: &CtrlHdr,
+        req: &[u8],
+    ) -> Result<Vec<u8>, CommandError> {
+        let cmd = hdr.type_;
+        let ok = || hdr.response(p::RESP_OK_NODATA).as_bytes().to_vec();
+        match cmd {
+            p::CMD_NOP => Ok(ok()),
+            p::CMD_GET_INFO => Ok(self.info(hdr).as_bytes().to_vec()),
+            p::CMD_STATS => Ok(self.wire_stats(hdr).as_bytes().to_vec()),
+            p::CMD_CREATE => {
+                let r: p::ReqCreate = need(cmd, req)?;
+                self.create(r.object_id, r.flags, r.size)?;
+                Ok(ok())
+            }
+            p::CMD_DESTROY => {
+                let r: p::ReqObject = need(cmd, req)?;
+                self.destroy(r.object_id)?;
+                Ok(ok())
+            }
+            p::CMD_ATTACH_BACKING => {
+                let r: p::ReqBacking = need(cmd, req)?;
+                let e = entries(cmd, req, r.nr_entries)?;
+                self.attach(r.object_id, &e)?;
+                Ok(ok())
+            }
+            p::CMD_MIGRATE => {
+                let r: p::ReqObject = need(cmd, req)?;
+                self.migrate(mem, r.object_id)?;
+                Ok(ok())
+            }
+            p::CMD_CLEAN => {
+                let r: p::ReqObject = need(cmd, req)?;
+                self.clean(r.object_id)?;
+                Ok(ok())
+            }
+            p::CMD_EVICT => {
+                let r: p::ReqBacking = need(cmd, req)?;
+                let e = entries(cmd, req, r.nr_entries)?;
+                self.evict(mem, r.object_id, &e)?;
+                Ok(ok())
+            }
+            p::CMD_FILL => {
+                let r: p::ReqFill = need(cmd, req)?;
+                self.fill(r.object_id, r.offset, r.length, r.value)?;
+                Ok(ok())
+            }
+            p::CMD_COPY => {
+                let r: p::ReqCopy = need(cmd, req)?;
+                self.copy(r.dst_id, r.dst_offset, r.src_id, r.src_offset, r.length)?;
+                Ok(ok())
+            }
+            p::CMD_CHECKSUM => {
+                let r: p::ReqRange = need(cmd, req)?;
+                let crc = self.checksum(mem, r.object_id, r.offset, r.length)?;
+                Ok(p::RespChecksum {
+                    hdr: hdr.response(p::RESP_OK_CHECKSUM),
+                    crc32c: crc,
+                    padding: 0,
+                }
+                .as_bytes()
+                .to_vec())
+            }
+            other => Err(CommandError::UnknownCommand(other)),
+        }
+    }
+
+    fn info(&self, hdr: &CtrlHdr) -> p::RespInfo {
+        p::RespInfo {
+            hdr: hdr.response(p::RESP_OK_INFO),
+            protocol_version: p::PROTOCOL_VERSION,
+            flags: 0,
+            vram_size: self.vram.size(),
+            max_object_size: self.vram.size(),
+            max_objects: self.objects.limit(),
+            max_sg_entries: p::MAX_SG_ENTRIES,
+            page_size: p::PAGE_SIZE as u32,
+            padding: 0,
+        }
+    }
+
+    fn wire_stats(&self, hdr: &CtrlHdr) -> p::RespStats {
+        let s = &self.stats;
+        p::RespStats {
+            hdr: hdr.response(p::RESP_OK_STATS),
+            objects_live: self.objects.len() as u64,
+            objects_peak: s.objects_peak,
+            bytes_migrated: s.bytes_migrated,
+            bytes_cleaned: s.bytes_cleaned,
+            bytes_evicted: s.bytes_evicted,
+            vram_used: self.alloc.used(),
+            vram_peak: s.vram_peak,
+            vram_size: self.vram.size(),
+            // This request counts itself.
+            commands: s.commands + 1,
+            errors: s.errors,
+        }
+    }
+
+    fn create(&mut self, id: u32, flags: u32, size: u64) -> Result<(), CommandError> {
+        if flags != 0 {
+            return Err(CommandError::InvalidParameter("flags"));
+        }
+        if size == 0 || size % p::PAGE_SIZE != 0 || size > self.vram.size() {
+            return Err(CommandError::InvalidParameter("size"));
+        }
+        self.objects.create(id, size, self.tick)?;
+        self.stats.objects_created += 1;
+        Ok(())
+    }
+
+    fn destroy(&mut self, id: u32) -> Result<(), CommandError> {
+        let o = self.objects.remove(id)?;
+        if let Some(off) = o.vram_offset {
+            self.free_vram(off, o.size);
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, id: u32, entries: &[MemEntry]) -> Result<(), CommandError> {
+        let o = self.objects.touch(id, self.tick)?;
+        o.check(Op::Attach)?;
+        let extents = self.ram.check_entries(entries, o.size)?;
+        o.backing = Some(extents);
+        Ok(())
+    }
+
+    fn migrate<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u32) -> Result<(), CommandError> {
+        let o = self.objects.touch(id, self.tick)?;
+        o.check(Op::Migrate)?;
+        let size = o.size;
+        let off = self.alloc.alloc(size, p::PAGE_SIZE)?;
+        let backing = o.backing.as_deref().unwrap_or(&[]);
+        if let Err(e) = self.vram.copy_from_guest(mem, backing, off) {
+            self.free_vram(off, size);
+            return Err(e.into());
+        }
+        o.placement = Placement::Vram;
+        o.vram_offset = Some(off);
+        self.stats.bytes_migrated += size;
+        Ok(())
+    }
+
+    fn clean(&mut self, id: u32) -> Result<(), CommandError> {
+        let o = self.objects.touch(id, self.tick)?;
+        o.check(Op::Clean)?;
+        // The object is CLEANED whatever happens below: VRAM holds the data.
+        let backing = o.backing.take().unwrap_or_default();
+        o.placement = Placement::Cleaned;
+        let mut failure = None;
+        for x in &backing {
+            // Re-check: only guest RAM is ever punched.
+            let r = self
+                .ram
+                .check(x.gpa, x.len)
+                .map_err(CommandError::Backing)
+                .and_then(|x| self.punch.punch(x.gpa, x.len).map_err(CommandError::Punch));
+            match r {
+                Ok(()) => self.stats.bytes_cleaned += x.len,
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn evict<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        id: u32,
+        entries: &[MemEntry],
+    ) -> Result<(), CommandError> {
+        let o = self.objects.touch(id, self.tick)?;
+        o.check(Op::Evict)?;
+        let new_backing: Option<Vec<Extent>> = if entries.is_empty() {
+            None
+        } else {
+            Some(self.ram.check_entries(entries, o.size)?)
+        };
+        let target = match (&new_backing, &o.backing) {
+            (Some(n), _) => n.as_slice(),
+            (None, Some(old)) => old.as_slice(),
+            (None, None) => return Err(CommandError::InvalidParameter("nr_entries")),
+        };
+        let off = o.vram_offset.unwrap_or_default();
+        self.vram.copy_to_guest(mem, target, off)?;
+        if let Some(n) = new_backing {
+            o.backing = Some(n);
+        }
+        o.placement = Placement::System;
+        o.vram_offset = None;
+        let size = o.size;
+        self.stats.bytes_evicted += size;
+        self.free_vram(off, size);
+        Ok(())
+    }
+
+    fn fill(&mut self, id: u32, offset: u64, len: u64, value: u32) -> Result<(), CommandError> {
+        let value = u8::try_from(value).map_err(|_| CommandError::InvalidParameter("value"))?;
+        let o = self.objects.touch(id, self.tick)?;
+        o.check(Op::VramData)?;
+        o.check_range(offset, len)?;
+        let base = o.vram_offset.unwrap_or_default();
+        self.vram.fill(base + offset, len, value)?;
+        Ok(())
+    }
+
+    fn copy(
+        &mut self,
+        dst_id: u32,
+        dst_off: u64,
+        src_id: u32,
+        src_off: u64,
+        len: u64,
+    ) -> Result<(), CommandError> {
+        let s = self.objects.touch(src_id, self.tick)?;
+        s.check(Op::VramData)?;
+        s.check_range(src_off, len)?;
+        let src = s.vram_offset.unwrap_or_default() + src_off;
+        let d = self.objects.touch(dst_id, self.tick)?;
+        d.check(Op::VramData)?;
+        d.check_range(dst_off, len)?;
+        let dst = d.vram_offset.unwrap_or_default() + dst_off;
+        self.vram.copy_within(src, dst, len)?;
+        Ok(())
+    }
+
+    fn checksum<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        id: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<u32, CommandError> {
+        let o = self.objects.touch(id, self.tick)?;
+        o.check(Op::Read)?;
+        o.check_range(offset, len)?;
+        match (o.vram_offset, &o.backing) {
+            (Some(base), _) => Ok(self.vram.checksum_append(0, base + offset, len)?),
+            (None, Some(b)) => Ok(guest_checksum(mem, b, offset, len)?),
+            (None, None) => Err(CommandError::InvalidParameter("no data")),
+        }
+    }
+
+    fn free_vram(&mut self, off: u64, size: u64) {
+        // Both can only fail on a bookkeeping bug; the range came from the allocator.
+        if self.alloc.free(off, size).is_ok() && self.vram.punch(off, size).is_ok() {
+            self.stats.vram_bytes_punched += size;
+        }
+        self.stats.set_vram_used(self.alloc.used());
+    }
+}

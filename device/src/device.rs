@@ -1,0 +1,159 @@
+//! The pvgpu device as the VMM sees it: the virtio-mmio register window, the control queue,
+//! the command engine, VRAM, counters, and an abstract interrupt line.
+//!
+//! Wiring (see the README): register an ioeventfd on `VIRTIO_MMIO_BASE + QUEUE_NOTIFY_OFFSET`
+//! and call [`PvgpuDevice::process_queue`] when it fires; route all other MMIO exits in the
+//! window to [`PvgpuDevice::mmio_read`]/[`PvgpuDevice::mmio_write`]; give the device an
+//! [`InterruptSink`] (an irqfd `EventFd` works as is); map [`PvgpuDevice::vram`]'s memfd as
+//! the KVM memslot at `layout::VRAM_BASE`; implement [`GuestRamPunch`] with the guest-RAM memfd
+//! (`MemFd` already implements it).
+
+use vm_memory::GuestMemory;
+
+use crate::commands::{CommandEngine, DeviceConfig};
+use crate::guest_ram::GuestRamPunch;
+use crate::queue::{self, QueueError};
+use crate::stats::DeviceStats;
+use crate::transport::{self, MmioEvent, MmioTransport, TransportError};
+use crate::vram::{Vram, VramError};
+use pvgpu_abi::protocol as p;
+
+/// Offset of QueueNotify in the register window: where the VMM puts its ioeventfd.
+pub const QUEUE_NOTIFY_OFFSET: u64 = transport::regs::QUEUE_NOTIFY;
+
+/// Errors creating or running the device.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// VRAM could not be created.
+    #[error(transparent)]
+    Vram(#[from] VramError),
+    /// The transport could not be created.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Signalling the interrupt failed.
+    #[error("raising the interrupt failed: {0}")]
+    Interrupt(std::io::Error),
+}
+
+/// The device's interrupt line. The VMM plugs in an irqfd (edge: one trigger per batch of
+/// used buffers); INTERRUPT_STATUS stays set until the driver ACKs it.
+pub trait InterruptSink: Send {
+    /// Raises the interrupt.
+    fn trigger(&self) -> std::io::Result<()>;
+}
+
+impl InterruptSink for vmm_sys_util::eventfd::EventFd {
+    fn trigger(&self) -> std::io::Result<()> {
+        self.write(1)
+    }
+}
+
+/// The pvgpu virtio-mmio GPU memory device.
+pub struct PvgpuDevice {
+    transport: MmioTransport,
+    engine: CommandEngine,
+    irq: Option<Box<dyn InterruptSink>>,
+}
+
+impl std::fmt::Debug for PvgpuDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PvgpuDevice")
+            .field("transport", &self.transport)
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+impl PvgpuDevice {
+    /// A device with `config.vram_size` bytes of fresh VRAM; `punch` frees guest RAM on CLEAN.
+    pub fn new(
+        config: DeviceConfig,
+        punch: Box<dyn GuestRamPunch + Send>,
+    ) -> Result<Self, DeviceError> {
+        let engine = CommandEngine::new(config, punch)?;
+        let transport = MmioTransport::new(engine.vram().size())?;
+        Ok(PvgpuDevice {
+            transport,
+            engine,
+            irq: None,
+        })
+    }
+
+    /// Sets the interrupt line (e.g. an irqfd `EventFd`).
+    pub fn set_interrupt(&mut self, sink: Box<dyn InterruptSink>) {
+        self.irq = Some(sink);
+    }
+
+    /// A read of `data.len()` bytes at `offset` in the register window.
+    pub fn mmio_read(&self, offset: u64, data: &mut [u8]) {
+        self.transport.read(offset, data);
+    }
+
+    /// A write at `offset` in the register window. Returns true when it was a queue notify:
+    /// then call [`Self::process_queue`] (with an ioeventfd, notifies never get here).
+    pub fn mmio_write(&mut self, offset: u64, data: &[u8]) -> bool {
+        match self.transport.write(offset, data) {
+            MmioEvent::None => false,
+            MmioEvent::QueueNotify => true,
+            MmioEvent::Reset => {
+                self.engine.reset();
+                false
+            }
+            MmioEvent::DriverOk => {
+                let ev = self.transport.negotiated(p::VIRTIO_RING_F_EVENT_IDX);
+                let on = self.transport.negotiated(p::VIRTIO_GPU_F_PVGPU_MEM);
+                virtio_queue::QueueT::set_event_idx(self.transport.queue_mut(), ev);
+                self.engine.set_enabled(on);
+                false
+            }
+        }
+    }
+
+    /// Handles every request on the control queue. Returns whether an interrupt was raised
+    /// (INTERRUPT_STATUS set and the sink, if any, triggered). A broken queue sets
+    /// DEVICE_NEEDS_RESET and raises a configuration interrupt instead.
+    pub fn process_queue<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, DeviceError> {
+        if !self.transport.is_live() {
+            return Ok(false);
+        }
+        self.engine.stats_mut().notifications += 1;
+        let bits = match queue::process(self.transport.queue_mut(), mem, &mut self.engine) {
+            Ok(true) => transport::INT_VRING,
+            Ok(false) => 0,
+            Err(QueueError::Invalid) | Err(QueueError::Virtqueue(_)) => {
+                self.transport.set_needs_reset();
+                transport::INT_CONFIG
+            }
+        };
+        if bits == 0 {
+            return Ok(false);
+        }
+        self.transport.raise(bits);
+        self.engine.stats_mut().interrupts += 1;
+        if let Some(irq) = &self.irq {
+            irq.trigger().map_err(DeviceError::Interrupt)?;
+        }
+        Ok(true)
+    }
+
+    /// VRAM: its memfd (for the KVM memslot at `layout::VRAM_BASE`, and for host-memory
+    /// accounting) and the device's own mapping.
+    pub fn vram(&self) -> &Vram {
+        self.engine.vram()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> DeviceStats {
+        self.engine.stats().clone()
+    }
+
+    /// The command engine (objects, VRAM): for tests and diagnostics.
+    pub fn engine(&self) -> &CommandEngine {
+        &self.engine
+    }
+
+    /// The transport registers' state.
+    pub fn transport(&self) -> &MmioTransport {
+        &self.transport
+    }
+}

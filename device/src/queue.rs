@@ -1,0 +1,156 @@
+//! Control-queue processing: pops descriptor chains (virtio-queue checks indices, loops
+//! and indirect tables), gathers the device-readable request bytes, runs the command and
+//! writes the response into the device-writable buffers, then decides whether to interrupt.
+//!
+//! Chains are checked: readable descriptors must all come before writable ones, the request
+//! may not exceed `MAX_REQUEST_BYTES`, every buffer must be guest memory, and the response
+//! must fit the writable buffers (otherwise nothing is written and the used length is 0).
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
+use pvgpu_abi::protocol::{self as p, CtrlHdr, Wire};
+
+use crate::commands::CommandEngine;
+
+/// Errors that make the queue unusable (the device then needs a reset).
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The rings are not in guest memory, or the queue is not ready.
+    #[error("the control queue is not valid")]
+    Invalid,
+    /// virtio-queue could not update the rings.
+    #[error("virtqueue: {0}")]
+    Virtqueue(#[from] virtio_queue::Error),
+}
+
+/// Why a chain's request could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChainFault {
+    /// A device-readable descriptor after a device-writable one.
+    Order,
+    /// More than MAX_REQUEST_BYTES of request.
+    TooLong,
+    /// A readable buffer is not guest memory.
+    Unreadable,
+}
+
+struct Chain {
+    request: Vec<u8>,
+    writable: Vec<(GuestAddress, usize)>,
+    fault: Option<ChainFault>,
+}
+
+fn gather<M: GuestMemory>(mem: &M, chain: virtio_queue::DescriptorChain<&M>) -> Chain {
+    let mut c = Chain {
+        request: Vec::new(),
+        writable: Vec::new(),
+        fault: None,
+    };
+    for desc in chain {
+        let len = desc.len() as usize;
+        if desc.is_write_only() {
+            c.writable.push((desc.addr(), len));
+            continue;
+        }
+        if c.fault.is_some() {
+            continue;
+        }
+        if !c.writable.is_empty() {
+            c.fault = Some(ChainFault::Order);
+            continue;
+        }
+        let start = c.request.len();
+        let Some(end) = start
+            .checked_add(len)
+            .filter(|&e| e <= p::MAX_REQUEST_BYTES)
+        else {
+            c.fault = Some(ChainFault::TooLong);
+            continue;
+        };
+        c.request.resize(end, 0);
+        if mem
+            .read_slice(&mut c.request[start..end], desc.addr())
+            .is_err()
+        {
+            c.fault = Some(ChainFault::Unreadable);
+        }
+    }
+    c
+}
+
+/// Writes `resp` across the writable buffers; returns the used length (0 if it does not fit
+/// or cannot be written).
+fn scatter<M: GuestMemory>(mem: &M, writable: &[(GuestAddress, usize)], resp: &[u8]) -> u32 {
+    let room = writable
+        .iter()
+        .fold(0usize, |acc, (_, l)| acc.saturating_add(*l));
+    if room < resp.len() {
+        return 0;
+    }
+    let mut done = 0usize;
+    for &(addr, len) in writable {
+        if done == resp.len() {
+            break;
+        }
+        let n = len.min(resp.len() - done);
+        if mem.write_slice(&resp[done..done + n], addr).is_err() {
+            return 0;
+        }
+        done += n;
+    }
+    done as u32
+}
+
+fn handle_chain<M: GuestMemory>(
+    mem: &M,
+    chain: virtio_queue::DescriptorChain<&M>,
+    engine: &mut CommandEngine,
+) -> u32 {
+    let c = gather(mem, chain);
+    let resp = match c.fault {
+        None => engine.handle(mem, &c.request),
+        Some(_) => {
+            let hdr = CtrlHdr::read_from(&c.request).unwrap_or_default();
+            engine
+                .stats_mut()
+                .count_command(p::command_name(hdr.type_), true);
+            hdr.response(p::RESP_ERR_BAD_REQUEST).as_bytes().to_vec()
+        }
+    };
+    let used = scatter(mem, &c.writable, &resp);
+    if used == 0 {
+        engine.stats_mut().dropped_chains += 1;
+    }
+    used
+}
+
+/// Processes every available chain; returns whether the driver should be interrupted.
+pub fn process<M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &M,
+    engine: &mut CommandEngine,
+) -> Result<bool, QueueError> {
+    if !queue.is_valid(mem) {
+        return Err(QueueError::Invalid);
+    }
+    let mut used_any = false;
+    loop {
+        queue.disable_notification(mem)?;
+        let mut progressed = false;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let len = handle_chain(mem, chain, engine);
+            queue.add_used(mem, head, len)?;
+            used_any = true;
+            progressed = true;
+        }
+        // Stop when no more work arrived, or when the ring is broken (avail index too far
+        // ahead: pop yields nothing although the index moved), so a hostile ring cannot
+        // keep us spinning.
+        if !queue.enable_notification(mem)? || !progressed {
+            break;
+        }
+    }
+    Ok(used_any && queue.needs_notification(mem)?)
+}

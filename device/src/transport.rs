@@ -1,0 +1,638 @@
+//! The virtio-mmio transport (virtio 1.x, register layout version 2): identification,
+//! feature negotiation with the device-status state machine, the control queue's registers,
+//! interrupt status/ACK, the virtio-gpu config space and the shared-memory region registers
+//! that expose VRAM as region 1.
+//!
+//! Every access is total: unknown offsets read as zero, odd widths on 32-bit registers read as
+//! zero and are ignored on write, and writes that break the driver's required order are
+//! ignored. Nothing here can panic on guest input.
+
+use virtio_queue::{Queue, QueueT};
+
+use pvgpu_abi::layout;
+use pvgpu_abi::protocol as p;
+
+/// Register offsets (virtio 1.x §4.2.2).
+pub mod regs {
+    /// "virt".
+    pub const MAGIC_VALUE: u64 = 0x000;
+    /// 2.
+    pub const VERSION: u64 = 0x004;
+    /// Device ID.
+    pub const DEVICE_ID: u64 = 0x008;
+    /// Vendor ID.
+    pub const VENDOR_ID: u64 = 0x00c;
+    /// Device features, the 32-bit word chosen by DEVICE_FEATURES_SEL.
+    pub const DEVICE_FEATURES: u64 = 0x010;
+    /// Selects a device feature word.
+    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
+    /// Driver features, word chosen by DRIVER_FEATURES_SEL.
+    pub const DRIVER_FEATURES: u64 = 0x020;
+    /// Selects a driver feature word.
+    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+    /// Selects the queue the queue registers refer to.
+    pub const QUEUE_SEL: u64 = 0x030;
+    /// Largest size of the selected queue (0: no such queue).
+    pub const QUEUE_NUM_MAX: u64 = 0x034;
+    /// Size of the selected queue.
+    pub const QUEUE_NUM: u64 = 0x038;
+    /// The selected queue is ready.
+    pub const QUEUE_READY: u64 = 0x044;
+    /// Write a queue index: new buffers. The VMM puts an ioeventfd here.
+    pub const QUEUE_NOTIFY: u64 = 0x050;
+    /// Bit 0: used buffer; bit 1: configuration change.
+    pub const INTERRUPT_STATUS: u64 = 0x060;
+    /// Clears bits of INTERRUPT_STATUS.
+    pub const INTERRUPT_ACK: u64 = 0x064;
+    /// Device status.
+    pub const STATUS: u64 = 0x070;
+    /// Descriptor table address, low word.
+    pub const QUEUE_DESC_LOW: u64 = 0x080;
+    /// Descriptor table address, high word.
+    pub const QUEUE_DESC_HIGH: u64 = 0x084;
+    /// Available ring address, low word.
+    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
+    /// Available ring address, high word.
+    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
+    /// Used ring address, low word.
+    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+    /// Used ring address, high word.
+    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+    /// Selects a shared-memory region.
+    pub const SHM_SEL: u64 = 0x0ac;
+    /// Length of the selected region, low word (all ones: no such region).
+    pub const SHM_LEN_LOW: u64 = 0x0b0;
+    /// Length, high word.
+    pub const SHM_LEN_HIGH: u64 = 0x0b4;
+    /// Guest-physical base of the selected region, low word.
+    pub const SHM_BASE_LOW: u64 = 0x0b8;
+    /// Base, high word.
+    pub const SHM_BASE_HIGH: u64 = 0x0bc;
+    /// Changes whenever the config space changes.
+    pub const CONFIG_GENERATION: u64 = 0x0fc;
+    /// Start of the device config space (virtio_gpu_config).
+    pub const CONFIG: u64 = 0x100;
+}
+
+/// Device status bits.
+pub mod status {
+    /// The guest found the device.
+    pub const ACKNOWLEDGE: u32 = 1;
+    /// The guest has a driver.
+    pub const DRIVER: u32 = 2;
+    /// The driver is ready.
+    pub const DRIVER_OK: u32 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u32 = 8;
+    /// The device hit an error and needs a reset.
+    pub const DEVICE_NEEDS_RESET: u32 = 64;
+    /// The driver gave up.
+    pub const FAILED: u32 = 128;
+}
+
+/// INTERRUPT_STATUS bit: the used ring changed.
+pub const INT_VRING: u32 = 1;
+/// INTERRUPT_STATUS bit: the configuration changed (or the device needs a reset).
+pub const INT_CONFIG: u32 = 2;
+
+/// "virt".
+pub const MMIO_MAGIC: u32 = 0x7472_6976;
+/// Size of virtio_gpu_config.
+const CONFIG_SIZE: u64 = 16;
+
+/// Errors building the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The queue could not be created.
+    #[error("cannot create the control queue: {0}")]
+    Queue(virtio_queue::Error),
+}
+
+/// What a register write asks of the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmioEvent {
+    /// Nothing more to do.
+    None,
+    /// The driver notified the control queue: process it.
+    QueueNotify,
+    /// The driver reset the device: drop all objects.
+    Reset,
+    /// The driver set DRIVER_OK: the device is live with the negotiated features.
+    DriverOk,
+}
+
+/// The virtio-mmio register state of the pvgpu device.
+#[derive(Debug)]
+pub struct MmioTransport {
+    device_features: u64,
+    driver_features: u64,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    queue_sel: u32,
+    queue: Queue,
+    interrupt_status: u32,
+    status: u32,
+    shm_sel: u32,
+    config_generation: u32,
+    events_read: u32,
+    vram_size: u64,
+}
+
+fn word(v: u64, sel: u32) -> u32 {
+    match sel {
+        0 => v as u32,
+        1 => (v >> 32) as u32,
+        _ => 0,
+    }
+}
+
+impl MmioTransport {
+    /// The transport of a device with `vram_size` bytes of VRAM.
+    pub fn new(vram_size: u64) -> Result<Self, TransportError> {
+        let queue = Queue::new(p::CONTROLQ_SIZE_MAX).map_err(TransportError::Queue)?;
+        Ok(MmioTransport {
+            device_features: (1 << p::VIRTIO_F_VERSION_1)
+                | (1 << p::VIRTIO_RING_F_EVENT_IDX)
+                | (1 << p::VIRTIO_GPU_F_PVGPU_MEM),
+            driver_features: 0,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            queue_sel: 0,
+            queue,
+            interrupt_status: 0,
+            status: 0,
+            shm_sel: 0,
+            config_generation: 0,
+            events_read: 0,
+            vram_size,
+        })
+    }
+
+    /// Features the device offers.
+    pub fn device_features(&self) -> u64 {
+        self.device_features
+    }
+
+    /// Features the driver accepted (meaningful once FEATURES_OK is set).
+    pub fn driver_features(&self) -> u64 {
+        self.driver_features
+    }
+
+    /// Whether feature `bit` was negotiated.
+    pub fn negotiated(&self, bit: u32) -> bool {
+        bit < 64 && self.status & status::FEATURES_OK != 0 && self.driver_features & (1 << bit) != 0
+    }
+
+    /// The device status register.
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
+    /// Whether the driver set DRIVER_OK and the device does not need a reset.
+    pub fn is_live(&self) -> bool {
+        self.status & status::DRIVER_OK != 0
+            && self.status & (status::DEVICE_NEEDS_RESET | status::FAILED) == 0
+    }
+
+    /// The control queue.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// The control queue, for processing.
+    pub fn queue_mut(&mut self) -> &mut Queue {
+        &mut self.queue
+    }
+
+    /// Pending interrupt bits.
+    pub fn interrupt_status(&self) -> u32 {
+        self.interrupt_status
+    }
+
+    /// Sets interrupt bits (`INT_VRING`, `INT_CONFIG`).
+    pub fn raise(&mut self, bits: u32) {
+        self.interrupt_status |= bits;
+    }
+
+    /// Marks the device broken (e.g. an unusable queue) until the driver resets it.
+    pub fn set_needs_reset(&mut self) {
+        if self.status & status::DRIVER_OK != 0 {
+            self.status |= status::DEVICE_NEEDS_RESET;
+            self.config_generation = self.config_generation.wrapping_add(1);
+            self.raise(INT_CONFIG);
+        }
+    }
+
+    fn queue_writable(&self) -> bool {
+        self.queue_sel == u32::from(p::CONTROLQ)
+            && self.status & status::FEATURES_OK != 0
+            && self.status & (status::DRIVER_OK | status::FAILED) == 0
+            && !self.queue.ready()
+    }
+
+    /// Handles a read of `data.len()` bytes at `offset` in the register window.
+    pub fn read(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if offset >= regs::CONFIG {
+            self.read_config(offset - regs::CONFIG, data);
+            return;
+        }
+        if data.len() != 4 || offset % 4 != 0 {
+            return;
+        }
+        let controlq = self.queue_sel == u32::from(p::CONTROLQ);
+        let v: u32 = match offset {
+            regs::MAGIC_VALUE => MMIO_MAGIC,
+            regs::VERSION => 2,
+            regs::DEVICE_ID => p::VIRTIO_ID_GPU,
+            regs::VENDOR_ID => p::PVGPU_VENDOR_ID,
+            regs::DEVICE_FEATURES => word(self.device_features, self.device_features_sel),
+            regs::QUEUE_NUM_MAX if controlq => u32::from(self.queue.max_size()),
+            regs::QUEUE_NUM if controlq => u32::from(self.queue.size()),
+            regs::QUEUE_READY if controlq => u32::from(self.queue.ready()),
+            regs::QUEUE_DESC_LOW if controlq => self.queue.desc_table() as u32,
+            regs::QUEUE_DESC_HIGH if controlq => (self.queue.desc_table() >> 32) as u32,
+            regs::QUEUE_DRIVER_LOW if controlq => self.queue.avail_ring() as u32,
+            regs::QUEUE_DRIVER_HIGH if controlq => (self.queue.avail_ring() >> 32) as u32,
+            regs::QUEUE_DEVICE_LOW if controlq => self.queue.used_ring() as u32,
+            regs::QUEUE_DEVICE_HIGH if controlq => (self.queue.used_ring() >> 32) as u32,
+            regs::INTERRUPT_STATUS => self.interrupt_status,
+            regs::STATUS => self.status,
+            regs::SHM_LEN_LOW => word(self.shm_len(), 0),
+            regs::SHM_LEN_HIGH => word(self.shm_len(), 1),
+            regs::SHM_BASE_LOW => word(self.shm_base(), 0),
+            regs::SHM_BASE_HIGH => word(self.shm_base(), 1),
+            regs::CONFIG_GENERATION => self.config_generation,
+            _ => 0,
+        };
+        data.copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn shm_len(&self) -> u64 {
+        if self.shm_sel == u32::from(p::SHM_ID_VRAM) {
+            self.vram_size
+        } else {
+            u64::MAX
+        }
+    }
+
+    fn shm_base(&self) -> u64 {
+        if self.shm_sel == u32::from(p::SHM_ID_VRAM) {
+            layout::VRAM_BASE
+        } else {
+            0
+        }
+    }
+
+    fn config_bytes(&self) -> [u8; CONFIG_SIZE as usize] {
+        // virtio_gpu_config: events_read, events_clear (reads 0), num_scanouts, num_capsets.
+        let mut c = [0u8; CONFIG_SIZE as usize];
+        c[0..4].copy_from_slice(&self.events_read.to_le_bytes());
+        c
+    }
+
+    fn read_config(&self, off: u64, data: &mut [u8]) {
+        if !matches!(data.len(), 1 | 2 | 4 | 8) {
+            return;
+        }
+        let c = self.config_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            if let Some(v) = off
+                .checked_add(i as u64)
+                .and_then(|o| usize::try_from(o).ok())
+                .and_then(|o| c.get(o))
+            {
+                *b = *v;
+            }
+        }
+    }
+
+    /// Handles a write of `data` at `offset` in the register window.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> MmioEvent {
+        if offset >= regs::CONFIG {
+            self.write_config(offset - regs::CONFIG, data);
+            return MmioEvent::None;
+        }
+        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
+            return MmioEvent::None;
+        };
+        if offset % 4 != 0 {
+            return MmioEvent::None;
+        }
+        let v = u32::from_le_bytes(bytes);
+        match offset {
+            regs::DEVICE_FEATURES_SEL => self.device_features_sel = v,
+            regs::DRIVER_FEATURES_SEL => self.driver_features_sel = v,
+            regs::DRIVER_FEATURES => {
+                let s = self.status;
+                if s & status::DRIVER != 0 && s & (status::FEATURES_OK | status::FAILED) == 0 {
+                    match self.driver_features_sel {
+                        0 => {
+                            self.driver_features =
+                                (self.driver_features & !0xffff_ffff) | u64::from(v)
+                        }
+                        1 => {
+                            self.driver_features =
+                                (self.driver_features & 0xffff_ffff) | (u64::from(v) << 32)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            regs::QUEUE_SEL => self.queue_sel = v,
+            regs::QUEUE_NUM if self.queue_writable() => {
+                if let Ok(n) = u16::try_from(v) {
+                    self.queue.set_size(n);
+                }
+            }
+            regs::QUEUE_READY => {
+                if self.queue_sel == u32::from(p::CONTROLQ)
+                    && self.status & status::FEATURES_OK != 0
+                    && self.status & status::FAILED == 0
+                {
+                    // Ready is checked against guest memory when the queue is first used.
+                    self.queue.set_ready(v == 1);
+                }
+            }
+            regs::QUEUE_DESC_LOW if self.queue_writable() => {
+                self.queue.set_desc_table_address(Some(v), None)
+            }
+            regs::QUEUE_DESC_HIGH if self.queue_writable() => {
+                self.queue.set_desc_table_address(None, Some(v))
+            }
+            regs::QUEUE_DRIVER_LOW if self.queue_writable() => {
+                self.queue.set_avail_ring_address(Some(v), None)
+            }
+            regs::QUEUE_DRIVER_HIGH if self.queue_writable() => {
+                self.queue.set_avail_ring_address(None, Some(v))
+            }
+            regs::QUEUE_DEVICE_LOW if self.queue_writable() => {
+                self.queue.set_used_ring_address(Some(v), None)
+            }
+            regs::QUEUE_DEVICE_HIGH if self.queue_writable() => {
+                self.queue.set_used_ring_address(None, Some(v))
+            }
+            regs::QUEUE_NOTIFY => {
+                if v == u32::from(p::CONTROLQ) && self.is_live() {
+                    return MmioEvent::QueueNotify;
+                }
+            }
+            regs::INTERRUPT_ACK => self.interrupt_status &= !v,
+            regs::STATUS => return self.write_status(v),
+            regs::SHM_SEL => self.shm_sel = v,
+            _ => {}
+        }
+        MmioEvent::None
+    }
+
+    fn write_config(&mut self, off: u64, data: &[u8]) {
+        // Only events_clear (offset 4, 4 bytes) is writable.
+        if off == 4 {
+            if let Ok(b) = <[u8; 4]>::try_from(data) {
+                self.events_read &= !u32::from_le_bytes(b);
+            }
+        }
+    }
+
+    /// Resets the transport to its power-on state.
+    pub fn reset(&mut self) {
+        self.driver_features = 0;
+        self.device_features_sel = 0;
+        self.driver_features_sel = 0;
+        self.queue_sel = 0;
+        self.queue.reset();
+        self.interrupt_status = 0;
+        self.status = 0;
+        self.shm_sel = 0;
+        self.events_read = 0;
+    }
+
+    fn write_status(&mut self, v: u32) -> MmioEvent {
+        if v == 0 {
+            self.reset();
+            return MmioEvent::Reset;
+        }
+        let old = self.status;
+        if v > 0xff {
+            return MmioEvent::None;
+        }
+        if v & status::FAILED != 0 {
+            self.status |= status::FAILED;
+            return MmioEvent::None;
+        }
+        // The driver may only add bits, and never DEVICE_NEEDS_RESET.
+        let mut new = (v & !status::DEVICE_NEEDS_RESET) | (old & status::DEVICE_NEEDS_RESET);
+        if new & old != old {
+            return MmioEvent::None;
+        }
+        let added = new & !old;
+        let has = |b| new & b != 0;
+        if (has(status::DRIVER) && !has(status::ACKNOWLEDGE))
+            || (has(status::FEATURES_OK) && !has(status::DRIVER))
+            || (has(status::DRIVER_OK) && !has(status::FEATURES_OK))
+        {
+            return MmioEvent::None;
+        }
+        if added & status::FEATURES_OK != 0 {
+            let subset = self.driver_features & !self.device_features == 0;
+            let v1 = self.driver_features & (1 << p::VIRTIO_F_VERSION_1) != 0;
+            if !subset || !v1 {
+                // Refuse: the driver reads FEATURES_OK back as clear.
+                new &= !(status::FEATURES_OK | status::DRIVER_OK);
+            }
+        }
+        self.status = new;
+        if added & status::DRIVER_OK != 0 && new & status::DRIVER_OK != 0 {
+            return MmioEvent::DriverOk;
+        }
+        MmioEvent::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rd(t: &MmioTransport, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn wr(t: &mut MmioTransport, off: u64, v: u32) -> MmioEvent {
+        t.write(off, &v.to_le_bytes())
+    }
+
+    fn negotiate(t: &mut MmioTransport, features: u64) {
+        wr(t, regs::STATUS, status::ACKNOWLEDGE);
+        wr(t, regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        wr(t, regs::DRIVER_FEATURES_SEL, 0);
+        wr(t, regs::DRIVER_FEATURES, features as u32);
+        wr(t, regs::DRIVER_FEATURES_SEL, 1);
+        wr(t, regs::DRIVER_FEATURES, (features >> 32) as u32);
+        wr(
+            t,
+            regs::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
+    }
+
+    const ALL: u64 = (1 << 32) | (1 << 29) | (1 << 20);
+
+    #[test]
+    fn identification() {
+        let t = MmioTransport::new(1 << 20).unwrap();
+        assert_eq!(rd(&t, regs::MAGIC_VALUE), 0x7472_6976);
+        assert_eq!(rd(&t, regs::VERSION), 2);
+        assert_eq!(rd(&t, regs::DEVICE_ID), 16);
+        assert_eq!(rd(&t, regs::VENDOR_ID), p::PVGPU_VENDOR_ID);
+        assert_eq!(rd(&t, regs::QUEUE_NUM_MAX), 1024);
+        assert_eq!(rd(&t, regs::DEVICE_FEATURES), 1 << 29 | 1 << 20);
+        // Odd widths and offsets read zero.
+        let mut b = [0xffu8; 2];
+        t.read(regs::MAGIC_VALUE, &mut b);
+        assert_eq!(b, [0, 0]);
+        assert_eq!(rd(&t, 0x2), 0);
+        assert_eq!(rd(&t, 0xf00), 0);
+        let mut big = [0xffu8; 3];
+        t.read(regs::CONFIG, &mut big);
+        assert_eq!(big, [0; 3]);
+    }
+
+    #[test]
+    fn feature_words_and_negotiation() {
+        let mut t = MmioTransport::new(1 << 20).unwrap();
+        wr(&mut t, regs::DEVICE_FEATURES_SEL, 1);
+        assert_eq!(rd(&t, regs::DEVICE_FEATURES), 1);
+        wr(&mut t, regs::DEVICE_FEATURES_SEL, 7);
+        assert_eq!(rd(&t, regs::DEVICE_FEATURES), 0);
+        negotiate(&mut t, ALL);
+        assert_ne!(rd(&t, regs::STATUS) & status::FEATURES_OK, 0);
+        assert!(t.negotiated(p::VIRTIO_GPU_F_PVGPU_MEM));
+        assert!(!t.negotiated(70));
+        // Features are frozen after FEATURES_OK.
+        wr(&mut t, regs::DRIVER_FEATURES_SEL, 0);
+        wr(&mut t, regs::DRIVER_FEATURES, 0);
+        assert_eq!(t.driver_features(), ALL);
+    }
+
+    #[test]
+    fn features_ok_is_refused_without_version_1_or_with_unknown_bits() {
+        let mut t = MmioTransport::new(1 << 20).unwrap();
+        negotiate(&mut t, 1 << 20);
+        assert_eq!(rd(&t, regs::STATUS) & status::FEATURES_OK, 0);
+        let mut t = MmioTransport::new(1 << 20).unwrap();
+        negotiate(&mut t, ALL | 1 << 5);
+        assert_eq!(rd(&t, regs::STATUS) & status::FEATURES_OK, 0);
+        // Without the pvgpu bit it is fine (commands will be refused later).
+        let mut t = MmioTransport::new(1 << 20).unwrap();
+        negotiate(&mut t, 1 << 32);
+        assert_ne!(rd(&t, regs::STATUS) & status::FEATURES_OK, 0);
+        assert!(!t.negotiated(p::VIRTIO_GPU_F_PVGPU_MEM));
+    }
+
+    #[test]
+    fn status_order_is_enforced() {
+        let mut t = MmioTransport::new(1 << 20).unwrap();
+        // DRIVER_OK straight away: ignored.
+        wr(&mut t, regs::STATUS, status::DRIVER_OK);
+        assert_eq!(rd(&t, regs::STATUS), 0);
+        wr(&mut t, regs::STATUS, status::DRIVER);
+        assert_eq!(rd(&t, regs::STATUS), 0);
+        // Driver features before DRIVER: ignored.
+        wr(&mut t, regs::DRIVER_FEATURES, 0xffff_ffff);
+        assert_eq!(t.driver_features(), 0);
+        negotiate(&mut t, ALL);
+        // Clearing bits: ignored.
+        wr(&mut t, regs::STATUS, status::ACKNOWLEDGE);
+        assert_eq!(rd(&t, regs::STATUS), 11);
+        // The driver cannot set NEEDS_RESET.
+        wr(&mut t, regs::STATUS, 11 | status::DEVICE_NEEDS_RESET);
+        assert_eq!(rd(&t, regs::STATUS), 11);
+        assert_eq!(wr(&mut t, regs::STATUS, 15), MmioEvent::DriverOk);
+        assert!(t.is_live());
+        assert_eq!(wr(&mut t, regs::QUEUE_NOTIFY, 0), MmioEvent::QueueNotify);
+        assert_eq!(wr(&mut t, regs::QUEUE_NOTIFY, 1), MmioEvent::None);
+        t.set_needs_reset();
+        assert!(!t.is_live());
+        assert_eq!(rd(&t, regs::INTERRUPT_STATUS), INT_CONFIG);
+        assert_eq!(wr(&mut t, regs::QUEUE_NOTIFY, 0), MmioEvent::None);
+        assert_eq!(wr(&mut t, regs::STATUS, 0), MmioEvent::Reset);
+        assert_eq!(rd(&t, regs::STATUS), 0);
+        assert_eq!(rd(&t, regs::INTERRUPT_STATUS), 0);
+        // FAILED sticks until reset.
+        wr(&mut t, regs::STATUS, status::FAILED);
+        assert_eq!(rd(&t, regs::STATUS), status::FAILED);
+        assert_eq!(wr(&mut t, regs::STATUS, 0x1234), MmioEvent::None);
+    }
+
+    #[test]
+    fn queue_registers() {
+        let mut t = MmioTransport::new(1 << 20).unwrap();
+        // Before FEATURES_OK the queue cannot be configured.
+        wr(&mut t, regs::QUEUE_NUM, 16);
+        assert_eq!(rd(&t, regs::QUEUE_NUM), 1024);
+        negotiate(&mut t, ALL);
+        wr(&mut t, regs::QUEUE_NUM, 16);
+        assert_eq!(rd(&t, regs::QUEUE_NUM), 16);
+        wr(&mut t, regs::QUEUE_NUM, 17); // not a power of two
+        wr(&mut t, regs::QUEUE_NUM, 4096); // above the maximum
+        wr(&mut t, regs::QUEUE_NUM, 0x1_0000); // does not fit u16
+        assert_eq!(rd(&t, regs::QUEUE_NUM), 16);
+        wr(&mut t, regs::QUEUE_DESC_LOW, 0x1000);
+        wr(&mut t, regs::QUEUE_DESC_HIGH, 0x1);
+        wr(&mut t, regs::QUEUE_DRIVER_LOW, 0x2000);
+        wr(&mut t, regs::QUEUE_DEVICE_LOW, 0x3000);
+        wr(&mut t, regs::QUEUE_DEVICE_LOW, 0x3001); // misaligned: ignored
+        assert_eq!(t.queue().desc_table(), 0x1_0000_1000);
+        assert_eq!(rd(&t, regs::QUEUE_DESC_HIGH), 1);
+        assert_eq!(rd(&t, regs::QUEUE_DRIVER_LOW), 0x2000);
+        assert_eq!(rd(&t, regs::QUEUE_DEVICE_LOW), 0x3000);
+        wr(&mut t, regs::QUEUE_READY, 1);
+        assert_eq!(rd(&t, regs::QUEUE_READY), 1);
+        // Ready queues are frozen.
+        wr(&mut t, regs::QUEUE_NUM, 32);
+        assert_eq!(rd(&t, regs::QUEUE_NUM), 16);
+        // Other queues do not exist.
+        wr(&mut t, regs::QUEUE_SEL, 1);
+        assert_eq!(rd(&t, regs::QUEUE_NUM_MAX), 0);
+        assert_eq!(rd(&t, regs::QUEUE_READY), 0);
+        wr(&mut t, regs::QUEUE_READY, 1);
+        wr(&mut t, regs::QUEUE_SEL, 0);
+        wr(&mut t, regs::STATUS, 15);
+        assert!(t.is_live());
+    }
+
+    #[test]
+    fn interrupts_config_and_shm() {
+        let mut t = MmioTransport::new(64 << 20).unwrap();
+        t.raise(INT_VRING | INT_CONFIG);
+        wr(&mut t, regs::INTERRUPT_ACK, INT_VRING);
+        assert_eq!(rd(&t, regs::INTERRUPT_STATUS), INT_CONFIG);
+        // Config: events_read 0, num_scanouts 0, num_capsets 0, byte access works.
+        t.events_read = 1;
+        let mut b = [0u8; 1];
+        t.read(regs::CONFIG, &mut b);
+        assert_eq!(b, [1]);
+        t.write(regs::CONFIG + 4, &1u32.to_le_bytes());
+        assert_eq!(rd(&t, regs::CONFIG), 0);
+        assert_eq!(rd(&t, regs::CONFIG + 8), 0);
+        assert_eq!(rd(&t, regs::CONFIG + 12), 0);
+        assert_eq!(rd(&t, regs::CONFIG + 0x1000), 0);
+        let mut b8 = [0xffu8; 8];
+        t.read(u64::MAX - 3, &mut b8);
+        assert_eq!(b8, [0; 8]);
+        // Region 1 is VRAM; others do not exist.
+        wr(&mut t, regs::SHM_SEL, 1);
+        assert_eq!(rd(&t, regs::SHM_LEN_LOW), 64 << 20);
+        assert_eq!(rd(&t, regs::SHM_LEN_HIGH), 0);
+        assert_eq!(rd(&t, regs::SHM_BASE_LOW), layout::VRAM_BASE as u32);
+        assert_eq!(
+            rd(&t, regs::SHM_BASE_HIGH),
+            (layout::VRAM_BASE >> 32) as u32
+        );
+        wr(&mut t, regs::SHM_SEL, 0);
+        assert_eq!(rd(&t, regs::SHM_LEN_LOW), u32::MAX);
+        assert_eq!(rd(&t, regs::SHM_LEN_HIGH), u32::MAX);
+    }
+}

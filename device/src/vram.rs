@@ -1,0 +1,355 @@
+//! VRAM: a memfd of the configured size, mapped into the device, and the data paths on it:
+//! bulk copies between guest pages and VRAM, fill, copy, checksum, and punching freed ranges.
+//!
+//! All guest memory goes through vm-memory (`GuestMemory::get_slices`); VRAM is a vm-memory
+//! `MmapRegion` of the memfd (MAP_SHARED), so the VMM can register the very same memfd as the
+//! KVM memslot of the VRAM window. Copies move whole runs of contiguous pages at once.
+
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemory, MmapRegion, Permissions, VolatileMemory, VolatileSlice,
+};
+
+use crate::guest_ram::Extent;
+use crate::memfd::{MemFd, MemFdError};
+use pvgpu_abi::layout;
+use pvgpu_abi::protocol::PAGE_SIZE;
+
+/// Chunk size for fill and checksum passes.
+const CHUNK: usize = 256 << 10;
+
+/// Errors from VRAM operations.
+#[derive(Debug, thiserror::Error)]
+pub enum VramError {
+    /// The size is 0, not page-aligned, or above `layout::VRAM_MAX`.
+    #[error("invalid VRAM size {0:#x}")]
+    BadSize(u64),
+    /// Creating or punching the memfd failed.
+    #[error("VRAM memfd: {0}")]
+    MemFd(#[from] MemFdError),
+    /// Mapping the memfd failed.
+    #[error("cannot map VRAM: {0}")]
+    Map(String),
+    /// A range outside VRAM (an internal error: callers check ranges first).
+    #[error("VRAM range {offset:#x}+{len:#x} is out of bounds")]
+    OutOfBounds {
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Guest memory could not be accessed (not backed by the VMM's guest memory).
+    #[error("guest memory {gpa:#x}+{len:#x}: {msg}")]
+    Guest {
+        /// Address.
+        gpa: u64,
+        /// Length.
+        len: u64,
+        /// vm-memory's error.
+        msg: String,
+    },
+}
+
+/// The VRAM memfd and the device's mapping of it.
+#[derive(Debug)]
+pub struct Vram {
+    memfd: MemFd,
+    map: MmapRegion<()>,
+}
+
+impl Vram {
+    /// Creates `size` bytes of VRAM (no host memory is used until written).
+    pub fn new(size: u64) -> Result<Self, VramError> {
+        if size == 0 || size % PAGE_SIZE != 0 || size > layout::VRAM_MAX {
+            return Err(VramError::BadSize(size));
+        }
+        let memfd = MemFd::new("pvgpu-vram", size)?;
+        let file = memfd
+            .file()
+            .try_clone()
+            .map_err(|e| VramError::Map(e.to_string()))?;
+        let len = usize::try_from(size).map_err(|_| VramError::BadSize(size))?;
+        let map = MmapRegion::from_file(FileOffset::new(file, 0), len)
+            .map_err(|e| VramError::Map(e.to_string()))?;
+        Ok(Vram { memfd, map })
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.memfd.size()
+    }
+
+    /// The memfd (for the VMM's KVM memslot at `layout::VRAM_BASE`, and for counting host
+    /// bytes with `allocated_bytes`).
+    pub fn memfd(&self) -> &MemFd {
+        &self.memfd
+    }
+
+    /// The device's MAP_SHARED mapping of the memfd: the VMM may register this address as
+    /// the memslot's userspace address, so guest and device share one mapping.
+    pub fn host_addr(&self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+
+    fn slice(&self, offset: u64, len: u64) -> Result<VolatileSlice<'_, ()>, VramError> {
+        let oob = VramError::OutOfBounds { offset, len };
+        let off = usize::try_from(offset).map_err(|_| VramError::OutOfBounds { offset, len })?;
+        let n = usize::try_from(len).map_err(|_| VramError::OutOfBounds { offset, len })?;
+        self.map.get_slice(off, n).map_err(|_| oob)
+    }
+
+    /// Copies the guest pages `extents`, in order, to VRAM at `vram_offset`.
+    pub fn copy_from_guest<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        extents: &[Extent],
+        vram_offset: u64,
+    ) -> Result<(), VramError> {
+        self.for_each_guest_slice(mem, extents, vram_offset, Permissions::Read, |g, v| {
+            g.copy_to_volatile_slice(v)
+        })
+    }
+
+    /// Copies VRAM at `vram_offset` into the guest pages `extents`, in order.
+    pub fn copy_to_guest<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        extents: &[Extent],
+        vram_offset: u64,
+    ) -> Result<(), VramError> {
+        self.for_each_guest_slice(mem, extents, vram_offset, Permissions::Write, |g, v| {
+            v.copy_to_volatile_slice(g)
+        })
+    }
+
+    fn for_each_guest_slice<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        extents: &[Extent],
+        vram_offset: u64,
+        access: Permissions,
+        mut f: impl FnMut(
+            VolatileSlice<'_, vm_memory::bitmap::BS<'_, M::Bitmap>>,
+            VolatileSlice<'_, ()>,
+        ),
+    ) -> Result<(), VramError> {
+        let mut voff = vram_offset;
+        for x in extents {
+            let guest_err = |msg: String| VramError::Guest {
+                gpa: x.gpa,
+                len: x.len,
+                msg,
+            };
+            let n = usize::try_from(x.len).map_err(|_| guest_err("too long".into()))?;
+            let slices = mem
+                .get_slices(GuestAddress(x.gpa), n, access)
+                .map_err(|e| guest_err(e.to_string()))?;
+            let mut done = 0u64;
+            for s in slices {
+                let s = s.map_err(|e| guest_err(e.to_string()))?;
+                let n = s.len() as u64;
+                let v = self.slice(voff, n)?;
+                f(s, v);
+                voff += n;
+                done += n;
+            }
+            if done != x.len {
+                return Err(guest_err("short guest memory".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `[offset, offset + len)` to `value`.
+    pub fn fill(&self, offset: u64, len: u64, value: u8) -> Result<(), VramError> {
+        let dst = self.slice(offset, len)?;
+        let buf = vec![value; CHUNK.min(dst.len())];
+        let mut pos = 0;
+        while pos < dst.len() {
+            let n = CHUNK.min(dst.len() - pos);
+            let part = dst
+                .subslice(pos, n)
+                .map_err(|_| VramError::OutOfBounds { offset, len })?;
+            part.copy_from(&buf[..n]);
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `src` to `dst` (memmove: the ranges may overlap).
+    pub fn copy_within(&self, src: u64, dst: u64, len: u64) -> Result<(), VramError> {
+        let s = self.slice(src, len)?;
+        let d = self.slice(dst, len)?;
+        // copy_to_volatile_slice uses ptr::copy, which handles overlap.
+        s.copy_to_volatile_slice(d);
+        Ok(())
+    }
+
+    /// Continues crc32c `crc` over `[offset, offset + len)`.
+    pub fn checksum_append(&self, crc: u32, offset: u64, len: u64) -> Result<u32, VramError> {
+        let src = self.slice(offset, len)?;
+        Ok(checksum_slice(crc, &src))
+    }
+
+    /// Reads VRAM into `buf` (tests and diagnostics).
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), VramError> {
+        let s = self.slice(offset, buf.len() as u64)?;
+        s.copy_to(buf);
+        Ok(())
+    }
+
+    /// Gives the host pages of `[offset, offset + len)` back; the range reads as zeros.
+    pub fn punch(&self, offset: u64, len: u64) -> Result<(), VramError> {
+        Ok(self.memfd.punch_hole(offset, len)?)
+    }
+}
+
+/// Continues crc32c `crc` over a volatile slice, a chunk at a time.
+pub fn checksum_slice<B: vm_memory::bitmap::BitmapSlice>(
+    crc: u32,
+    s: &VolatileSlice<'_, B>,
+) -> u32 {
+    let mut buf = vec![0u8; CHUNK.min(s.len())];
+    let mut crc = crc;
+    let mut pos = 0;
+    while pos < s.len() {
+        let n = CHUNK.min(s.len() - pos);
+        let Ok(part) = s.subslice(pos, n) else {
+            break;
+        };
+        part.copy_to(&mut buf[..n]);
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        pos += n;
+    }
+    crc
+}
+
+/// crc32c of bytes `[offset, offset + len)` of the data held in the guest pages `extents`.
+pub fn guest_checksum<M: GuestMemory + ?Sized>(
+    mem: &M,
+    extents: &[Extent],
+    offset: u64,
+    len: u64,
+) -> Result<u32, VramError> {
+    let mut crc = 0;
+    let mut skip = offset;
+    let mut left = len;
+    for x in extents {
+        if left == 0 {
+            break;
+        }
+        if skip >= x.len {
+            skip -= x.len;
+            continue;
+        }
+        let n = (x.len - skip).min(left);
+        let gpa = x.gpa + skip;
+        let guest_err = |msg: String| VramError::Guest { gpa, len: n, msg };
+        let count = usize::try_from(n).map_err(|_| guest_err("too long".into()))?;
+        let slices = mem
+            .get_slices(GuestAddress(gpa), count, Permissions::Read)
+            .map_err(|e| guest_err(e.to_string()))?;
+        for s in slices {
+            let s = s.map_err(|e| guest_err(e.to_string()))?;
+            crc = checksum_slice(crc, &s);
+        }
+        left -= n;
+        skip = 0;
+    }
+    Ok(crc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestMemoryMmap};
+
+    #[test]
+    fn sizes_are_checked() {
+        assert!(matches!(Vram::new(0), Err(VramError::BadSize(0))));
+        assert!(matches!(Vram::new(100), Err(VramError::BadSize(100))));
+        assert!(Vram::new(layout::VRAM_MAX + PAGE_SIZE).is_err());
+        let v = Vram::new(1 << 20).unwrap();
+        assert_eq!(v.size(), 1 << 20);
+        assert!(!v.host_addr().is_null());
+    }
+
+    #[test]
+    fn fill_copy_checksum_punch() {
+        let v = Vram::new(1 << 20).unwrap();
+        assert_eq!(v.memfd().allocated_bytes().unwrap(), 0);
+        v.fill(0, 8192, 0xaa).unwrap();
+        v.fill(8192, 100, 0x55).unwrap();
+        assert_eq!(v.memfd().allocated_bytes().unwrap(), 12288);
+        let mut b = [0u8; 4];
+        v.read(8190, &mut b).unwrap();
+        assert_eq!(b, [0xaa, 0xaa, 0x55, 0x55]);
+        v.copy_within(0, 4096 + 2, 8192).unwrap(); // overlapping memmove
+        v.read(4096, &mut b).unwrap();
+        assert_eq!(b, [0xaa; 4]);
+        let mut all = vec![0u8; 16384];
+        v.read(0, &mut all).unwrap();
+        assert_eq!(
+            v.checksum_append(0, 0, 16384).unwrap(),
+            pvgpu_abi::crc32c::crc32c(&all)
+        );
+        v.punch(0, 16384).unwrap();
+        assert_eq!(v.memfd().allocated_bytes().unwrap(), 0);
+        v.read(4096, &mut b).unwrap();
+        assert_eq!(b, [0; 4]);
+        assert!(v.fill(1 << 20, 1, 0).is_err());
+        assert!(v.copy_within(0, u64::MAX, 2).is_err());
+        assert!(v.checksum_append(0, (1 << 20) - 1, 2).is_err());
+    }
+
+    #[test]
+    fn guest_round_trip_over_scattered_pages() {
+        let mem: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let data: Vec<u8> = (0..3 * 4096).map(|i| (i * 13 % 251) as u8).collect();
+        let extents = [
+            Extent {
+                gpa: 0x5000,
+                len: 0x1000,
+            },
+            Extent {
+                gpa: 0x1000,
+                len: 0x2000,
+            },
+        ];
+        mem.write_slice(&data[..4096], GuestAddress(0x5000))
+            .unwrap();
+        mem.write_slice(&data[4096..], GuestAddress(0x1000))
+            .unwrap();
+        assert_eq!(
+            guest_checksum(&mem, &extents, 0, data.len() as u64).unwrap(),
+            crc32c::crc32c(&data)
+        );
+        assert_eq!(
+            guest_checksum(&mem, &extents, 100, 5000).unwrap(),
+            crc32c::crc32c(&data[100..5100])
+        );
+        let v = Vram::new(1 << 20).unwrap();
+        v.copy_from_guest(&mem, &extents, 0x10000).unwrap();
+        let mut back = vec![0u8; data.len()];
+        v.read(0x10000, &mut back).unwrap();
+        assert_eq!(back, data);
+        v.fill(0x10000, 10, 7).unwrap();
+        let dst = [Extent {
+            gpa: 0x20000,
+            len: 0x3000,
+        }];
+        v.copy_to_guest(&mem, &dst, 0x10000).unwrap();
+        let mut g = vec![0u8; data.len()];
+        mem.read_slice(&mut g, GuestAddress(0x20000)).unwrap();
+        assert_eq!(&g[..10], &[7; 10]);
+        assert_eq!(&g[10..], &data[10..]);
+        // Guest memory that does not exist is an error, not a crash.
+        let outside = [Extent {
+            gpa: 2 << 20,
+            len: 0x1000,
+        }];
+        assert!(v.copy_from_guest(&mem, &outside, 0).is_err());
+        assert!(v.copy_to_guest(&mem, &outside, 0).is_err());
+        assert!(v.copy_from_guest(&mem, &extents, (1 << 20) - 4096).is_err());
+    }
+}
