@@ -5,7 +5,7 @@
 //! [`super::trap::trap_dispatch`], which may edit the frame before the stub `iretq`s.
 //! Interrupts stay disabled everywhere, so there are no IRQ gates.
 
-use spin::Once;
+use spin::Mutex;
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
@@ -81,16 +81,17 @@ extern "C" {
     static trap_stub_table: [u64; 32];
 }
 
+/// Built at compile time, so ring 0 only fills in the gates it uses (each store is emulated).
 #[link_section = ".kdata"]
-static IDT: Once<InterruptDescriptorTable> = Once::new();
+static IDT: Mutex<InterruptDescriptorTable> = Mutex::new(InterruptDescriptorTable::new());
 
-/// Builds the IDT (vCPU 0 only).
+/// Fills in the gates (vCPU 0 only).
 pub fn init() {
-    IDT.call_once(|| {
+    let mut idt = IDT.lock();
+    {
         // SAFETY: the table is 32 addresses of the stubs above, written by the assembler.
         let stubs = unsafe { &*core::ptr::addr_of!(trap_stub_table) };
         let addr = |v: usize| VirtAddr::new(stubs[v]);
-        let mut idt = InterruptDescriptorTable::new();
         // SAFETY (every set_handler_addr below): each address is the matching stub above,
         // which saves a full TrapFrame and returns with iretq, as a gate handler must.
         unsafe {
@@ -120,13 +121,13 @@ pub fn init() {
             idt.vmm_communication_exception.set_handler_addr(addr(29));
             idt.security_exception.set_handler_addr(addr(30));
         }
-        idt
-    });
+    }
 }
 
 /// Loads the IDT on this CPU.
 pub fn load() {
-    if let Some(idt) = IDT.get() {
-        idt.load();
-    }
+    let idt = IDT.lock();
+    // SAFETY: the table lives in a static, so it outlives every CPU's use of it; after vCPU 0
+    // filled it in, nobody changes it.
+    unsafe { idt.load_unsafe() };
 }

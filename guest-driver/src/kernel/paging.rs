@@ -1,17 +1,18 @@
 //! The guest's page tables: an identity map of RAM and the device windows, and the user-map
 //! window that ring 3 fills through the map and unmap system calls.
 //!
-//! Identity map (physical = virtual): RAM with 2 MiB pages, except the first 2 MiB and the
-//! kernel image, which use 4 KiB pages so that page 0 stays unmapped, the code is read-only,
-//! and ring-0-private memory (`.kdata`, `.kbss`: GDT, TSS, IDT, stacks, these tables) is
-//! not reachable from ring 3. The virtio-mmio window is mapped uncached and the VRAM window
-//! with 2 MiB pages, both for ring 3.
+//! Identity map (physical = virtual): RAM with 2 MiB pages, except below the ring-0-private
+//! area, where 4 KiB pages map only what is there: the boot pages and the image's code
+//! (read-only) and data. Page 0 and the gaps stay unmapped. Ring-0-private memory (`.kdata`,
+//! `.kbss`: GDT, TSS, IDT, stacks, these tables) is 2 MiB-aligned and mapped without the user
+//! bit. The virtio-mmio window is mapped uncached and the VRAM window with 2 MiB pages, both
+//! for ring 3.
 //!
 //! Page-table pages come from a fixed pool in `.kbss`, which is zero on boot. All changes are
 //! made under one lock; every loop here runs in the emulator, so each is kept short.
 
 use pvgpu_abi::boot_info::BootInfo;
-use pvgpu_abi::layout::{guest, LARGE_PAGE_SIZE, PAGE_SIZE};
+use pvgpu_abi::layout::{self, guest, LARGE_PAGE_SIZE, PAGE_SIZE};
 use spin::Mutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
@@ -105,16 +106,39 @@ impl State {
     }
 }
 
-/// Flags for the 4 KiB page at `pa` in the identity map.
-fn identity_flags(pa: u64) -> F {
-    if pa == 0 {
-        F::empty()
-    } else if pa < image::readonly_end() {
-        USER_RO
-    } else if pa >= image::kpriv_start() && pa < image::kpriv_end() {
-        KERNEL_RW
-    } else {
-        USER_RW
+/// Flags for the 4 KiB pages of the identity map from `pa` up to the next change of flags,
+/// and where that run ends. Only called below the ring-0-private area.
+fn identity_run(pa: u64) -> (F, u64) {
+    let bounds = [
+        (PAGE_SIZE, F::empty()),
+        (layout::BOOT_PT_END, USER_RO),
+        (image::start(), F::empty()),
+        (image::readonly_end(), USER_RO),
+        (image::data_end(), USER_RW),
+    ];
+    for (end, flags) in bounds {
+        if pa < end {
+            return (flags, end);
+        }
+    }
+    (F::empty(), u64::MAX)
+}
+
+/// Writes 4 KiB leaf entries for `[pa, end)` into `pt`, which maps the 2 MiB around them.
+/// A plain store loop: in the emulator each instruction costs ~270 ns, so this avoids the
+/// per-entry checks of `PageTableEntry::set_addr`.
+fn fill_leaves(pt: *mut PageTable, pa: u64, end: u64, flags: F) {
+    let entries = pt as *mut u64;
+    let mut p = pa;
+    if flags.is_empty() {
+        return; // pool tables start out zero: nothing mapped
+    }
+    while p < end {
+        let v = p | flags.bits();
+        // SAFETY: `p` lies in the 2 MiB that `pt` maps, so the index is below 512; `pt` is a
+        // pool table (PageTableEntry is a transparent u64).
+        unsafe { entries.add(((p >> 12) & 511) as usize).write(v) };
+        p += PAGE_SIZE;
     }
 }
 
@@ -123,27 +147,26 @@ pub fn init(info: &BootInfo) {
     let mut s = STATE.lock();
     s.ram_size = info.ram_size;
     s.used = 1; // the PML4
-    let fine_end = image::kpriv_end();
+    let fine_end = image::kpriv_start();
     let mut pa = 0;
     while pa < info.ram_size {
         let Some(pd) = s.walk(pa, 2, true) else { break };
         let idx = ((pa >> 21) & 511) as usize;
         if pa < fine_end {
             let Some(pt) = s.alloc_table() else { break };
-            // SAFETY: pd and pt are pool tables; we hold the lock.
-            unsafe {
-                tbl(pd)[idx].set_addr(PhysAddr::new(pt as u64), TABLE);
-                for (i, e) in tbl(pt).iter_mut().enumerate() {
-                    let p = pa + i as u64 * PAGE_SIZE;
-                    let flags = identity_flags(p);
-                    if !flags.is_empty() {
-                        e.set_addr(PhysAddr::new(p), flags);
-                    }
-                }
+            // SAFETY: pd is a pool table; we hold the lock.
+            unsafe { tbl(pd)[idx].set_addr(PhysAddr::new(pt as u64), TABLE) };
+            let mut p = pa;
+            while p < pa + LARGE_PAGE_SIZE {
+                let (flags, run_end) = identity_run(p);
+                let end = run_end.min(pa + LARGE_PAGE_SIZE);
+                fill_leaves(pt, p, end, flags);
+                p = end;
             }
         } else {
+            let flags = if pa < image::kpriv_end() { KERNEL_RW } else { USER_RW };
             // SAFETY: pd is a pool table; we hold the lock.
-            unsafe { tbl(pd)[idx].set_addr(PhysAddr::new(pa), USER_RW | F::HUGE_PAGE) };
+            unsafe { tbl(pd)[idx].set_addr(PhysAddr::new(pa), flags | F::HUGE_PAGE) };
         }
         pa += LARGE_PAGE_SIZE;
     }
@@ -183,12 +206,13 @@ fn window_range_ok(va: u64, count: u64) -> bool {
         && va + count * PAGE_SIZE <= guest::USER_MAP_BASE + guest::USER_MAP_SIZE
 }
 
-/// Whether ring 3 may hand ring 0 the buffer `[addr, addr + len)`: identity-mapped RAM that
-/// is neither page 0 nor ring-0-private.
+/// Whether ring 3 may hand ring 0 the buffer `[addr, addr + len)`: writable ring-3 memory of
+/// the identity map, either the image's `.data` or RAM past the ring-0-private area.
 pub fn user_buffer_ok(addr: u64, len: u64) -> bool {
     let ram = STATE.lock().ram_size;
     let Some(end) = addr.checked_add(len) else { return false };
-    addr >= PAGE_SIZE && end <= ram && (end <= image::kpriv_start() || addr >= image::kpriv_end())
+    (addr >= image::readonly_end() && end <= image::data_end())
+        || (addr >= image::kpriv_end() && end <= ram)
 }
 
 /// Maps `count` pages at `va` to the physical pages listed at `list` (ring-3 memory).
