@@ -1,1 +1,46 @@
-fn main() {}
+//! `pvgpu`: the command-line front end of the VMM.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use pvgpu::cli::{Cli, Command, RunArgs, RunConfig};
+use pvgpu::run_state::STATUS_VMM_ERROR;
+use pvgpu::stats::Timeline;
+
+fn main() {
+    // VMM start: every boot time is measured from here.
+    let start = Instant::now();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
+    // Usage errors exit 2 (clap's convention); --help and --version exit 0.
+    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    let status = match cli.command {
+        Command::Run(args) => run(&args, start),
+    };
+    std::process::exit(status);
+}
+
+fn run(args: &RunArgs, start: Instant) -> i32 {
+    let config = match RunConfig::from_args(args) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let outcome = match pvgpu::run(&config, Arc::new(Timeline::new(start))) {
+        Ok(o) => o,
+        Err(e) => return fail(&e),
+    };
+    if let Some(path) = &config.stats_json {
+        if let Err(e) = outcome.stats.write(path) {
+            eprintln!("pvgpu: error: cannot write {}: {e}", path.display());
+        }
+    }
+    eprintln!("pvgpu: {}", outcome.stats.summary(&outcome.end));
+    outcome.end.status()
+}
+
+fn fail(e: &dyn std::fmt::Display) -> i32 {
+    eprintln!("pvgpu: error: {e}");
+    STATUS_VMM_ERROR
+}

@@ -1,0 +1,313 @@
+//! The command line: `pvgpu run [OPTIONS] [-- GUEST ARGS...]`, and its validation into a
+//! [`RunConfig`].
+//!
+//! clap handles the syntax (a usage error exits 2); [`RunConfig::from_args`] checks the values
+//! (a bad value is a one-line [`ConfigError`], and the binary exits 1). Room is left for the
+//! later `bench` and `demo` subcommands and the device flags (`--vram`, `--no-gpu`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use pvgpu_abi::layout;
+
+use crate::size::{format_size, parse_size, SizeError};
+
+/// The kernel image used when `--kernel` is not given, relative to the repository root.
+pub const DEFAULT_KERNEL: &str = "images/out/pvgpu-guest";
+/// Default `--timeout` in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+
+/// pvgpu: a small KVM VMM with a paravirtual GPU memory device.
+#[derive(Debug, Parser)]
+#[command(name = "pvgpu", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot the guest kernel and run it until it exits, faults or times out.
+    Run(RunArgs),
+}
+
+/// Options of `pvgpu run`.
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    /// The guest kernel ELF [default: images/out/pvgpu-guest]
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Guest RAM, e.g. 256M or 1G (a multiple of 2 MiB, 16M..3G)
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub mem: String,
+    /// Number of vCPUs (1..=8)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u32,
+    /// Stop the guest after SECS seconds (exit 124); 0 means never
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS)]
+    pub timeout: u64,
+    /// Write run statistics as JSON to PATH at exit
+    #[arg(long, value_name = "PATH")]
+    pub stats_json: Option<PathBuf>,
+    /// The guest's command line (e.g. `-- exit 7`, `-- hello`, `-- selftest`)
+    #[arg(last = true, value_name = "GUEST ARGS")]
+    pub guest_args: Vec<String>,
+}
+
+/// A bad command-line value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--mem` is not a size.
+    #[error("--mem: {0}")]
+    MemSize(#[from] SizeError),
+    /// `--mem` is out of range or misaligned.
+    #[error("--mem {given}: guest RAM must be a multiple of 2 MiB between {min} and {max}")]
+    MemRange {
+        /// What was given.
+        given: String,
+        /// RAM_MIN, formatted.
+        min: String,
+        /// RAM_MAX, formatted.
+        max: String,
+    },
+    /// `--vcpus` out of range.
+    #[error("--vcpus {0}: must be between 1 and {max}", max = layout::MAX_VCPUS)]
+    Vcpus(u32),
+    /// The kernel image is not where it was looked for.
+    #[error("guest kernel not found (looked at {looked}); build it with images/build.sh or pass --kernel PATH")]
+    KernelNotFound {
+        /// The paths tried.
+        looked: String,
+    },
+    /// An explicit `--kernel` that does not exist.
+    #[error("guest kernel {0} not found")]
+    KernelMissing(PathBuf),
+    /// The guest command line does not fit.
+    #[error("guest command line is {len} bytes; at most {max} fit", max = layout::CMDLINE_MAX)]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// Validated settings for one `pvgpu run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The guest kernel ELF.
+    pub kernel: PathBuf,
+    /// Guest RAM in bytes.
+    pub mem_bytes: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest time limit, if any.
+    pub timeout: Option<Duration>,
+    /// Where to write the stats JSON.
+    pub stats_json: Option<PathBuf>,
+    /// The guest command line (the guest args joined with single spaces).
+    pub cmdline: String,
+}
+
+impl RunConfig {
+    /// Checks the values of `pvgpu run` and finds the kernel.
+    pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        let mem_bytes = parse_mem(&args.mem)?;
+        if args.vcpus == 0 || args.vcpus > layout::MAX_VCPUS {
+            return Err(ConfigError::Vcpus(args.vcpus));
+        }
+        let cmdline = args.guest_args.join(" ");
+        if cmdline.len() as u64 > layout::CMDLINE_MAX {
+            return Err(ConfigError::CmdlineTooLong { len: cmdline.len() });
+        }
+        let kernel = match &args.kernel {
+            Some(p) if p.is_file() => p.clone(),
+            Some(p) => return Err(ConfigError::KernelMissing(p.clone())),
+            None => find_default_kernel(&default_kernel_candidates())?,
+        };
+        Ok(RunConfig {
+            kernel,
+            mem_bytes,
+            vcpus: args.vcpus,
+            timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
+            stats_json: args.stats_json.clone(),
+            cmdline,
+        })
+    }
+}
+
+/// Parses and checks `--mem`.
+pub fn parse_mem(s: &str) -> Result<u64, ConfigError> {
+    let bytes = parse_size(s)?;
+    if !(layout::RAM_MIN..=layout::RAM_MAX).contains(&bytes)
+        || !bytes.is_multiple_of(layout::LARGE_PAGE_SIZE)
+    {
+        return Err(ConfigError::MemRange {
+            given: s.to_owned(),
+            min: format_size(layout::RAM_MIN),
+            max: format_size(layout::RAM_MAX),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Where the default kernel is looked for, in order: the current directory, then relative to
+/// the executable (`target/<profile>/pvgpu` → `../../images/out/`), then the source tree this
+/// binary was built from.
+pub fn default_kernel_candidates() -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from(DEFAULT_KERNEL)];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        v.push(dir.join("../..").join(DEFAULT_KERNEL));
+    }
+    v.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(DEFAULT_KERNEL),
+    );
+    v
+}
+
+/// The first candidate that is a file.
+pub fn find_default_kernel(candidates: &[PathBuf]) -> Result<PathBuf, ConfigError> {
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| ConfigError::KernelNotFound {
+            looked: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("pvgpu").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Run(r) => Ok(r),
+        }
+    }
+
+    fn this_file() -> String {
+        // Any existing file will do as a "kernel" for config validation.
+        concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml").to_owned()
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let r = parse(&["run"]).unwrap();
+        assert_eq!(r.kernel, None);
+        assert_eq!(r.mem, "256M");
+        assert_eq!(r.vcpus, 1);
+        assert_eq!(r.timeout, DEFAULT_TIMEOUT_SECS);
+        assert_eq!(r.stats_json, None);
+        assert!(r.guest_args.is_empty());
+    }
+
+    #[test]
+    fn all_options_and_guest_args() {
+        let k = this_file();
+        let r = parse(&[
+            "run",
+            "--kernel",
+            &k,
+            "--mem",
+            "1G",
+            "--vcpus",
+            "4",
+            "--timeout",
+            "0",
+            "--stats-json",
+            "/tmp/s.json",
+            "--",
+            "workload",
+            "--objects",
+            "64",
+        ])
+        .unwrap();
+        assert_eq!(r.guest_args, ["workload", "--objects", "64"]);
+        let c = RunConfig::from_args(&r).unwrap();
+        assert_eq!(c.mem_bytes, 1 << 30);
+        assert_eq!(c.vcpus, 4);
+        assert_eq!(c.timeout, None);
+        assert_eq!(c.cmdline, "workload --objects 64");
+        assert_eq!(c.kernel, PathBuf::from(k));
+        assert_eq!(c.stats_json, Some(PathBuf::from("/tmp/s.json")));
+    }
+
+    #[test]
+    fn usage_errors_come_from_clap() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["run", "--vcpus", "two"]).is_err());
+        assert!(parse(&["run", "--timeout", "-1"]).is_err());
+        assert!(parse(&["run", "--bogus"]).is_err());
+        assert!(parse(&["run", "stray"]).is_err());
+        assert!(parse(&["fly"]).is_err());
+    }
+
+    #[test]
+    fn value_errors_are_config_errors() {
+        let k = this_file();
+        let cfg = |extra: &[&str]| {
+            let mut a = vec!["run", "--kernel", &k];
+            a.extend_from_slice(extra);
+            RunConfig::from_args(&parse(&a).unwrap())
+        };
+        assert!(cfg(&[]).is_ok());
+        assert!(matches!(
+            cfg(&["--mem", "lots"]),
+            Err(ConfigError::MemSize(_))
+        ));
+        assert!(matches!(
+            cfg(&["--mem", "8M"]),
+            Err(ConfigError::MemRange { .. })
+        ));
+        assert!(matches!(
+            cfg(&["--mem", "17M"]),
+            Err(ConfigError::MemRange { .. })
+        ));
+        assert!(matches!(
+            cfg(&["--mem", "4G"]),
+            Err(ConfigError::MemRange { .. })
+        ));
+        assert!(matches!(cfg(&["--vcpus", "0"]), Err(ConfigError::Vcpus(0))));
+        assert!(matches!(cfg(&["--vcpus", "9"]), Err(ConfigError::Vcpus(9))));
+        assert!(cfg(&["--vcpus", "8", "--mem", "3G"]).is_ok());
+        let long = "x".repeat(layout::CMDLINE_MAX as usize + 1);
+        assert!(matches!(
+            cfg(&["--", &long]),
+            Err(ConfigError::CmdlineTooLong { .. })
+        ));
+        let missing = RunConfig::from_args(&parse(&["run", "--kernel", "/nonexistent/k"]).unwrap());
+        assert!(matches!(missing, Err(ConfigError::KernelMissing(_))));
+    }
+
+    #[test]
+    fn default_kernel_search_reports_where_it_looked() {
+        let c = vec![
+            PathBuf::from("/nonexistent/a"),
+            PathBuf::from("/nonexistent/b"),
+        ];
+        let e = find_default_kernel(&c).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/a, /nonexistent/b"), "{e}");
+        assert!(e.contains("images/build.sh"), "{e}");
+        let c = vec![PathBuf::from("/nonexistent/a"), PathBuf::from(this_file())];
+        assert_eq!(find_default_kernel(&c).unwrap(), PathBuf::from(this_file()));
+        assert!(default_kernel_candidates()[0].ends_with(DEFAULT_KERNEL));
+    }
+}

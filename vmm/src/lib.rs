@@ -1,0 +1,31 @@
+//! pvgpu's VMM: a small KVM virtual machine monitor that boots the pvgpu guest kernel.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over [`vm::run`]; the later `bench` and `demo`
+//! commands and the integration tests reuse this library.
+//!
+//! One concern per module: [`cli`] and [`size`] (command line), [`guest_ram`] (memfd-backed
+//! RAM), [`loader`] (ELF, command line, boot info), [`long_mode`] (GDT, page tables, special
+//! registers), [`cpuid`], [`vcpu`] (threads, run loop, exits, kicks), [`bus`] (port I/O and
+//! MMIO dispatch), [`serial`], [`exit_device`] (exit and phase ports), [`event_loop`],
+//! [`run_state`] (how a run ends, exit statuses), [`report`] (failure dumps), [`stats`],
+//! [`error`], and [`vm`] which puts them together.
+
+pub mod bus;
+pub mod cli;
+pub mod cpuid;
+pub mod error;
+pub mod event_loop;
+pub mod exit_device;
+pub mod guest_ram;
+pub mod loader;
+pub mod long_mode;
+pub mod report;
+pub mod run_state;
+pub mod serial;
+pub mod size;
+pub mod stats;
+pub mod vcpu;
+pub mod vm;
+
+pub use error::VmmError;
+pub use vm::{run, RunOutcome};

@@ -1,0 +1,203 @@
+//! One guest run, start to end: build the VM, load the guest, start the vCPUs, run the event
+//! loop until the end is decided, stop and join every vCPU thread, collect the stats.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::Kvm;
+use pvgpu_abi::boot_info::BootInfo;
+use pvgpu_abi::layout;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::bus::Bus;
+use crate::cli::RunConfig;
+use crate::cpuid;
+use crate::error::VmmError;
+use crate::event_loop::EventLoop;
+use crate::exit_device::{ExitDevice, PhaseDevice};
+use crate::guest_ram::GuestRam;
+use crate::loader;
+use crate::long_mode;
+use crate::run_state::{GuestEnd, RunState};
+use crate::serial::{ConsoleOut, SerialDevice};
+use crate::stats::{RunStats, Timeline};
+use crate::vcpu::{self, EntryState, StartGate, VcpuShared};
+
+/// How long to wait for vCPU threads to leave KVM_RUN after the end is decided.
+pub const JOIN_DEADLINE: Duration = Duration::from_secs(2);
+/// How often to repeat the kick while waiting.
+const KICK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Why it ended.
+    pub end: GuestEnd,
+    /// Its statistics.
+    pub stats: RunStats,
+    /// vCPU threads that did not stop within [`JOIN_DEADLINE`] (normally 0).
+    pub unjoined: usize,
+}
+
+/// Boots the guest described by `config` and runs it to the end. `timeline` starts at VMM
+/// start. Serial output goes to stdout.
+pub fn run(config: &RunConfig, timeline: Arc<Timeline>) -> Result<RunOutcome, VmmError> {
+    let kvm = Kvm::new().map_err(|e| VmmError::no_kvm(&e))?;
+    let vm = kvm.create_vm().map_err(|source| VmmError::Kvm {
+        what: "KVM_CREATE_VM",
+        source,
+    })?;
+
+    let ram = GuestRam::new(config.mem_bytes)?;
+    ram.register(&vm)?;
+    let mem = ram.memory();
+    let kernel = loader::load_kernel(mem, ram.size(), &config.kernel)?;
+    long_mode::write_gdt(mem).map_err(|source| VmmError::GuestMemory {
+        what: "the boot GDT",
+        source,
+    })?;
+    long_mode::write_page_tables(mem).map_err(|source| VmmError::GuestMemory {
+        what: "the boot page tables",
+        source,
+    })?;
+    let cmdline_len = loader::write_cmdline(mem, &config.cmdline)?;
+
+    vm.create_irq_chip().map_err(|source| VmmError::Kvm {
+        what: "KVM_CREATE_IRQCHIP",
+        source,
+    })?;
+
+    let state = Arc::new(RunState::new(config.vcpus)?);
+
+    // Port I/O: serial, exit and phase ports. MMIO: nothing yet (the GPU device, issue 5).
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::EventFd)?;
+    if let Err(e) = vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ) {
+        log::warn!("serial IRQ not wired (irqfd: {e}); the UART works polled");
+    }
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        serial_irq,
+        ConsoleOut::new(Box::new(std::io::stdout()), timeline.clone()),
+    )));
+    let mut pio = Bus::new();
+    pio.insert(
+        u64::from(layout::SERIAL_PORT),
+        u64::from(layout::SERIAL_PORT_LEN),
+        serial.clone(),
+    )?;
+    pio.insert(
+        u64::from(layout::EXIT_PORT),
+        1,
+        Arc::new(Mutex::new(ExitDevice::new(state.clone()))),
+    )?;
+    pio.insert(
+        u64::from(layout::PHASE_PORT),
+        1,
+        Arc::new(Mutex::new(PhaseDevice::new(
+            timeline.clone(),
+            ram.memfd().clone(),
+        ))),
+    )?;
+    let mmio = Bus::new();
+
+    let base_cpuid = cpuid::supported(&kvm)?;
+    let entry = EntryState {
+        entry: kernel.entry,
+        boot_info: layout::BOOT_INFO_ADDR,
+    };
+    let mut fds = Vec::with_capacity(config.vcpus as usize);
+    for i in 0..config.vcpus {
+        fds.push(vcpu::create(&vm, i, &base_cpuid, entry)?);
+    }
+    let tsc_khz = fds
+        .first()
+        .and_then(|fd| fd.get_tsc_khz().ok())
+        .map_or(0, u64::from);
+
+    let info = BootInfo {
+        num_cpus: config.vcpus,
+        ram_size: ram.size(),
+        cmdline_addr: layout::CMDLINE_ADDR,
+        cmdline_len,
+        kernel_start: kernel.start,
+        kernel_end: kernel.end,
+        tsc_khz,
+        ..Default::default()
+    };
+    loader::write_boot_info(mem, &info)?;
+
+    vcpu::install_kick_handler()?;
+    let mut event_loop = EventLoop::new(state.clone(), config.timeout)?;
+
+    let shared = VcpuShared {
+        pio: Arc::new(pio),
+        mmio: Arc::new(mmio),
+        state: state.clone(),
+        timeline: timeline.clone(),
+        mem: mem.clone(),
+    };
+    let gate = Arc::new(StartGate::default());
+    let mut handles = Vec::with_capacity(fds.len());
+    for (i, fd) in (0u32..).zip(fds) {
+        match vcpu::spawn(i, fd, shared.clone(), gate.clone()) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                state.finish(GuestEnd::VmmError(e.to_string()));
+                break;
+            }
+        }
+    }
+    gate.open();
+
+    let end = event_loop.run();
+    let unjoined = stop_vcpus(handles, JOIN_DEADLINE);
+    if unjoined > 0 {
+        eprintln!(
+            "pvgpu: warning: {unjoined} vCPU thread(s) did not stop within {JOIN_DEADLINE:?}"
+        );
+    }
+    if let Err(e) = serial.lock().unwrap_or_else(|p| p.into_inner()).flush() {
+        log::debug!("flushing serial output: {e}");
+    }
+
+    let stats = RunStats::collect(
+        &timeline,
+        &end,
+        ram.allocated_bytes(),
+        config.vcpus,
+        config.mem_bytes,
+    );
+    Ok(RunOutcome {
+        end,
+        stats,
+        unjoined,
+    })
+}
+
+/// Kicks every vCPU thread out of KVM_RUN until all have finished or `deadline` passes, then
+/// joins the finished ones. Returns how many did not finish.
+pub fn stop_vcpus(handles: Vec<JoinHandle<()>>, deadline: Duration) -> usize {
+    let until = Instant::now() + deadline;
+    loop {
+        let mut running = 0;
+        for h in handles.iter().filter(|h| !h.is_finished()) {
+            vcpu::kick(h);
+            running += 1;
+        }
+        if running == 0 || Instant::now() >= until {
+            break;
+        }
+        std::thread::sleep(KICK_INTERVAL);
+    }
+    let mut unjoined = 0;
+    for h in handles {
+        if h.is_finished() {
+            if h.join().is_err() {
+                log::error!("a vCPU thread panicked");
+            }
+        } else {
+            unjoined += 1;
+        }
+    }
+    unjoined
+}
