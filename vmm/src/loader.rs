@@ -86,9 +86,9 @@ pub struct LoadedKernel {
     pub end: u64,
 }
 
-/// The span `[start, end)` of the PT_LOAD segments of an ELF image, checked against the
-/// layout. `headers` must hold the ELF header and the program headers (any prefix of the file
-/// that covers them).
+/// The span `[start, end)` (physical addresses, .bss included) of the PT_LOAD segments of an
+/// x86-64 ELF image, each checked to lie in `[KERNEL_MIN_ADDR, ram_size)`. `read_at` reads
+/// the file at an offset.
 pub fn load_span(
     path: &Path,
     read_at: &dyn Fn(&mut [u8], u64) -> std::io::Result<()>,

@@ -34,6 +34,8 @@ pub struct ConsoleOut {
     out: Box<dyn Write + Send>,
     buf: Vec<u8>,
     timeline: Arc<Timeline>,
+    // The last byte the guest wrote, if any.
+    last: Option<u8>,
 }
 
 impl ConsoleOut {
@@ -43,6 +45,7 @@ impl ConsoleOut {
             out,
             buf: Vec::with_capacity(256),
             timeline,
+            last: None,
         }
     }
 
@@ -55,12 +58,23 @@ impl ConsoleOut {
         }
         self.out.flush()
     }
+
+    /// At exit: writes out what is buffered and ends a partial last line, so that what the
+    /// VMM prints next starts on a line of its own.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if self.last.is_some_and(|b| b != b'\n') {
+            self.buf.push(b'\n');
+            self.last = Some(b'\n');
+        }
+        self.drain()
+    }
 }
 
 impl Write for ConsoleOut {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if !data.is_empty() {
+        if let Some(&b) = data.last() {
             self.timeline.mark_first_output();
+            self.last = Some(b);
         }
         self.buf.extend_from_slice(data);
         Ok(data.len())
@@ -88,9 +102,14 @@ impl SerialDevice {
         }
     }
 
-    /// Flushes buffered output (at exit).
+    /// Flushes buffered output.
     pub fn flush(&mut self) -> io::Result<()> {
         self.uart.writer_mut().drain()
+    }
+
+    /// At exit: flushes, ending a partial last line.
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.uart.writer_mut().finish()
     }
 }
 
@@ -149,6 +168,11 @@ mod tests {
         assert_eq!(&*sink.0.lock().unwrap(), b"hello\n");
         dev.flush().unwrap();
         assert_eq!(&*sink.0.lock().unwrap(), b"hello\nab");
+        dev.finish().unwrap();
+        assert_eq!(&*sink.0.lock().unwrap(), b"hello\nab\n");
+        dev.write(0, b"c\n");
+        dev.finish().unwrap();
+        assert_eq!(&*sink.0.lock().unwrap(), b"hello\nab\nc\n");
         // LSR says the transmitter is empty.
         let mut lsr = [0u8; 1];
         dev.read(5, &mut lsr);

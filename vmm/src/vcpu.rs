@@ -191,19 +191,22 @@ pub struct VcpuShared {
     pub mem: GuestMemoryMmap,
 }
 
+/// A vCPU thread; it yields the failure report if the guest failed on this vCPU.
+pub type VcpuThread = JoinHandle<Option<FaultReport>>;
+
 /// Starts vCPU `index` on its own thread; it waits at `gate` before its first KVM_RUN.
 pub fn spawn(
     index: u32,
     fd: VcpuFd,
     shared: VcpuShared,
     gate: Arc<StartGate>,
-) -> Result<JoinHandle<()>, VcpuError> {
+) -> Result<VcpuThread, VcpuError> {
     std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .spawn(move || {
             let vcpu = Vcpu { index, fd, shared };
             gate.wait();
-            vcpu.run();
+            vcpu.run()
         })
         .map_err(|source| VcpuError::Spawn { index, source })
 }
@@ -250,7 +253,8 @@ impl Drop for PanicGuard {
 }
 
 impl Vcpu {
-    fn run(mut self) {
+    /// Runs until the run ends; returns the failure report if this vCPU failed.
+    fn run(mut self) -> Option<FaultReport> {
         let _panic = PanicGuard {
             index: self.index,
             state: self.shared.state.clone(),
@@ -273,19 +277,16 @@ impl Vcpu {
                 Step::Halted => {
                     log::debug!("vCPU {} halted", self.index);
                     self.shared.state.vcpu_halted();
-                    return;
+                    return None;
                 }
                 Step::InternalError => {
                     let (suberror, details) = self.internal_error();
-                    self.fail(FaultKind::InternalError { suberror }, details);
-                    return;
+                    return Some(self.fail(FaultKind::InternalError { suberror }, details));
                 }
-                Step::Fault(kind, details) => {
-                    self.fail(kind, details);
-                    return;
-                }
+                Step::Fault(kind, details) => return Some(self.fail(kind, details)),
             }
         }
+        None
     }
 
     fn step(&mut self) -> Step {
@@ -359,11 +360,9 @@ impl Vcpu {
         (internal.suberror, details)
     }
 
-    fn fail(&self, kind: FaultKind, details: Vec<String>) {
-        if self.shared.state.stopping() {
-            // Already ending (e.g. another vCPU failed first): still say what happened.
-            log::info!("vCPU {} also failed: {}", self.index, kind.describe());
-        }
+    /// Captures the failure report and ends the run (the main thread prints the report once
+    /// the serial output is flushed).
+    fn fail(&self, kind: FaultKind, details: Vec<String>) -> FaultReport {
         let report = FaultReport::capture(
             &self.fd,
             &self.shared.mem,
@@ -371,10 +370,10 @@ impl Vcpu {
             kind.describe(),
             details,
         );
-        eprintln!("{report}");
         self.shared.state.finish(GuestEnd::Fault {
             vcpu: self.index,
             kind,
         });
+        report
     }
 }

@@ -2,7 +2,6 @@
 //! loop until the end is decided, stop and join every vCPU thread, collect the stats.
 
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::Kvm;
@@ -19,10 +18,11 @@ use crate::exit_device::{ExitDevice, PhaseDevice};
 use crate::guest_ram::GuestRam;
 use crate::loader;
 use crate::long_mode;
+use crate::report::FaultReport;
 use crate::run_state::{GuestEnd, RunState};
 use crate::serial::{ConsoleOut, SerialDevice};
 use crate::stats::{RunStats, Timeline};
-use crate::vcpu::{self, EntryState, StartGate, VcpuShared};
+use crate::vcpu::{self, EntryState, StartGate, VcpuShared, VcpuThread};
 
 /// How long to wait for vCPU threads to leave KVM_RUN after the end is decided.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(2);
@@ -38,6 +38,8 @@ pub struct RunOutcome {
     pub stats: RunStats,
     /// vCPU threads that did not stop within [`JOIN_DEADLINE`] (normally 0).
     pub unjoined: usize,
+    /// Failure reports of the vCPUs that failed (already printed to stderr).
+    pub reports: Vec<FaultReport>,
 }
 
 /// Boots the guest described by `config` and runs it to the end. `timeline` starts at VMM
@@ -150,14 +152,18 @@ pub fn run(config: &RunConfig, timeline: Arc<Timeline>) -> Result<RunOutcome, Vm
     gate.open();
 
     let end = event_loop.run();
-    let unjoined = stop_vcpus(handles, JOIN_DEADLINE);
+    let (unjoined, reports) = stop_vcpus(handles, JOIN_DEADLINE);
+    // Guest output first (ending any partial line), then the failure reports.
+    if let Err(e) = serial.lock().unwrap_or_else(|p| p.into_inner()).finish() {
+        log::debug!("flushing serial output: {e}");
+    }
+    for r in &reports {
+        eprintln!("{r}");
+    }
     if unjoined > 0 {
         eprintln!(
             "pvgpu: warning: {unjoined} vCPU thread(s) did not stop within {JOIN_DEADLINE:?}"
         );
-    }
-    if let Err(e) = serial.lock().unwrap_or_else(|p| p.into_inner()).flush() {
-        log::debug!("flushing serial output: {e}");
     }
 
     let stats = RunStats::collect(
@@ -171,12 +177,13 @@ pub fn run(config: &RunConfig, timeline: Arc<Timeline>) -> Result<RunOutcome, Vm
         end,
         stats,
         unjoined,
+        reports,
     })
 }
 
 /// Kicks every vCPU thread out of KVM_RUN until all have finished or `deadline` passes, then
-/// joins the finished ones. Returns how many did not finish.
-pub fn stop_vcpus(handles: Vec<JoinHandle<()>>, deadline: Duration) -> usize {
+/// joins the finished ones. Returns how many did not finish, and the failure reports.
+pub fn stop_vcpus(handles: Vec<VcpuThread>, deadline: Duration) -> (usize, Vec<FaultReport>) {
     let until = Instant::now() + deadline;
     loop {
         let mut running = 0;
@@ -190,14 +197,17 @@ pub fn stop_vcpus(handles: Vec<JoinHandle<()>>, deadline: Duration) -> usize {
         std::thread::sleep(KICK_INTERVAL);
     }
     let mut unjoined = 0;
+    let mut reports = Vec::new();
     for h in handles {
-        if h.is_finished() {
-            if h.join().is_err() {
-                log::error!("a vCPU thread panicked");
-            }
-        } else {
+        if !h.is_finished() {
             unjoined += 1;
+            continue;
+        }
+        match h.join() {
+            Ok(Some(r)) => reports.push(r),
+            Ok(None) => {}
+            Err(_) => log::error!("a vCPU thread panicked"),
         }
     }
-    unjoined
+    (unjoined, reports)
 }
