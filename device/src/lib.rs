@@ -17,6 +17,7 @@ pub mod guest_ram;
 pub mod memfd;
 pub mod object;
 pub mod queue;
+pub mod sim_driver;
 pub mod stats;
 pub mod transport;
 pub mod vram;

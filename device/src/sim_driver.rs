@@ -1,0 +1,408 @@
+//! A minimal in-process virtio driver for tests, benchmarks and fuzzing: guest RAM in a
+//! memfd (so punching can be observed with `st_blocks`), a device set up through its
+//! registers exactly as a guest would, and helpers that build real descriptor chains in guest
+//! memory, notify, and read the responses back from the used ring.
+//!
+//! Guest RAM layout used here: split-queue rings at 64 KiB, request/response scratch from
+//! 1 MiB to [`DATA_START`], data pages for objects from [`DATA_START`] up.
+
+use std::sync::Arc;
+
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
+
+use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
+
+use crate::commands::DeviceConfig;
+use crate::device::{PvgpuDevice, QUEUE_NOTIFY_OFFSET};
+use crate::memfd::MemFd;
+use crate::transport::{regs, status};
+
+/// Descriptor flag: another descriptor follows.
+pub const DESC_F_NEXT: u16 = 1;
+/// Descriptor flag: device-writable.
+pub const DESC_F_WRITE: u16 = 2;
+/// Descriptor flag: indirect table.
+pub const DESC_F_INDIRECT: u16 = 4;
+
+/// Queue size the simulated driver uses.
+pub const QSIZE: u16 = 256;
+/// Descriptor table address.
+pub const DESC_ADDR: u64 = 0x1_0000;
+/// Available ring address.
+pub const AVAIL_ADDR: u64 = 0x1_1000;
+/// Used ring address.
+pub const USED_ADDR: u64 = 0x1_2000;
+/// Start of the request/response scratch area.
+pub const SCRATCH_START: u64 = 0x10_0000;
+/// End of the scratch area; object data pages start here.
+pub const DATA_START: u64 = 0x50_0000;
+/// Room for one response.
+const RESP_SLOT: u64 = 128;
+
+/// Errors from the simulated driver (tests unwrap them).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Setting up memory failed.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// The device did not complete what was submitted.
+    #[error("device completed {got} of {want} chains")]
+    Incomplete {
+        /// Completed.
+        got: u16,
+        /// Submitted.
+        want: u16,
+    },
+    /// Too much for one batch.
+    #[error("batch too large")]
+    TooLarge,
+}
+
+/// One raw descriptor, as the driver writes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawDesc {
+    /// Buffer address.
+    pub addr: u64,
+    /// Buffer length.
+    pub len: u32,
+    /// `DESC_F_*`.
+    pub flags: u16,
+    /// Next descriptor index.
+    pub next: u16,
+}
+
+/// A simulated guest with one pvgpu device.
+pub struct SimGuest {
+    /// Guest RAM's memfd (also the device's punch target).
+    pub ram: Arc<MemFd>,
+    /// Guest memory, mapped from the memfd.
+    pub mem: GuestMemoryMmap,
+    /// The device.
+    pub dev: PvgpuDevice,
+    avail_idx: u16,
+    used_seen: u16,
+    next_data: u64,
+}
+
+impl SimGuest {
+    /// A guest with `ram_size` bytes of RAM and a device with `vram_size` bytes of VRAM,
+    /// negotiated (with the pvgpu feature) and live.
+    pub fn new(ram_size: u64, vram_size: u64) -> Result<Self, SimError> {
+        Self::with_features(ram_size, vram_size, true)
+    }
+
+    /// As [`Self::new`], choosing whether the driver accepts the pvgpu feature.
+    pub fn with_features(ram_size: u64, vram_size: u64, pvgpu: bool) -> Result<Self, SimError> {
+        let setup = |e: &dyn std::fmt::Display| SimError::Setup(e.to_string());
+        let ram = Arc::new(MemFd::new("sim-ram", ram_size).map_err(|e| setup(&e))?);
+        let file = ram.file().try_clone().map_err(|e| setup(&e))?;
+        let mem = GuestMemoryMmap::from_ranges_with_files([(
+            GuestAddress(0),
+            ram_size as usize,
+            Some(FileOffset::new(file, 0)),
+        )])
+        .map_err(|e| setup(&e))?;
+        let config = DeviceConfig::new(ram_size, vram_size).map_err(|e| setup(&e))?;
+        let dev = PvgpuDevice::new(config, Box::new(ram.clone())).map_err(|e| setup(&e))?;
+        let mut g = SimGuest {
+            ram,
+            mem,
+            dev,
+            avail_idx: 0,
+            used_seen: 0,
+            next_data: DATA_START,
+        };
+        g.init(pvgpu);
+        Ok(g)
+    }
+
+    /// Writes a 32-bit register.
+    pub fn w32(&mut self, off: u64, v: u32) -> bool {
+        self.dev.mmio_write(off, &v.to_le_bytes())
+    }
+
+    /// Reads a 32-bit register.
+    pub fn r32(&self, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        self.dev.mmio_read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn init(&mut self, pvgpu: bool) {
+        let features: u64 = (1 << p::VIRTIO_F_VERSION_1)
+            | (1 << p::VIRTIO_RING_F_EVENT_IDX)
+            | if pvgpu {
+                1 << p::VIRTIO_GPU_F_PVGPU_MEM
+            } else {
+                0
+            };
+        self.w32(regs::STATUS, 0);
+        self.w32(regs::STATUS, status::ACKNOWLEDGE);
+        self.w32(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        self.w32(regs::DRIVER_FEATURES_SEL, 0);
+        self.w32(regs::DRIVER_FEATURES, features as u32);
+        self.w32(regs::DRIVER_FEATURES_SEL, 1);
+        self.w32(regs::DRIVER_FEATURES, (features >> 32) as u32);
+        self.w32(regs::STATUS, 11);
+        self.w32(regs::QUEUE_SEL, 0);
+        self.w32(regs::QUEUE_NUM, u32::from(QSIZE));
+        // Zero the rings (a reset guest may have left garbage).
+        let _ = self
+            .mem
+            .write_slice(&[0u8; 0x3000], GuestAddress(DESC_ADDR));
+        self.w32(regs::QUEUE_DESC_LOW, DESC_ADDR as u32);
+        self.w32(regs::QUEUE_DESC_HIGH, 0);
+        self.w32(regs::QUEUE_DRIVER_LOW, AVAIL_ADDR as u32);
+        self.w32(regs::QUEUE_DRIVER_HIGH, 0);
+        self.w32(regs::QUEUE_DEVICE_LOW, USED_ADDR as u32);
+        self.w32(regs::QUEUE_DEVICE_HIGH, 0);
+        self.w32(regs::QUEUE_READY, 1);
+        self.w32(regs::STATUS, 15);
+        self.avail_idx = 0;
+        self.used_seen = 0;
+    }
+
+    /// Resets the device and sets it up again.
+    pub fn reinit(&mut self) {
+        self.init(true);
+    }
+
+    /// Hands out `pages` fresh, contiguous data pages (never reused).
+    pub fn alloc_pages(&mut self, pages: u64) -> u64 {
+        let a = self.next_data;
+        self.next_data += pages * p::PAGE_SIZE;
+        a
+    }
+
+    /// Writes a descriptor.
+    pub fn write_desc(&self, index: u16, d: RawDesc) {
+        let a = DESC_ADDR + 16 * u64::from(index % QSIZE);
+        let mut b = [0u8; 16];
+        b[0..8].copy_from_slice(&d.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&d.len.to_le_bytes());
+        b[12..14].copy_from_slice(&d.flags.to_le_bytes());
+        b[14..16].copy_from_slice(&d.next.to_le_bytes());
+        let _ = self.mem.write_slice(&b, GuestAddress(a));
+    }
+
+    /// Makes the chain starting at descriptor `head` available.
+    pub fn push_avail(&mut self, head: u16) {
+        let slot = AVAIL_ADDR + 4 + 2 * u64::from(self.avail_idx % QSIZE);
+        let _ = self.mem.write_obj(head, GuestAddress(slot));
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        let _ = self
+            .mem
+            .write_obj(self.avail_idx, GuestAddress(AVAIL_ADDR + 2));
+    }
+
+    /// Notifies the device (as the ioeventfd would) and returns whether it interrupted.
+    pub fn notify(&mut self) -> bool {
+        // EVENT_IDX: ask for an interrupt once the device passes what we have seen.
+        let used_event = AVAIL_ADDR + 4 + 2 * u64::from(QSIZE);
+        let _ = self.mem.write_obj(self.used_seen, GuestAddress(used_event));
+        if self.w32(QUEUE_NOTIFY_OFFSET, 0) {
+            self.dev.process_queue(&self.mem).unwrap_or(false)
+        } else {
+            false
+        }
+    }
+
+    /// Used ring entries the device added since the last call: (head, len).
+    pub fn take_used(&mut self) -> Vec<(u32, u32)> {
+        let idx: u16 = self.mem.read_obj(GuestAddress(USED_ADDR + 2)).unwrap_or(0);
+        let mut out = Vec::new();
+        while self.used_seen != idx {
+            let e = USED_ADDR + 4 + 8 * u64::from(self.used_seen % QSIZE);
+            let id: u32 = self.mem.read_obj(GuestAddress(e)).unwrap_or(u32::MAX);
+            let len: u32 = self.mem.read_obj(GuestAddress(e + 4)).unwrap_or(u32::MAX);
+            out.push((id, len));
+            self.used_seen = self.used_seen.wrapping_add(1);
+        }
+        out
+    }
+
+    /// Submits a batch of requests (each a two-descriptor chain: request, then a response
+    /// buffer), notifies once, and returns each response.
+    pub fn submit(&mut self, reqs: &[&[u8]]) -> Result<Vec<Vec<u8>>, SimError> {
+        if reqs.len() * 2 > usize::from(QSIZE) {
+            return Err(SimError::TooLarge);
+        }
+        let mut at = SCRATCH_START;
+        let mut slots = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let resp = at;
+            let req = at + RESP_SLOT;
+            at = (req + r.len() as u64 + 63) & !63;
+            if at > DATA_START {
+                return Err(SimError::TooLarge);
+            }
+            let _ = self
+                .mem
+                .write_slice(&[0u8; RESP_SLOT as usize], GuestAddress(resp));
+            let _ = self.mem.write_slice(r, GuestAddress(req));
+            let d = (2 * i) as u16;
+            self.write_desc(
+                d,
+                RawDesc {
+                    addr: req,
+                    len: r.len() as u32,
+                    flags: DESC_F_NEXT,
+                    next: d + 1,
+                },
+            );
+            self.write_desc(
+                d + 1,
+                RawDesc {
+                    addr: resp,
+                    len: RESP_SLOT as u32,
+                    flags: DESC_F_WRITE,
+                    next: 0,
+                },
+            );
+            slots.push(resp);
+        }
+        for i in 0..reqs.len() {
+            self.push_avail((2 * i) as u16);
+        }
+        self.notify();
+        let used = self.take_used();
+        if used.len() != reqs.len() {
+            return Err(SimError::Incomplete {
+                got: used.len() as u16,
+                want: reqs.len() as u16,
+            });
+        }
+        let mut out = vec![Vec::new(); reqs.len()];
+        for (id, len) in used {
+            let i = (id / 2) as usize;
+            if let (Some(slot), Some(o)) = (slots.get(i), out.get_mut(i)) {
+                let mut b = vec![0u8; (len as usize).min(RESP_SLOT as usize)];
+                let _ = self.mem.read_slice(&mut b, GuestAddress(*slot));
+                *o = b;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Submits one request; returns its response.
+    pub fn cmd(&mut self, req: &[u8]) -> Vec<u8> {
+        self.submit(&[req])
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default()
+    }
+
+    /// Submits one request; returns the response type (0 if there was no response).
+    pub fn cmd_type(&mut self, req: &[u8]) -> u32 {
+        CtrlHdr::read_from(&self.cmd(req)).map_or(0, |h| h.type_)
+    }
+
+    /// CREATE.
+    pub fn create(&mut self, id: u32, size: u64) -> u32 {
+        self.cmd_type(
+            p::ReqCreate {
+                hdr: CtrlHdr::new(p::CMD_CREATE),
+                object_id: id,
+                flags: 0,
+                size,
+            }
+            .as_bytes(),
+        )
+    }
+
+    /// A command naming one object (DESTROY, MIGRATE, CLEAN).
+    pub fn obj_cmd(&mut self, cmd: u32, id: u32) -> u32 {
+        self.cmd_type(
+            p::ReqObject {
+                hdr: CtrlHdr::new(cmd),
+                object_id: id,
+                padding: 0,
+            }
+            .as_bytes(),
+        )
+    }
+
+    /// ATTACH_BACKING or EVICT with a page list.
+    pub fn backing_cmd(&mut self, cmd: u32, id: u32, entries: &[MemEntry]) -> u32 {
+        self.cmd_type(&backing_request(cmd, id, entries))
+    }
+
+    /// FILL.
+    pub fn fill(&mut self, id: u32, offset: u64, length: u64, value: u32) -> u32 {
+        self.cmd_type(
+            p::ReqFill {
+                hdr: CtrlHdr::new(p::CMD_FILL),
+                object_id: id,
+                value,
+                offset,
+                length,
+            }
+            .as_bytes(),
+        )
+    }
+
+    /// COPY.
+    pub fn copy(&mut self, dst: u32, dst_off: u64, src: u32, src_off: u64, len: u64) -> u32 {
+        self.cmd_type(
+            p::ReqCopy {
+                hdr: CtrlHdr::new(p::CMD_COPY),
+                dst_id: dst,
+                src_id: src,
+                dst_offset: dst_off,
+                src_offset: src_off,
+                length: len,
+            }
+            .as_bytes(),
+        )
+    }
+
+    /// CHECKSUM: Ok(crc) or Err(response type).
+    pub fn checksum(&mut self, id: u32, offset: u64, length: u64) -> Result<u32, u32> {
+        let r = self.cmd(
+            p::ReqRange {
+                hdr: CtrlHdr::new(p::CMD_CHECKSUM),
+                object_id: id,
+                padding: 0,
+                offset,
+                length,
+            }
+            .as_bytes(),
+        );
+        match p::RespChecksum::read_from(&r) {
+            Some(c) if c.hdr.type_ == p::RESP_OK_CHECKSUM => Ok(c.crc32c),
+            _ => Err(CtrlHdr::read_from(&r).map_or(0, |h| h.type_)),
+        }
+    }
+
+    /// STATS.
+    pub fn wire_stats(&mut self) -> Option<p::RespStats> {
+        let r = self.cmd(CtrlHdr::new(p::CMD_STATS).as_bytes());
+        p::RespStats::read_from(&r)
+    }
+}
+
+/// Encodes an ATTACH_BACKING or EVICT request.
+pub fn backing_request(cmd: u32, id: u32, entries: &[MemEntry]) -> Vec<u8> {
+    let mut v = p::ReqBacking {
+        hdr: CtrlHdr::new(cmd),
+        object_id: id,
+        nr_entries: entries.len() as u32,
+    }
+    .as_bytes()
+    .to_vec();
+    for e in entries {
+        v.extend_from_slice(e.as_bytes());
+    }
+    v
+}
+
+/// Page list of `pages` 4 KiB entries starting at `addr`, one entry per page.
+pub fn page_entries(addr: u64, pages: u64) -> Vec<MemEntry> {
+    (0..pages)
+        .map(|i| MemEntry {
+            addr: addr + i * p::PAGE_SIZE,
+            length: p::PAGE_SIZE as u32,
+            padding: 0,
+        })
+        .collect()
+}
