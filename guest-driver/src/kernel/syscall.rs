@@ -80,8 +80,9 @@ fn fault_return(f: &mut TrapFrame, ptr: u64) -> Result<(), i64> {
     Ok(())
 }
 
-/// Faults on purpose at ring 0 so tests can check the report: kind 0 reads page 0 (#PF),
-/// kind 1 executes `ud2` (#UD).
+/// Faults on purpose at ring 0 so tests can check the reports: kind 0 reads page 0 (#PF),
+/// kind 1 executes `ud2` (#UD), kind 2 loads an empty IDT first, so the `ud2` becomes a
+/// triple fault that the VMM must report.
 fn fault_ring0(kind: u64) -> i64 {
     // SAFETY: both deliberately raise an exception, which the fatal path reports; neither
     // returns.
@@ -89,6 +90,14 @@ fn fault_ring0(kind: u64) -> i64 {
         match kind {
             0 => core::arch::asm!("mov rax, qword ptr [0]", out("rax") _, options(nostack)),
             1 => core::arch::asm!("ud2", options(nostack)),
+            2 => {
+                let empty = x86_64::structures::DescriptorTablePointer {
+                    limit: 0,
+                    base: x86_64::VirtAddr::zero(),
+                };
+                x86_64::instructions::tables::lidt(&empty);
+                core::arch::asm!("ud2", options(nostack));
+            }
             _ => return EINVAL,
         }
     }

@@ -14,7 +14,7 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit status for a command line the guest does not understand.
 pub const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str = "usage: hello | exit N | selftest | fault-ring0 [pf|ud] | fault-ring3 | spin";
+const USAGE: &str = "usage: hello | exit N | selftest | fault-ring0 [pf|ud|triple] | fault-ring3 | spin";
 
 /// Runs the workload `args` names on vCPU 0 and returns the guest's exit status.
 pub fn run(args: &[&str], info: &BootInfo) -> u8 {
@@ -35,6 +35,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         },
         ("fault-ring0", []) | ("fault-ring0", ["pf"]) => basic::fault_ring0(0),
         ("fault-ring0", ["ud"]) => basic::fault_ring0(1),
+        ("fault-ring0", ["triple"]) => basic::fault_ring0(2),
         ("fault-ring3", []) => basic::fault_ring3(),
         ("spin", []) => basic::spin(),
         _ => usage(args),

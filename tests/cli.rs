@@ -1,0 +1,80 @@
+//! The command line: clear one-line errors and non-zero exits, never a panic.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{guest_image, pvgpu_with_limit, Run};
+
+fn run(args: &[&str]) -> Run {
+    pvgpu_with_limit(args, Duration::from_secs(30))
+}
+
+fn assert_clean_error(r: &Run, needle: &str) {
+    assert_eq!(r.code, Some(1), "{}", r.dump());
+    assert!(!r.stderr.contains("panicked"), "{}", r.dump());
+    let lines: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("pvgpu: error:")).collect();
+    assert_eq!(lines.len(), 1, "want one error line: {}", r.dump());
+    assert!(lines[0].to_lowercase().contains(needle), "{:?} lacks {needle:?}", lines[0]);
+}
+
+#[test]
+fn missing_kernel() {
+    let r = run(&["run", "--kernel", "/nonexistent/guest", "--", "hello"]);
+    assert_clean_error(&r, "/nonexistent/guest");
+}
+
+#[test]
+fn kernel_that_is_not_an_elf() {
+    let path = std::env::temp_dir().join(format!("pvgpu-not-elf-{}", std::process::id()));
+    std::fs::write(&path, b"#!/bin/sh\necho this is not a kernel\n").unwrap();
+    let r = run(&["run", "--kernel", path.to_str().unwrap(), "--", "hello"]);
+    let _ = std::fs::remove_file(&path);
+    assert_clean_error(&r, "elf");
+}
+
+#[test]
+fn bad_sizes() {
+    let img = guest_image();
+    let img = img.to_str().unwrap();
+    for bad in ["12Q", "", "-5M", "99999999999999999999G", "1M", "3K"] {
+        let r = run(&["run", "--kernel", img, "--mem", bad, "--", "hello"]);
+        assert!(matches!(r.code, Some(1) | Some(2)), "--mem {bad:?}: {}", r.dump());
+        assert!(!r.stderr.contains("panicked"), "{}", r.dump());
+        assert!(r.stderr.contains("error"), "{}", r.dump());
+    }
+}
+
+#[test]
+fn too_many_vcpus() {
+    let img = guest_image();
+    for n in ["0", "9", "1000"] {
+        let r = run(&["run", "--kernel", img.to_str().unwrap(), "--vcpus", n, "--", "hello"]);
+        assert!(matches!(r.code, Some(1) | Some(2)), "--vcpus {n}: {}", r.dump());
+        assert!(r.stderr.contains("error") && !r.stderr.contains("panicked"), "{}", r.dump());
+    }
+}
+
+#[test]
+fn ram_larger_than_the_guest_can_have() {
+    let img = guest_image();
+    let r = run(&["run", "--kernel", img.to_str().unwrap(), "--mem", "64G", "--", "hello"]);
+    assert_clean_error(&r, "mem");
+}
+
+#[test]
+fn command_line_too_long_for_the_guest() {
+    let img = guest_image();
+    let long = "x".repeat(5000);
+    let r = run(&["run", "--kernel", img.to_str().unwrap(), "--", &long]);
+    assert_clean_error(&r, "command line");
+}
+
+#[test]
+fn help_lists_the_run_flags() {
+    let r = run(&["run", "--help"]);
+    assert_eq!(r.code, Some(0), "{}", r.dump());
+    for flag in ["--kernel", "--mem", "--vcpus", "--timeout", "--stats-json"] {
+        assert!(r.stdout.contains(flag), "help lacks {flag}: {}", r.dump());
+    }
+}

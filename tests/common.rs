@@ -1,0 +1,94 @@
+//! Shared helpers for the integration tests: they run the real `pvgpu` binary, which boots
+//! the real guest image under /dev/kvm.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one `pvgpu` run produced.
+pub struct Run {
+    /// Exit status (None if killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Both streams, for assertion messages.
+    pub fn dump(&self) -> String {
+        format!("status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The guest image; fails the test (never skips) when it or /dev/kvm is missing.
+pub fn guest_image() -> PathBuf {
+    assert!(
+        std::path::Path::new("/dev/kvm").exists(),
+        "/dev/kvm is missing: these tests boot real guests and need KVM"
+    );
+    let img = root().join("images/out/pvgpu-guest");
+    assert!(img.exists(), "{} is missing: run images/build.sh first", img.display());
+    img
+}
+
+/// Runs `pvgpu` with `args`; kills it and fails the test if it takes longer than `limit`.
+pub fn pvgpu_with_limit(args: &[&str], limit: Duration) -> Run {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pvgpu"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pvgpu");
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let mut err = child.stderr.take().expect("stderr is piped");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for pvgpu") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pvgpu {args:?} hung: killed after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        code: status.code(),
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// `pvgpu run --kernel <guest> <flags> -- <guest args>`, with a 60 s guard.
+pub fn boot(flags: &[&str], guest_args: &[&str]) -> Run {
+    let img = guest_image();
+    let img = img.to_str().expect("utf-8 path");
+    let mut args = vec!["run", "--kernel", img];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(guest_args);
+    pvgpu_with_limit(&args, Duration::from_secs(60))
+}
