@@ -264,6 +264,25 @@ mod tests {
     use vm_memory::{Bytes, GuestMemoryMmap};
 
     #[test]
+    fn guest_crc32c_matches_the_host_crate() {
+        // The guest uses pvgpu_abi's table-driven crc32c; the device uses the crc32c crate.
+        let data: Vec<u8> = (0..70_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for len in [0, 1, 3, 7, 8, 9, 63, 64, 4095, 4096, 65537, 70_000] {
+            for start in [0, 1, 5] {
+                let d = &data[start..len.max(start)];
+                assert_eq!(pvgpu_abi::crc32c::crc32c(d), crc32c::crc32c(d), "len {len}");
+            }
+        }
+        let a = pvgpu_abi::crc32c::crc32c(&data[..1000]);
+        assert_eq!(
+            pvgpu_abi::crc32c::crc32c_append(a, &data[1000..]),
+            crc32c::crc32c(&data)
+        );
+    }
+
+    #[test]
     fn sizes_are_checked() {
         assert!(matches!(Vram::new(0), Err(VramError::BadSize(0))));
         assert!(matches!(Vram::new(100), Err(VramError::BadSize(100))));

@@ -1,0 +1,240 @@
+//! Fuzzes the request path: arbitrary register writes, raw descriptor chains (loops, bad
+//! directions, indirect tables, wild addresses), corrupted ring indices, raw request bytes,
+//! and well-formed commands with fuzzed fields, against one simulated guest per input.
+//! The device must never panic, and its bookkeeping must stay consistent.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
+use pvgpu_device::object::Placement;
+use pvgpu_device::sim_driver::{backing_request, RawDesc, SimGuest, DATA_START, QSIZE, SCRATCH_START};
+use vm_memory::{Bytes, GuestAddress};
+
+const RAM: u64 = 8 << 20;
+const VRAM: u64 = 1 << 20;
+
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes([self.u8()?, self.u8()?]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes([self.u8()?, self.u8()?, self.u8()?, self.u8()?]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from(self.u32()?) | (u64::from(self.u32()?) << 32))
+    }
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.0.len());
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        a
+    }
+    /// A length or offset: usually small and page-ish, sometimes wild.
+    fn size(&mut self) -> Option<u64> {
+        Some(match self.u8()? % 4 {
+            0 => u64::from(self.u8()? % 8) * 4096,
+            1 => u64::from(self.u16()?),
+            2 => u64::from(self.u8()?),
+            _ => self.u64()?,
+        })
+    }
+    /// A guest address: usually in the data area, sometimes anywhere.
+    fn addr(&mut self) -> Option<u64> {
+        Some(match self.u8()? % 4 {
+            0 | 1 => DATA_START + u64::from(self.u8()?) * 4096,
+            2 => u64::from(self.u32()?),
+            _ => self.u64()?,
+        })
+    }
+    fn id(&mut self) -> Option<u32> {
+        Some(match self.u8()? {
+            b @ 0..=250 => u32::from(b % 4),
+            _ => self.u32()?,
+        })
+    }
+}
+
+fn entries(inp: &mut Input) -> Option<Vec<MemEntry>> {
+    let n = inp.u8()? % 8;
+    (0..n)
+        .map(|_| {
+            Some(MemEntry {
+                addr: inp.addr()?,
+                length: match inp.u8()? % 3 {
+                    0 => 4096,
+                    1 => 8192,
+                    _ => inp.u32()?,
+                },
+                padding: 0,
+            })
+        })
+        .collect()
+}
+
+fn command(inp: &mut Input) -> Option<Vec<u8>> {
+    let hdr = CtrlHdr {
+        flags: u32::from(inp.u8()? & 3),
+        fence_id: u64::from(inp.u8()?),
+        ..CtrlHdr::new(0)
+    };
+    let h = |t| CtrlHdr { type_: t, ..hdr };
+    Some(match inp.u8()? % 12 {
+        0 => h(p::CMD_NOP).as_bytes().to_vec(),
+        1 => h(p::CMD_GET_INFO).as_bytes().to_vec(),
+        2 => p::ReqCreate { hdr: h(p::CMD_CREATE), object_id: inp.id()?, flags: 0, size: inp.size()? }
+            .as_bytes()
+            .to_vec(),
+        3 => p::ReqObject { hdr: h(p::CMD_DESTROY), object_id: inp.id()?, padding: 0 }.as_bytes().to_vec(),
+        4 => {
+            let id = inp.id()?;
+            backing_request(p::CMD_ATTACH_BACKING, id, &entries(inp)?)
+        }
+        5 => p::ReqObject { hdr: h(p::CMD_MIGRATE), object_id: inp.id()?, padding: 0 }.as_bytes().to_vec(),
+        6 => p::ReqObject { hdr: h(p::CMD_CLEAN), object_id: inp.id()?, padding: 0 }.as_bytes().to_vec(),
+        7 => {
+            let id = inp.id()?;
+            backing_request(p::CMD_EVICT, id, &entries(inp)?)
+        }
+        8 => p::ReqFill {
+            hdr: h(p::CMD_FILL),
+            object_id: inp.id()?,
+            value: u32::from(inp.u8()?),
+            offset: inp.size()?,
+            length: inp.size()?,
+        }
+        .as_bytes()
+        .to_vec(),
+        9 => p::ReqCopy {
+            hdr: h(p::CMD_COPY),
+            dst_id: inp.id()?,
+            src_id: inp.id()?,
+            dst_offset: inp.size()?,
+            src_offset: inp.size()?,
+            length: inp.size()?,
+        }
+        .as_bytes()
+        .to_vec(),
+        10 => p::ReqRange {
+            hdr: h(p::CMD_CHECKSUM),
+            object_id: inp.id()?,
+            padding: 0,
+            offset: inp.size()?,
+            length: inp.size()?,
+        }
+        .as_bytes()
+        .to_vec(),
+        _ => h(p::CMD_STATS).as_bytes().to_vec(),
+    })
+}
+
+fn step(g: &mut SimGuest, inp: &mut Input) -> Option<()> {
+    match inp.u8()? % 8 {
+        // Well-formed command with fuzzed fields, possibly truncated.
+        0..=2 => {
+            let mut c = command(inp)?;
+            if inp.u8()? == 0 {
+                let n = usize::from(inp.u8()?) % (c.len() + 1);
+                c.truncate(n);
+            }
+            g.cmd(&c);
+        }
+        // Raw request bytes.
+        3 => {
+            let n = usize::from(inp.u16()? % 512);
+            let raw = inp.bytes(n).to_vec();
+            g.cmd(&raw);
+        }
+        // A raw chain of descriptors, then notify.
+        4 => {
+            let n = inp.u8()? % 6 + 1;
+            for i in 0..n {
+                let d = RawDesc {
+                    addr: match inp.u8()? % 3 {
+                        0 => SCRATCH_START + u64::from(inp.u16()?),
+                        1 => inp.addr()?,
+                        _ => u64::from(inp.u8()?) * 16 + pvgpu_device::sim_driver::DESC_ADDR,
+                    },
+                    len: match inp.u8()? % 3 {
+                        0 => u32::from(inp.u8()?),
+                        1 => 48,
+                        _ => inp.u32()?,
+                    },
+                    flags: u16::from(inp.u8()? & 7),
+                    next: match inp.u8()? % 2 {
+                        0 => u16::from(i + 1),
+                        _ => inp.u16()?,
+                    },
+                };
+                g.write_desc(u16::from(i), d);
+            }
+            // Put a request header in the scratch area for chains that point there.
+            let c = command(inp)?;
+            let _ = g.mem.write_slice(&c, GuestAddress(SCRATCH_START));
+            let head = inp.u16()? % (QSIZE + 2);
+            g.push_avail(head);
+            g.notify();
+            g.take_used();
+        }
+        // Register write (including status changes, queue reconfiguration, resets).
+        5 => {
+            let off = u64::from(inp.u8()?) * 4;
+            let v = inp.u32()?;
+            if g.w32(off, v) {
+                let _ = g.dev.process_queue(&g.mem);
+            }
+            let _ = g.r32(off);
+            if inp.u8()? % 4 == 0 {
+                g.reinit();
+            }
+        }
+        // Corrupt the avail index, then notify.
+        6 => {
+            let v = inp.u16()?;
+            let _ = g.mem.write_obj(v, GuestAddress(pvgpu_device::sim_driver::AVAIL_ADDR + 2));
+            g.notify();
+            g.reinit();
+        }
+        // Guest writes data.
+        _ => {
+            let a = inp.addr()?;
+            let n = usize::from(inp.u8()?) * 16;
+            let data = inp.bytes(n).to_vec();
+            let _ = g.mem.write_slice(&data, GuestAddress(a));
+        }
+    }
+    Some(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(mut g) = SimGuest::new(RAM, VRAM) else {
+        return;
+    };
+    let mut inp = Input(data);
+    for _ in 0..64 {
+        if step(&mut g, &mut inp).is_none() {
+            break;
+        }
+    }
+    // Bookkeeping invariants.
+    let e = g.dev.engine();
+    let in_vram: u64 = e
+        .objects()
+        .iter()
+        .filter(|o| o.placement != Placement::System)
+        .map(|o| o.size)
+        .sum();
+    assert_eq!(in_vram, e.stats().vram_used);
+    for o in e.objects().iter() {
+        assert_eq!(o.vram_offset.is_some(), o.placement != Placement::System);
+        assert_eq!(o.placement == Placement::Cleaned, o.backing.is_none() && o.vram_offset.is_some());
+    }
+    assert!(g.ram.allocated_bytes().unwrap_or(0) <= RAM);
+    assert!(g.dev.vram().memfd().allocated_bytes().unwrap_or(0) <= VRAM);
+});
