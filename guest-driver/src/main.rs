@@ -18,6 +18,8 @@ pub mod user;
 fn panic(info: &core::panic::PanicInfo) -> ! {
     let cs: u16;
     // SAFETY: reads the code segment selector; no side effects.
-    unsafe { core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags))
+    };
     kernel::trap::fatal_message(format_args!("panic at ring {}: {}", cs & 3, info))
 }

@@ -60,13 +60,22 @@ pub struct LineWriter {
 impl LineWriter {
     /// An empty writer.
     pub const fn new() -> Self {
-        LineWriter { buf: [0; 256], len: 0 }
+        LineWriter {
+            buf: [0; 256],
+            len: 0,
+        }
     }
 
     /// Sends what is buffered.
     pub fn flush(&mut self) {
         serial_write(&self.buf[..self.len]);
         self.len = 0;
+    }
+}
+
+impl Default for LineWriter {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

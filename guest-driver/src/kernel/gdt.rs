@@ -77,7 +77,10 @@ pub fn init(ncpu: usize) {
             t.interrupt_stack_table[DOUBLE_FAULT_IST as usize] =
                 VirtAddr::new(df_base + ((cpu + 1) * DF_STACK_SIZE) as u64);
             t.iomap_base = core::mem::offset_of!(TssIo, iomap) as u16;
-            TssIo { tss: t, iomap: iomap() }
+            TssIo {
+                tss: t,
+                iomap: iomap(),
+            }
         })
     });
     GDT.call_once(|| {

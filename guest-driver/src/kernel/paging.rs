@@ -39,7 +39,10 @@ struct State {
 }
 
 #[link_section = ".kdata"]
-static STATE: Mutex<State> = Mutex::new(State { used: 0, ram_size: 0 });
+static STATE: Mutex<State> = Mutex::new(State {
+    used: 0,
+    ram_size: 0,
+});
 
 const TABLE: F = F::PRESENT.union(F::WRITABLE).union(F::USER_ACCESSIBLE);
 const USER_RW: F = TABLE;
@@ -75,7 +78,12 @@ impl State {
     ///
     /// # Safety
     /// `parent` must be a table from the pool.
-    unsafe fn next(&mut self, parent: *mut PageTable, idx: usize, create: bool) -> Option<*mut PageTable> {
+    unsafe fn next(
+        &mut self,
+        parent: *mut PageTable,
+        idx: usize,
+        create: bool,
+    ) -> Option<*mut PageTable> {
         // SAFETY: parent is a live pool table (caller's contract); we hold the state lock.
         let e = unsafe { &mut tbl(parent)[idx] };
         if e.is_unused() {
@@ -102,7 +110,7 @@ impl State {
     }
 
     fn user_pa_ok(&self, pa: u64) -> bool {
-        pa % PAGE_SIZE == 0 && pa >= image::end() && pa < self.ram_size
+        pa.is_multiple_of(PAGE_SIZE) && pa >= image::end() && pa < self.ram_size
     }
 }
 
@@ -164,14 +172,22 @@ pub fn init(info: &BootInfo) {
                 p = end;
             }
         } else {
-            let flags = if pa < image::kpriv_end() { KERNEL_RW } else { USER_RW };
+            let flags = if pa < image::kpriv_end() {
+                KERNEL_RW
+            } else {
+                USER_RW
+            };
             // SAFETY: pd is a pool table; we hold the lock.
             unsafe { tbl(pd)[idx].set_addr(PhysAddr::new(pa), flags | F::HUGE_PAGE) };
         }
         pa += LARGE_PAGE_SIZE;
     }
     let windows = [
-        (info.virtio_mmio_base, info.virtio_mmio_size, USER_RW | F::NO_CACHE | F::WRITE_THROUGH),
+        (
+            info.virtio_mmio_base,
+            info.virtio_mmio_size,
+            USER_RW | F::NO_CACHE | F::WRITE_THROUGH,
+        ),
         (info.vram_base, info.vram_size, USER_RW),
     ];
     for (base, size, flags) in windows {
@@ -179,7 +195,10 @@ pub fn init(info: &BootInfo) {
         while size > 0 && pa < base + size {
             let Some(pd) = s.walk(pa, 2, true) else { break };
             // SAFETY: pd is a pool table; we hold the lock.
-            unsafe { tbl(pd)[((pa >> 21) & 511) as usize].set_addr(PhysAddr::new(pa), flags | F::HUGE_PAGE) };
+            unsafe {
+                tbl(pd)[((pa >> 21) & 511) as usize]
+                    .set_addr(PhysAddr::new(pa), flags | F::HUGE_PAGE)
+            };
             pa += LARGE_PAGE_SIZE;
         }
     }
@@ -195,11 +214,11 @@ pub fn activate() {
 
 /// Whether `addr` lies in the user-map window.
 pub fn in_user_window(addr: u64) -> bool {
-    addr >= guest::USER_MAP_BASE && addr < guest::USER_MAP_BASE + guest::USER_MAP_SIZE
+    (guest::USER_MAP_BASE..guest::USER_MAP_BASE + guest::USER_MAP_SIZE).contains(&addr)
 }
 
 fn window_range_ok(va: u64, count: u64) -> bool {
-    va % PAGE_SIZE == 0
+    va.is_multiple_of(PAGE_SIZE)
         && count > 0
         && count <= MAX_PAGES_PER_CALL
         && in_user_window(va)
@@ -210,7 +229,9 @@ fn window_range_ok(va: u64, count: u64) -> bool {
 /// the identity map, either the image's `.data` or RAM past the ring-0-private area.
 pub fn user_buffer_ok(addr: u64, len: u64) -> bool {
     let ram = STATE.lock().ram_size;
-    let Some(end) = addr.checked_add(len) else { return false };
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
     (addr >= image::readonly_end() && end <= image::data_end())
         || (addr >= image::kpriv_end() && end <= ram)
 }
@@ -221,7 +242,11 @@ pub fn map(va: u64, list: u64, count: u64, flags: u64) -> i64 {
     if flags & !MAP_WRITE != 0 || !window_range_ok(va, count) || !user_buffer_ok(list, count * 8) {
         return EINVAL;
     }
-    let leaf = if flags & MAP_WRITE != 0 { USER_RW } else { USER_RO };
+    let leaf = if flags & MAP_WRITE != 0 {
+        USER_RW
+    } else {
+        USER_RO
+    };
     let mut s = STATE.lock();
     let mut pt: *mut PageTable = core::ptr::null_mut();
     let mut err = 0;
@@ -234,7 +259,7 @@ pub fn map(va: u64, list: u64, count: u64, flags: u64) -> i64 {
             err = EINVAL;
             break;
         }
-        if pt.is_null() || v % LARGE_PAGE_SIZE == 0 {
+        if pt.is_null() || v.is_multiple_of(LARGE_PAGE_SIZE) {
             match s.walk(v, 1, true) {
                 Some(t) => pt = t,
                 None => {
@@ -269,11 +294,19 @@ pub fn unmap(va: u64, count: u64) -> i64 {
     let mut i = 0;
     while i < count {
         let v = va + i * PAGE_SIZE;
-        let Some(pt) = s.walk(v, 1, false) else { return ENOENT };
+        let Some(pt) = s.walk(v, 1, false) else {
+            return ENOENT;
+        };
         let first = ((v >> 12) & 511) as usize;
         let n = (512 - first as u64).min(count - i);
         // SAFETY: pt is a pool table; we hold the lock.
-        if unsafe { tbl(pt).iter().skip(first).take(n as usize).any(|e| e.is_unused()) } {
+        if unsafe {
+            tbl(pt)
+                .iter()
+                .skip(first)
+                .take(n as usize)
+                .any(|e| e.is_unused())
+        } {
             return ENOENT;
         }
         i += n;
@@ -291,7 +324,13 @@ fn clear(s: &mut State, va: u64, count: u64) {
         let n = (512 - first as u64).min(count - i);
         if let Some(pt) = s.walk(v, 1, false) {
             // SAFETY: pt is a pool table; we hold the lock.
-            unsafe { tbl(pt).iter_mut().skip(first).take(n as usize).for_each(|e| e.set_unused()) };
+            unsafe {
+                tbl(pt)
+                    .iter_mut()
+                    .skip(first)
+                    .take(n as usize)
+                    .for_each(|e| e.set_unused())
+            };
         }
         i += n;
     }

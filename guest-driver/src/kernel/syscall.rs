@@ -49,11 +49,16 @@ pub fn deliver_fault(f: &mut TrapFrame, addr: u64) -> bool {
         return false;
     }
     let size = core::mem::size_of::<FaultUpcall>() as u64;
-    let Some(sp) = f.rsp.checked_sub(128 + size).map(|s| s & !15) else { return false };
+    let Some(sp) = f.rsp.checked_sub(128 + size).map(|s| s & !15) else {
+        return false;
+    };
     if !paging::user_buffer_ok(sp - 8, size + 8) {
         return false;
     }
-    let up = FaultUpcall { frame: *f, fault_addr: addr };
+    let up = FaultUpcall {
+        frame: *f,
+        fault_addr: addr,
+    };
     // SAFETY: [sp - 8, sp + size) is ordinary ring-3 RAM (checked above), 16-byte aligned.
     unsafe {
         core::ptr::write(sp as *mut FaultUpcall, up);
@@ -68,7 +73,7 @@ pub fn deliver_fault(f: &mut TrapFrame, addr: u64) -> bool {
 /// Resumes the context saved at `ptr`, keeping ring 3's selectors and safe flags.
 fn fault_return(f: &mut TrapFrame, ptr: u64) -> Result<(), i64> {
     let size = core::mem::size_of::<FaultUpcall>() as u64;
-    if ptr % 8 != 0 || !paging::user_buffer_ok(ptr, size) {
+    if !ptr.is_multiple_of(8) || !paging::user_buffer_ok(ptr, size) {
         return Err(EINVAL);
     }
     // SAFETY: checked to be ordinary ring-3 RAM, aligned.

@@ -81,14 +81,14 @@ fn fatal(f: &TrapFrame, cr2: u64) -> ! {
         cpu,
         f.error_code
     );
-    let _ = write!(
+    let _ = writeln!(
         w,
-        "  rip={:#018x} rsp={:#018x} rflags={:#x} cr2={:#x}\n",
+        "  rip={:#018x} rsp={:#018x} rflags={:#x} cr2={:#x}",
         f.rip, f.rsp, f.rflags, cr2
     );
-    let _ = write!(
+    let _ = writeln!(
         w,
-        "  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}\n",
+        "  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
         f.rax, f.rbx, f.rcx, f.rdx, f.rsi, f.rdi, f.rbp
     );
     w.flush();
@@ -106,6 +106,8 @@ pub fn fatal_message(args: core::fmt::Arguments) -> ! {
 fn current_rsp() -> u64 {
     let rsp: u64;
     // SAFETY: reads the stack pointer; no memory or flags are touched.
-    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags))
+    };
     rsp
 }

@@ -10,5 +10,8 @@ pub fn args(info: &BootInfo) -> Vec<&'static str> {
     // SAFETY: the VMM wrote `len` bytes at cmdline_addr, a read-only page for ring 3 that
     // never changes.
     let raw = unsafe { core::slice::from_raw_parts(info.cmdline_addr as *const u8, len) };
-    core::str::from_utf8(raw).unwrap_or("").split_ascii_whitespace().collect()
+    core::str::from_utf8(raw)
+        .unwrap_or("")
+        .split_ascii_whitespace()
+        .collect()
 }

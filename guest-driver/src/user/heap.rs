@@ -10,7 +10,9 @@ static HEAP: LockedHeap = LockedHeap::empty();
 /// Where the heap is: `[start, start + len)`.
 pub fn region(info: &BootInfo) -> (u64, u64) {
     let start = crate::kernel::image::end().next_multiple_of(LARGE_PAGE_SIZE);
-    let len = (info.ram_size / 8).clamp(1 << 20, 32 << 20).min(info.ram_size.saturating_sub(start) / 2);
+    let len = (info.ram_size / 8)
+        .clamp(1 << 20, 32 << 20)
+        .min(info.ram_size.saturating_sub(start) / 2);
     (start, len)
 }
 

@@ -29,7 +29,13 @@ pub fn init(info: &BootInfo) {
     for p in pages..bits.len() * 64 {
         bits[p / 64] |= 1 << (p % 64);
     }
-    *PAGES.lock() = Some(Allocator { base, bits, pages, free: pages, hint: 0 });
+    *PAGES.lock() = Some(Allocator {
+        base,
+        bits,
+        pages,
+        free: pages,
+        hint: 0,
+    });
 }
 
 /// One free page's guest-physical address.
@@ -71,7 +77,11 @@ pub fn free(pa: u64) {
     let Some(a) = g.as_mut() else { return };
     let idx = pa.checked_sub(a.base).map(|o| (o / PAGE_SIZE) as usize);
     match idx {
-        Some(i) if i < a.pages && pa % PAGE_SIZE == 0 && a.bits[i / 64] & (1 << (i % 64)) != 0 => {
+        Some(i)
+            if i < a.pages
+                && pa.is_multiple_of(PAGE_SIZE)
+                && a.bits[i / 64] & (1 << (i % 64)) != 0 =>
+        {
             a.bits[i / 64] &= !(1 << (i % 64));
             a.free += 1;
         }

@@ -60,7 +60,14 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Result<u64, SysError> {
 /// Maps `pages` (guest-physical addresses) at `va`, one after another.
 pub fn map(va: u64, pages: &[u64], writable: bool) -> Result<(), SysError> {
     let flags = if writable { MAP_WRITE } else { 0 };
-    call(SYS_MAP, va, pages.as_ptr() as u64, pages.len() as u64, flags).map(|_| ())
+    call(
+        SYS_MAP,
+        va,
+        pages.as_ptr() as u64,
+        pages.len() as u64,
+        flags,
+    )
+    .map(|_| ())
 }
 
 /// Unmaps `count` pages at `va`.

@@ -14,7 +14,8 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit status for a command line the guest does not understand.
 pub const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str = "usage: hello | exit N | selftest | fault-ring0 [pf|ud|triple] | fault-ring3 | spin";
+const USAGE: &str =
+    "usage: hello | exit N | selftest | fault-ring0 [pf|ud|triple] | fault-ring3 | spin";
 
 /// Runs the workload `args` names on vCPU 0 and returns the guest's exit status.
 pub fn run(args: &[&str], info: &BootInfo) -> u8 {

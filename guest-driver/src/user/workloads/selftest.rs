@@ -64,7 +64,8 @@ fn fill(addr: u64, tag: u64, salt: u64) {
 fn holds(addr: u64, tag: u64, salt: u64) -> bool {
     let p = addr as *const u64;
     // SAFETY: callers pass a page they own that is mapped readable at `addr`.
-    (0..PAGE_SIZE / 8).all(|k| unsafe { p.add(k as usize).read_volatile() } == pattern(tag, k, salt))
+    (0..PAGE_SIZE / 8)
+        .all(|k| unsafe { p.add(k as usize).read_volatile() } == pattern(tag, k, salt))
 }
 
 /// vCPU 0: runs the test here and on every other vCPU, prints a summary.
@@ -94,13 +95,21 @@ pub fn run(info: &BootInfo) -> u8 {
 
 /// Runs every check on this vCPU; true if all passed.
 pub fn run_on_cpu(cpu: usize) -> bool {
-    let mut c = Checker { cpu, failed: 0, passed: 0 };
+    let mut c = Checker {
+        cpu,
+        failed: 0,
+        passed: 0,
+    };
     heap_checks(&mut c);
     let window = USER_MAP_BASE + cpu as u64 * USER_MAP_PER_CPU;
     map_checks(&mut c, window);
     bad_call_checks(&mut c, window);
     fault_checks(&mut c, window + USER_MAP_PER_CPU / 2);
-    crate::println!("[selftest cpu {cpu}] {} checks passed, {} failed", c.passed, c.failed);
+    crate::println!(
+        "[selftest cpu {cpu}] {} checks passed, {} failed",
+        c.passed,
+        c.failed
+    );
     c.failed == 0
 }
 
@@ -114,26 +123,48 @@ fn heap_checks(c: &mut Checker) {
     for i in (0..1000u32).step_by(2) {
         m.remove(&i.wrapping_mul(2_654_435_761));
     }
-    check!(c, m.len() == 500 && m.values().all(|v| v % 2 == 1), "btreemap insert/remove");
-    let boxes: Vec<Box<[u8]>> = (1..200usize).map(|n| alloc::vec![n as u8; n * 7].into_boxed_slice()).collect();
     check!(
         c,
-        boxes.iter().enumerate().all(|(i, b)| b.len() == (i + 1) * 7 && b.iter().all(|&x| x == (i + 1) as u8)),
+        m.len() == 500 && m.values().all(|v| v % 2 == 1),
+        "btreemap insert/remove"
+    );
+    let boxes: Vec<Box<[u8]>> = (1..200usize)
+        .map(|n| alloc::vec![n as u8; n * 7].into_boxed_slice())
+        .collect();
+    check!(
+        c,
+        boxes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| b.len() == (i + 1) * 7 && b.iter().all(|&x| x == (i + 1) as u8)),
         "boxes of many sizes keep their data"
     );
     drop(boxes);
-    let layout = core::alloc::Layout::from_size_align(3 * 4096, 4096).unwrap_or(core::alloc::Layout::new::<u8>());
+    let layout = core::alloc::Layout::from_size_align(3 * 4096, 4096)
+        .unwrap_or(core::alloc::Layout::new::<u8>());
     // SAFETY: layout has a non-zero size; the block is freed with the same layout.
     unsafe {
         let p = alloc::alloc::alloc(layout);
-        check!(c, !p.is_null() && p as usize % 4096 == 0, "page-aligned allocation");
+        check!(
+            c,
+            !p.is_null() && (p as usize).is_multiple_of(4096),
+            "page-aligned allocation"
+        );
         if !p.is_null() {
             alloc::alloc::dealloc(p, layout);
         }
     }
     let mut big = alloc::vec![0u32; 256 * 1024];
-    big.iter_mut().enumerate().for_each(|(i, x)| *x = (i as u32).wrapping_mul(31));
-    check!(c, big.iter().enumerate().all(|(i, &x)| x == (i as u32).wrapping_mul(31)), "1 MiB vec");
+    big.iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = (i as u32).wrapping_mul(31));
+    check!(
+        c,
+        big.iter()
+            .enumerate()
+            .all(|(i, &x)| x == (i as u32).wrapping_mul(31)),
+        "1 MiB vec"
+    );
 }
 
 fn map_checks(c: &mut Checker, va: u64) {
@@ -141,26 +172,54 @@ fn map_checks(c: &mut Checker, va: u64) {
         check!(c, false, "allocate {MAP_PAGES} pages");
         return;
     };
-    check!(c, pas.iter().all(|&p| p % PAGE_SIZE == 0), "pages are aligned");
+    check!(
+        c,
+        pas.iter().all(|&p| p % PAGE_SIZE == 0),
+        "pages are aligned"
+    );
     for &pa in &pas {
         fill(pa, pa, 1);
     }
     check!(c, sys::map(va, &pas, true).is_ok(), "map {MAP_PAGES} pages");
     let mapped = (0..MAP_PAGES).all(|i| holds(va + i as u64 * PAGE_SIZE, pas[i], 1));
-    check!(c, mapped, "data written through the identity map reads back through the mapping");
+    check!(
+        c,
+        mapped,
+        "data written through the identity map reads back through the mapping"
+    );
     for i in 0..MAP_PAGES as u64 {
         fill(va + i * PAGE_SIZE, va + i * PAGE_SIZE, 2);
     }
     let back = (0..MAP_PAGES).all(|i| holds(pas[i], va + i as u64 * PAGE_SIZE, 2));
-    check!(c, back, "data written through the mapping reads back through the identity map");
-    check!(c, sys::map(va, &pas[..1], true) == Err(SysError::Exists), "mapping over a mapping");
+    check!(
+        c,
+        back,
+        "data written through the mapping reads back through the identity map"
+    );
+    check!(
+        c,
+        sys::map(va, &pas[..1], true) == Err(SysError::Exists),
+        "mapping over a mapping"
+    );
     check!(c, sys::unmap(va, MAP_PAGES as u64).is_ok(), "unmap");
-    check!(c, sys::unmap(va, 1) == Err(SysError::NotMapped), "unmapping twice");
+    check!(
+        c,
+        sys::unmap(va, 1) == Err(SysError::NotMapped),
+        "unmapping twice"
+    );
     // All or nothing: a map that runs into a mapped page leaves nothing behind.
     let tail = va + 4 * PAGE_SIZE;
     check!(c, sys::map(tail, &pas[..4], true).is_ok(), "map 4 pages");
-    check!(c, sys::map(va, &pas[4..12], true) == Err(SysError::Exists), "overlapping map fails");
-    check!(c, sys::unmap(va, 1) == Err(SysError::NotMapped), "failed map left nothing behind");
+    check!(
+        c,
+        sys::map(va, &pas[4..12], true) == Err(SysError::Exists),
+        "overlapping map fails"
+    );
+    check!(
+        c,
+        sys::unmap(va, 1) == Err(SysError::NotMapped),
+        "failed map left nothing behind"
+    );
     check!(c, sys::unmap(tail, 4).is_ok(), "unmap the 4 pages");
     for pa in pas {
         pages::free(pa);
@@ -170,24 +229,61 @@ fn map_checks(c: &mut Checker, va: u64) {
 fn bad_call_checks(c: &mut Checker, va: u64) {
     let kpriv = crate::kernel::image::kpriv_start();
     let ram = crate::user::boot_info().ram_size;
-    check!(c, sys::map(va, &[kpriv], true) == Err(SysError::Invalid), "ring-0 page refused");
-    check!(c, sys::map(va, &[0x1000], true) == Err(SysError::Invalid), "image page refused");
-    check!(c, sys::map(va, &[ram], true) == Err(SysError::Invalid), "page past RAM refused");
+    check!(
+        c,
+        sys::map(va, &[kpriv], true) == Err(SysError::Invalid),
+        "ring-0 page refused"
+    );
+    check!(
+        c,
+        sys::map(va, &[0x1000], true) == Err(SysError::Invalid),
+        "image page refused"
+    );
+    check!(
+        c,
+        sys::map(va, &[ram], true) == Err(SysError::Invalid),
+        "page past RAM refused"
+    );
     let Some(pa) = pages::alloc() else {
         check!(c, false, "allocate a page");
         return;
     };
-    check!(c, sys::map(va, &[pa + 8], true) == Err(SysError::Invalid), "unaligned page refused");
-    check!(c, sys::map(va + 8, &[pa], true) == Err(SysError::Invalid), "unaligned address refused");
-    check!(c, sys::map(0x40_0000, &[pa], true) == Err(SysError::Invalid), "address outside the window refused");
-    check!(c, sys::map(va, &[], true) == Err(SysError::Invalid), "empty map refused");
     check!(
         c,
-        sys::raw(crate::abi::SYS_MAP, va, kpriv, 1, crate::abi::MAP_WRITE) == Err(SysError::Invalid),
+        sys::map(va, &[pa + 8], true) == Err(SysError::Invalid),
+        "unaligned page refused"
+    );
+    check!(
+        c,
+        sys::map(va + 8, &[pa], true) == Err(SysError::Invalid),
+        "unaligned address refused"
+    );
+    check!(
+        c,
+        sys::map(0x40_0000, &[pa], true) == Err(SysError::Invalid),
+        "address outside the window refused"
+    );
+    check!(
+        c,
+        sys::map(va, &[], true) == Err(SysError::Invalid),
+        "empty map refused"
+    );
+    check!(
+        c,
+        sys::raw(crate::abi::SYS_MAP, va, kpriv, 1, crate::abi::MAP_WRITE)
+            == Err(SysError::Invalid),
         "page list in ring-0 memory refused"
     );
-    check!(c, sys::raw(crate::abi::SYS_MAP, va, pa, 1, 0x80) == Err(SysError::Invalid), "unknown flag refused");
-    check!(c, sys::raw(99, 0, 0, 0, 0).map_err(|_| ENOSYS) == Err(ENOSYS), "unknown call refused");
+    check!(
+        c,
+        sys::raw(crate::abi::SYS_MAP, va, pa, 1, 0x80) == Err(SysError::Invalid),
+        "unknown flag refused"
+    );
+    check!(
+        c,
+        sys::raw(99, 0, 0, 0, 0).map_err(|_| ENOSYS) == Err(ENOSYS),
+        "unknown call refused"
+    );
     pages::free(pa);
 }
 
@@ -195,7 +291,9 @@ fn bad_call_checks(c: &mut Checker, va: u64) {
 fn resolve(addr: u64) -> bool {
     let page = addr & !(PAGE_SIZE - 1);
     let cpu = ((page - USER_MAP_BASE) / USER_MAP_PER_CPU) as usize;
-    let Some(pa) = pages::alloc() else { return false };
+    let Some(pa) = pages::alloc() else {
+        return false;
+    };
     fill(pa, page, page);
     if sys::map(page, &[pa], true).is_err() {
         pages::free(pa);
@@ -209,7 +307,11 @@ fn resolve(addr: u64) -> bool {
 }
 
 fn fault_checks(c: &mut Checker, va: u64) {
-    check!(c, fault::install(resolve).is_ok(), "install the fault handler");
+    check!(
+        c,
+        fault::install(resolve).is_ok(),
+        "install the fault handler"
+    );
     let before = FAULTS[c.cpu].load(Ordering::Relaxed);
     let mut ok = true;
     for i in 0..FAULT_PAGES {
@@ -221,13 +323,30 @@ fn fault_checks(c: &mut Checker, va: u64) {
         ok &= got == pattern(page, k, page);
     }
     let faults = FAULTS[c.cpu].load(Ordering::Relaxed) - before;
-    check!(c, ok, "reads of unmapped pages were resolved with the right data");
-    check!(c, faults == FAULT_PAGES as u32, "one upcall per page ({faults} for {FAULT_PAGES})");
+    check!(
+        c,
+        ok,
+        "reads of unmapped pages were resolved with the right data"
+    );
+    check!(
+        c,
+        faults == FAULT_PAGES as u32,
+        "one upcall per page ({faults} for {FAULT_PAGES})"
+    );
     // A second pass reads the now-present pages with no fault.
-    let again = (0..FAULT_PAGES).all(|i| holds(va + i * PAGE_SIZE, va + i * PAGE_SIZE, va + i * PAGE_SIZE));
+    let again =
+        (0..FAULT_PAGES).all(|i| holds(va + i * PAGE_SIZE, va + i * PAGE_SIZE, va + i * PAGE_SIZE));
     check!(c, again, "resolved pages keep their data");
-    check!(c, FAULTS[c.cpu].load(Ordering::Relaxed) - before == FAULT_PAGES as u32, "no further faults");
-    check!(c, sys::unmap(va, FAULT_PAGES).is_ok(), "unmap the resolved pages");
+    check!(
+        c,
+        FAULTS[c.cpu].load(Ordering::Relaxed) - before == FAULT_PAGES as u32,
+        "no further faults"
+    );
+    check!(
+        c,
+        sys::unmap(va, FAULT_PAGES).is_ok(),
+        "unmap the resolved pages"
+    );
     let end = va + FAULT_PAGES * PAGE_SIZE;
     RESOLVED.lock().retain(|&(v, pa)| {
         let mine = v >= va && v < end;
