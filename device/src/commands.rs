@@ -332,7 +332,7 @@ impl CommandEngine {
         if flags != 0 {
             return Err(CommandError::InvalidParameter("flags"));
         }
-        if size == 0 || size % p::PAGE_SIZE != 0 || size > self.vram.size() {
+        if size == 0 || !size.is_multiple_of(p::PAGE_SIZE) || size > self.vram.size() {
             return Err(CommandError::InvalidParameter("size"));
         }
         self.objects.create(id, size, self.tick)?;

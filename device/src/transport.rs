@@ -237,7 +237,7 @@ impl MmioTransport {
             self.read_config(offset - regs::CONFIG, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             return;
         }
         let controlq = self.queue_sel == u32::from(p::CONTROLQ);
@@ -316,7 +316,7 @@ impl MmioTransport {
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
             return MmioEvent::None;
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return MmioEvent::None;
         }
         let v = u32::from_le_bytes(bytes);
@@ -345,14 +345,13 @@ impl MmioTransport {
                     self.queue.set_size(n);
                 }
             }
-            regs::QUEUE_READY => {
+            regs::QUEUE_READY
                 if self.queue_sel == u32::from(p::CONTROLQ)
                     && self.status & status::FEATURES_OK != 0
-                    && self.status & status::FAILED == 0
-                {
-                    // Ready is checked against guest memory when the queue is first used.
-                    self.queue.set_ready(v == 1);
-                }
+                    && self.status & status::FAILED == 0 =>
+            {
+                // Ready is checked against guest memory when the queue is first used.
+                self.queue.set_ready(v == 1);
             }
             regs::QUEUE_DESC_LOW if self.queue_writable() => {
                 self.queue.set_desc_table_address(Some(v), None)
@@ -372,10 +371,8 @@ impl MmioTransport {
             regs::QUEUE_DEVICE_HIGH if self.queue_writable() => {
                 self.queue.set_used_ring_address(None, Some(v))
             }
-            regs::QUEUE_NOTIFY => {
-                if v == u32::from(p::CONTROLQ) && self.is_live() {
-                    return MmioEvent::QueueNotify;
-                }
+            regs::QUEUE_NOTIFY if v == u32::from(p::CONTROLQ) && self.is_live() => {
+                return MmioEvent::QueueNotify;
             }
             regs::INTERRUPT_ACK => self.interrupt_status &= !v,
             regs::STATUS => return self.write_status(v),

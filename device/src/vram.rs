@@ -5,8 +5,11 @@
 //! `MmapRegion` of the memfd (MAP_SHARED), so the VMM can register the very same memfd as the
 //! KVM memslot of the VRAM window. Copies move whole runs of contiguous pages at once.
 
+use std::io::{Seek, SeekFrom};
+
 use vm_memory::{
     FileOffset, GuestAddress, GuestMemory, MmapRegion, Permissions, VolatileMemory, VolatileSlice,
+    WriteVolatile,
 };
 
 use crate::guest_ram::Extent;
@@ -59,7 +62,7 @@ pub struct Vram {
 impl Vram {
     /// Creates `size` bytes of VRAM (no host memory is used until written).
     pub fn new(size: u64) -> Result<Self, VramError> {
-        if size == 0 || size % PAGE_SIZE != 0 || size > layout::VRAM_MAX {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > layout::VRAM_MAX {
             return Err(VramError::BadSize(size));
         }
         let memfd = MemFd::new("pvgpu-vram", size)?;
@@ -98,40 +101,58 @@ impl Vram {
     }
 
     /// Copies the guest pages `extents`, in order, to VRAM at `vram_offset`.
+    ///
+    /// This writes through the memfd (write(2) from the guest's mapping) rather than through
+    /// the device's mapping: freshly allocated VRAM has no host pages yet (freed ranges are
+    /// punched), and shmem's write path allocates whole pages without zeroing them first or
+    /// taking one page fault per 4 KiB, which roughly halves the cost of a MIGRATE.
     pub fn copy_from_guest<M: GuestMemory + ?Sized>(
         &self,
         mem: &M,
         extents: &[Extent],
         vram_offset: u64,
     ) -> Result<(), VramError> {
-        self.for_each_guest_slice(mem, extents, vram_offset, Permissions::Read, |g, v| {
-            g.copy_to_volatile_slice(v)
-        })
+        let mut file = self.memfd.file();
+        let mut voff = vram_offset;
+        for x in extents {
+            let guest_err = |msg: String| VramError::Guest {
+                gpa: x.gpa,
+                len: x.len,
+                msg,
+            };
+            let n = usize::try_from(x.len).map_err(|_| guest_err("too long".into()))?;
+            let slices = mem
+                .get_slices(GuestAddress(x.gpa), n, Permissions::Read)
+                .map_err(|e| guest_err(e.to_string()))?;
+            let mut done = 0u64;
+            for s in slices {
+                let s = s.map_err(|e| guest_err(e.to_string()))?;
+                let len = s.len() as u64;
+                // Bounds check against VRAM before writing.
+                self.slice(voff, len)?;
+                file.seek(SeekFrom::Start(voff))
+                    .map_err(|e| guest_err(e.to_string()))?;
+                file.write_all_volatile(&s)
+                    .map_err(|e| guest_err(e.to_string()))?;
+                voff += len;
+                done += len;
+            }
+            if done != x.len {
+                return Err(guest_err("short guest memory".into()));
+            }
+        }
+        Ok(())
     }
 
-    /// Copies VRAM at `vram_offset` into the guest pages `extents`, in order.
+    /// Copies VRAM at `vram_offset` into the guest pages `extents`, in order (one bulk copy
+    /// per run of contiguous guest pages).
     pub fn copy_to_guest<M: GuestMemory + ?Sized>(
         &self,
         mem: &M,
         extents: &[Extent],
         vram_offset: u64,
     ) -> Result<(), VramError> {
-        self.for_each_guest_slice(mem, extents, vram_offset, Permissions::Write, |g, v| {
-            v.copy_to_volatile_slice(g)
-        })
-    }
-
-    fn for_each_guest_slice<M: GuestMemory + ?Sized>(
-        &self,
-        mem: &M,
-        extents: &[Extent],
-        vram_offset: u64,
-        access: Permissions,
-        mut f: impl FnMut(
-            VolatileSlice<'_, vm_memory::bitmap::BS<'_, M::Bitmap>>,
-            VolatileSlice<'_, ()>,
-        ),
-    ) -> Result<(), VramError> {
+        let access = Permissions::Write;
         let mut voff = vram_offset;
         for x in extents {
             let guest_err = |msg: String| VramError::Guest {
@@ -148,7 +169,7 @@ impl Vram {
                 let s = s.map_err(|e| guest_err(e.to_string()))?;
                 let n = s.len() as u64;
                 let v = self.slice(voff, n)?;
-                f(s, v);
+                v.copy_to_volatile_slice(s);
                 voff += n;
                 done += n;
             }

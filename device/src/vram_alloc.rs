@@ -232,7 +232,7 @@ mod tests {
         for _ in 0..2000 {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             let r = seed >> 33;
-            if r % 3 != 0 || live.is_empty() {
+            if !r.is_multiple_of(3) || live.is_empty() {
                 let n = (r % 7 + 1) * P;
                 if let Ok(o) = a.alloc(n, P) {
                     for &(s, l) in &live {

@@ -160,19 +160,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Create { id, pages } => {
                 let want = if id == 0 {
                     p::RESP_ERR_INVALID_OBJECT_ID
-                } else if m.contains_key(&id) {
-                    p::RESP_ERR_OBJECT_EXISTS
-                } else {
-                    m.insert(
-                        id,
-                        MObj {
-                            size: pages * PAGE,
-                            state: State::Fresh,
-                            pages: vec![],
-                            data: vec![0; (pages * PAGE) as usize],
-                        },
-                    );
+                } else if let std::collections::btree_map::Entry::Vacant(e) = m.entry(id) {
+                    e.insert(MObj {
+                        size: pages * PAGE,
+                        state: State::Fresh,
+                        pages: vec![],
+                        data: vec![0; (pages * PAGE) as usize],
+                    });
                     p::RESP_OK_NODATA
+                } else {
+                    p::RESP_ERR_OBJECT_EXISTS
                 };
                 prop_assert_eq!(g.create(id, pages * PAGE), want);
             }

@@ -193,7 +193,7 @@ mod tests {
         assert!(!ram.overlaps(&vram));
         assert!(!mmio.overlaps(&vram));
         assert!(mmio.start >= MMIO_HOLE_START && mmio.end() <= MMIO_HOLE_END);
-        assert!(BOOT_PT_END <= KERNEL_MIN_ADDR);
+        const { assert!(BOOT_PT_END <= KERNEL_MIN_ADDR) };
         // The boot page tables identity-map 0..4 GiB: RAM and the MMIO hole.
         assert_eq!(
             (BOOT_PT_END - BOOT_PD_ADDR) / PAGE_SIZE * 512 * LARGE_PAGE_SIZE,
@@ -208,7 +208,7 @@ mod tests {
         }
         assert_eq!(KERNEL_MIN_ADDR % LARGE_PAGE_SIZE, 0);
         assert_eq!(VRAM_BASE % LARGE_PAGE_SIZE, 0);
-        assert!(RAM_DEFAULT >= RAM_MIN && RAM_DEFAULT <= RAM_MAX);
+        const { assert!(RAM_DEFAULT >= RAM_MIN && RAM_DEFAULT <= RAM_MAX) };
     }
 
     #[test]
