@@ -242,3 +242,30 @@ pub mod guest {
     /// Each vCPU's share of the window, for per-CPU tasks.
     pub const USER_MAP_PER_CPU: u64 = USER_MAP_SIZE / super::MAX_VCPUS as u64;
 }
+
+/// Phase numbers the guest writes to [`PHASE_PORT`] during `workload` (the VMM snapshots host
+/// memory at each; the demo labels its plot with them).
+pub mod phase {
+    /// Objects created and filled with data (guest pages hold it).
+    pub const FILLED: u32 = 1;
+    /// Objects migrated to VRAM (both copies exist).
+    pub const MIGRATED: u32 = 2;
+    /// Objects cleaned (VRAM only: the guest pages were punched).
+    pub const CLEANED: u32 = 3;
+    /// Objects touched through their mappings and faulted back into guest pages.
+    pub const TOUCHED: u32 = 4;
+    /// Objects destroyed.
+    pub const DESTROYED: u32 = 5;
+
+    /// A short name for a phase number.
+    pub const fn name(n: u32) -> &'static str {
+        match n {
+            FILLED => "filled",
+            MIGRATED => "migrated",
+            CLEANED => "cleaned",
+            TOUCHED => "touched",
+            DESTROYED => "destroyed",
+            _ => "phase",
+        }
+    }
+}
