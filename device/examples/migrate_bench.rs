@@ -94,7 +94,7 @@ fn migrate_evict(scattered: bool) -> (Duration, Duration) {
     let mut ev = Vec::new();
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_NODATA);
+        assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_MIGRATE);
         mig.push(t.elapsed());
         let t = Instant::now();
         assert_eq!(g.backing_cmd(p::CMD_EVICT, 1, &[]), p::RESP_OK_NODATA);

@@ -257,8 +257,13 @@ impl CommandEngine {
             }
             p::CMD_MIGRATE => {
                 let r: p::ReqObject = need(cmd, req)?;
-                self.migrate(mem, r.object_id)?;
-                Ok(ok())
+                let vram_offset = self.migrate(mem, r.object_id)?;
+                Ok(p::RespMigrate {
+                    hdr: hdr.response(p::RESP_OK_MIGRATE),
+                    vram_offset,
+                }
+                .as_bytes()
+                .to_vec())
             }
             p::CMD_CLEAN => {
                 let r: p::ReqObject = need(cmd, req)?;
@@ -356,7 +361,8 @@ impl CommandEngine {
         Ok(())
     }
 
-    fn migrate<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u32) -> Result<(), CommandError> {
+    /// Returns the object's VRAM offset.
+    fn migrate<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u32) -> Result<u64, CommandError> {
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::Migrate)?;
         let size = o.size;
@@ -369,7 +375,7 @@ impl CommandEngine {
         o.placement = Placement::Vram;
         o.vram_offset = Some(off);
         self.stats.bytes_migrated += size;
-        Ok(())
+        Ok(off)
     }
 
     fn clean(&mut self, id: u32) -> Result<(), CommandError> {

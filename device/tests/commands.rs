@@ -83,7 +83,7 @@ fn full_life_cycle_keeps_data_and_frees_host_memory() {
     assert_eq!(g.checksum(1, 0, size), Ok(want));
 
     let vram_before = g.dev.vram().memfd().allocated_bytes().unwrap();
-    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_NODATA);
+    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_MIGRATE);
     assert_eq!(g.checksum(1, 0, size), Ok(want));
     assert_eq!(
         g.dev.vram().memfd().allocated_bytes().unwrap() - vram_before,
@@ -156,7 +156,7 @@ fn evict_from_vram_back_into_own_pages_after_fill_and_copy() {
             g.backing_cmd(p::CMD_ATTACH_BACKING, id, &e),
             p::RESP_OK_NODATA
         );
-        assert_eq!(g.obj_cmd(p::CMD_MIGRATE, id), p::RESP_OK_NODATA);
+        assert_eq!(g.obj_cmd(p::CMD_MIGRATE, id), p::RESP_OK_MIGRATE);
     }
     // FILL and COPY change VRAM; CHECKSUM sees it; EVICT writes it back.
     assert_eq!(g.fill(2, 0, size, 0x5a), p::RESP_OK_NODATA);
@@ -207,7 +207,7 @@ fn invalid_transitions_get_errors_and_change_nothing() {
     );
     assert_eq!(g.fill(1, 0, 1, 0), p::RESP_ERR_INVALID_STATE);
     assert_eq!(g.copy(1, 0, 1, 0, 1), p::RESP_ERR_INVALID_STATE);
-    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_NODATA);
+    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_MIGRATE);
     assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_ERR_INVALID_STATE);
     assert_eq!(g.obj_cmd(p::CMD_CLEAN, 1), p::RESP_OK_NODATA);
     assert_eq!(g.obj_cmd(p::CMD_CLEAN, 1), p::RESP_ERR_INVALID_STATE);
@@ -289,7 +289,7 @@ fn hostile_values_are_refused() {
         g.backing_cmd(p::CMD_ATTACH_BACKING, 1, &[ent(0x50_0000, 4096)]),
         p::RESP_OK_NODATA
     );
-    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_NODATA);
+    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_MIGRATE);
     assert_eq!(g.fill(1, 4096, 1, 0), p::RESP_ERR_OUT_OF_RANGE);
     assert_eq!(g.fill(1, u64::MAX, 2, 0), p::RESP_ERR_OUT_OF_RANGE);
     assert_eq!(g.fill(1, 0, 1, 256), p::RESP_ERR_INVALID_PARAMETER);
@@ -324,7 +324,7 @@ fn out_of_vram_is_reported_and_fragmentation_handled() {
             g.backing_cmd(p::CMD_ATTACH_BACKING, id, &e),
             p::RESP_OK_NODATA
         );
-        assert_eq!(g.obj_cmd(p::CMD_MIGRATE, id), p::RESP_OK_NODATA);
+        assert_eq!(g.obj_cmd(p::CMD_MIGRATE, id), p::RESP_OK_MIGRATE);
     }
     assert_eq!(g.create(5, PAGE), p::RESP_OK_NODATA);
     let one = page_entries(g.alloc_pages(1), 1);
@@ -335,7 +335,7 @@ fn out_of_vram_is_reported_and_fragmentation_handled() {
     assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 5), p::RESP_ERR_OUT_OF_MEMORY);
     // Still SYSTEM after the failure; evict one and retry.
     assert_eq!(g.backing_cmd(p::CMD_EVICT, 2, &[]), p::RESP_OK_NODATA);
-    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 5), p::RESP_OK_NODATA);
+    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 5), p::RESP_OK_MIGRATE);
     assert_eq!(g.dev.engine().objects().lru_in_vram()[0], 1);
 }
 
@@ -361,7 +361,7 @@ fn reset_destroys_objects_and_frees_vram() {
         g.backing_cmd(p::CMD_ATTACH_BACKING, 1, &page_entries(pages, 16)),
         p::RESP_OK_NODATA
     );
-    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_NODATA);
+    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_MIGRATE);
     assert_eq!(g.dev.vram().memfd().allocated_bytes().unwrap(), 16 * PAGE);
     g.reinit();
     assert_eq!(g.dev.vram().memfd().allocated_bytes().unwrap(), 0);

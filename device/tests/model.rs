@@ -214,7 +214,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     None => p::RESP_ERR_INVALID_OBJECT_ID,
                     Some(o) if o.state == State::System => {
                         o.state = State::Vram;
-                        p::RESP_OK_NODATA
+                        p::RESP_OK_MIGRATE
                     }
                     Some(_) => p::RESP_ERR_INVALID_STATE,
                 };

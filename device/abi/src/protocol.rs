@@ -40,7 +40,7 @@
 //! | 0x0a02 | CREATE | [`ReqCreate`] | [`RESP_OK_NODATA`] |
 //! | 0x0a03 | DESTROY | [`ReqObject`] | [`RESP_OK_NODATA`] |
 //! | 0x0a04 | ATTACH_BACKING | [`ReqBacking`] + `nr_entries` × [`MemEntry`] | [`RESP_OK_NODATA`] |
-//! | 0x0a05 | MIGRATE | [`ReqObject`] | [`RESP_OK_NODATA`] |
+//! | 0x0a05 | MIGRATE | [`ReqObject`] | [`RespMigrate`] |
 //! | 0x0a06 | CLEAN | [`ReqObject`] | [`RESP_OK_NODATA`] |
 //! | 0x0a07 | EVICT | [`ReqBacking`] + `nr_entries` × [`MemEntry`] | [`RESP_OK_NODATA`] |
 //! | 0x0a08 | FILL | [`ReqFill`] | [`RESP_OK_NODATA`] |
@@ -159,6 +159,8 @@ pub const RESP_OK_INFO: u32 = 0x1a01;
 pub const RESP_OK_CHECKSUM: u32 = 0x1a02;
 /// Response: [`RespStats`].
 pub const RESP_OK_STATS: u32 = 0x1a03;
+/// Response: [`RespMigrate`].
+pub const RESP_OK_MIGRATE: u32 = 0x1a04;
 
 /// Error (virtio-gpu's): unspecified; also a host I/O failure.
 pub const RESP_ERR_UNSPEC: u32 = 0x1200;
@@ -436,6 +438,17 @@ pub struct RespStats {
     pub errors: u64,
 }
 
+/// Response to MIGRATE: where the object now lives in VRAM, so the guest can reach its data
+/// through the VRAM window (shared-memory region 1) at `vram_offset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RespMigrate {
+    /// type_ = [`RESP_OK_MIGRATE`].
+    pub hdr: CtrlHdr,
+    /// Offset of the object's data from the start of VRAM.
+    pub vram_offset: u64,
+}
+
 /// Plain wire structs: viewable as bytes and readable from (unaligned) bytes.
 ///
 /// # Safety
@@ -489,6 +502,7 @@ wire_structs!(
     RespInfo,
     RespChecksum,
     RespStats,
+    RespMigrate,
 );
 
 #[cfg(test)]
