@@ -3,7 +3,7 @@
 //!
 //! clap handles the syntax (a usage error exits 2); [`RunConfig::from_args`] checks the values
 //! (a bad value is a one-line [`ConfigError`], and the binary exits 1). Room is left for the
-//! later `bench` and `demo` subcommands and the device flags (`--vram`, `--no-gpu`).
+//! later `bench` and `demo` subcommands.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +17,8 @@ use crate::size::{format_size, parse_size, SizeError};
 pub const DEFAULT_KERNEL: &str = "images/out/pvgpu-guest";
 /// Default `--timeout` in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+/// Default `--sample-ms`: how often host memory is sampled into the stats.
+pub const DEFAULT_SAMPLE_MS: u64 = 50;
 
 /// pvgpu: a small KVM VMM with a paravirtual GPU memory device.
 #[derive(Debug, Parser)]
@@ -52,6 +54,20 @@ pub struct RunArgs {
     /// Write run statistics as JSON to PATH at exit
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
+    /// VRAM of the GPU device, e.g. 256M or 4G (a multiple of 2 MiB, 2M..64G)
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "256M",
+        conflicts_with = "no_gpu"
+    )]
+    pub vram: String,
+    /// Run without the GPU device: no virtio-mmio window, no VRAM
+    #[arg(long)]
+    pub no_gpu: bool,
+    /// Sample host memory into the stats every N ms; 0 means never
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_MS)]
+    pub sample_ms: u64,
     /// The guest's command line (e.g. `-- exit 7`, `-- hello`, `-- selftest`)
     #[arg(last = true, value_name = "GUEST ARGS")]
     pub guest_args: Vec<String>,
@@ -71,6 +87,17 @@ pub enum ConfigError {
         /// RAM_MIN, formatted.
         min: String,
         /// RAM_MAX, formatted.
+        max: String,
+    },
+    /// `--vram` is not a size.
+    #[error("--vram: {0}")]
+    VramSize(SizeError),
+    /// `--vram` is out of range or misaligned.
+    #[error("--vram {given}: VRAM must be a multiple of 2 MiB between 2 MiB and {max}")]
+    VramRange {
+        /// What was given.
+        given: String,
+        /// VRAM_MAX, formatted.
         max: String,
     },
     /// `--vcpus` out of range.
@@ -108,12 +135,21 @@ pub struct RunConfig {
     pub stats_json: Option<PathBuf>,
     /// The guest command line (the guest args joined with single spaces).
     pub cmdline: String,
+    /// VRAM in bytes, or `None` for `--no-gpu` (no device at all).
+    pub vram_bytes: Option<u64>,
+    /// How often to sample host memory into the stats, if at all.
+    pub sample_interval: Option<Duration>,
 }
 
 impl RunConfig {
     /// Checks the values of `pvgpu run` and finds the kernel.
     pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
         let mem_bytes = parse_mem(&args.mem)?;
+        let vram_bytes = if args.no_gpu {
+            None
+        } else {
+            Some(parse_vram(&args.vram)?)
+        };
         if args.vcpus == 0 || args.vcpus > layout::MAX_VCPUS {
             return Err(ConfigError::Vcpus(args.vcpus));
         }
@@ -133,6 +169,8 @@ impl RunConfig {
             timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
             stats_json: args.stats_json.clone(),
             cmdline,
+            vram_bytes,
+            sample_interval: (args.sample_ms > 0).then(|| Duration::from_millis(args.sample_ms)),
         })
     }
 }
@@ -147,6 +185,21 @@ pub fn parse_mem(s: &str) -> Result<u64, ConfigError> {
             given: s.to_owned(),
             min: format_size(layout::RAM_MIN),
             max: format_size(layout::RAM_MAX),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Parses and checks `--vram`: a multiple of 2 MiB (the guest maps the window with large
+/// pages), at least 2 MiB, at most `layout::VRAM_MAX`.
+pub fn parse_vram(s: &str) -> Result<u64, ConfigError> {
+    let bytes = parse_size(s).map_err(ConfigError::VramSize)?;
+    if !(layout::LARGE_PAGE_SIZE..=layout::VRAM_MAX).contains(&bytes)
+        || !bytes.is_multiple_of(layout::LARGE_PAGE_SIZE)
+    {
+        return Err(ConfigError::VramRange {
+            given: s.to_owned(),
+            max: format_size(layout::VRAM_MAX),
         });
     }
     Ok(bytes)
@@ -217,6 +270,50 @@ mod tests {
         assert_eq!(r.timeout, DEFAULT_TIMEOUT_SECS);
         assert_eq!(r.stats_json, None);
         assert!(r.guest_args.is_empty());
+        assert_eq!(r.vram, "256M");
+        assert!(!r.no_gpu);
+        assert_eq!(r.sample_ms, DEFAULT_SAMPLE_MS);
+        let mut r = r;
+        r.kernel = Some(PathBuf::from(this_file()));
+        let c = RunConfig::from_args(&r).unwrap();
+        assert_eq!(c.vram_bytes, Some(layout::VRAM_DEFAULT));
+        assert_eq!(c.sample_interval, Some(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn gpu_flags() {
+        let k = this_file();
+        let cfg = |extra: &[&str]| {
+            let mut a = vec!["run", "--kernel", &k];
+            a.extend_from_slice(extra);
+            RunConfig::from_args(&parse(&a).unwrap())
+        };
+        assert_eq!(cfg(&["--vram", "1G"]).unwrap().vram_bytes, Some(1 << 30));
+        assert_eq!(cfg(&["--vram", "2M"]).unwrap().vram_bytes, Some(2 << 20));
+        assert_eq!(
+            cfg(&["--vram", "64G"]).unwrap().vram_bytes,
+            Some(layout::VRAM_MAX)
+        );
+        let c = cfg(&["--no-gpu", "--sample-ms", "0"]).unwrap();
+        assert_eq!(c.vram_bytes, None);
+        assert_eq!(c.sample_interval, None);
+        assert_eq!(
+            cfg(&["--sample-ms", "7"]).unwrap().sample_interval,
+            Some(Duration::from_millis(7))
+        );
+        for bad in ["0", "1M", "3M", "4097K", "66G", "128G"] {
+            let e = cfg(&["--vram", bad]).unwrap_err();
+            assert!(matches!(e, ConfigError::VramRange { .. }), "{bad}: {e}");
+            let msg = e.to_string();
+            assert!(!msg.contains('\n') && msg.starts_with("--vram "), "{msg}");
+        }
+        assert!(matches!(
+            cfg(&["--vram", "lots"]),
+            Err(ConfigError::VramSize(_))
+        ));
+        // --no-gpu with an explicit --vram is a usage error; the default does not conflict.
+        assert!(parse(&["run", "--no-gpu", "--vram", "1G"]).is_err());
+        assert!(parse(&["run", "--sample-ms", "-1"]).is_err());
     }
 
     #[test]
@@ -234,6 +331,10 @@ mod tests {
             "0",
             "--stats-json",
             "/tmp/s.json",
+            "--vram",
+            "512M",
+            "--sample-ms",
+            "10",
             "--",
             "workload",
             "--objects",
@@ -248,6 +349,8 @@ mod tests {
         assert_eq!(c.cmdline, "workload --objects 64");
         assert_eq!(c.kernel, PathBuf::from(k));
         assert_eq!(c.stats_json, Some(PathBuf::from("/tmp/s.json")));
+        assert_eq!(c.vram_bytes, Some(512 << 20));
+        assert_eq!(c.sample_interval, Some(Duration::from_millis(10)));
     }
 
     #[test]

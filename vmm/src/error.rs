@@ -4,9 +4,11 @@ use crate::bus::BusError;
 use crate::cli::ConfigError;
 use crate::cpuid::CpuidError;
 use crate::event_loop::EventLoopError;
+use crate::gpu::GpuError;
 use crate::guest_ram::GuestRamError;
 use crate::loader::LoaderError;
 use crate::run_state::RunStateError;
+use crate::stats::StatsError;
 use crate::vcpu::VcpuError;
 
 /// Anything that stops the VMM before or around the guest run (exit status 1).
@@ -58,6 +60,12 @@ pub enum VmmError {
     /// The event loop.
     #[error(transparent)]
     EventLoop(#[from] EventLoopError),
+    /// The GPU device.
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    /// Host-memory accounting.
+    #[error(transparent)]
+    Stats(#[from] StatsError),
 }
 
 impl VmmError {

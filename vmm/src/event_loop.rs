@@ -1,8 +1,8 @@
 //! The VMM's event loop (event-manager, in the main thread). It decides when the run ends.
 //!
 //! Subscribers: the run-state eventfd (signalled by vCPU threads and devices when they end the
-//! run) and, with `--timeout`, a timerfd. The device model (issue 5) adds its ioeventfds as
-//! more subscribers through [`EventLoop::add`].
+//! run), with `--timeout` a timerfd, with `--sample-ms` the host-memory [`Sampler`] (a
+//! periodic timerfd), and the GPU's queue-notify ioeventfd (added through [`EventLoop::add`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +11,7 @@ use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::run_state::{GuestEnd, RunState};
+use crate::stats::{MemoryProbe, Sample, Timeline};
 
 /// A subscriber as the loop holds it.
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
@@ -24,6 +25,9 @@ pub enum EventLoopError {
     /// The timerfd could not be made or armed.
     #[error("cannot set up the guest timeout: {0}")]
     Timer(vmm_sys_util::errno::Error),
+    /// The sampling timerfd could not be made or armed.
+    #[error("cannot set up host-memory sampling: {0}")]
+    SampleTimer(vmm_sys_util::errno::Error),
 }
 
 /// Wakes the loop when the run state changes.
@@ -61,6 +65,57 @@ impl MutEventSubscriber for GuestTimer {
     fn init(&mut self, ops: &mut EventOps) {
         if let Err(e) = ops.add(Events::new(&self.timer, EventSet::IN)) {
             log::error!("cannot watch the guest timer: {e}");
+        }
+    }
+}
+
+/// Samples host memory (guest RAM, VRAM, RSS) into the timeline at a fixed interval.
+pub struct Sampler {
+    timer: TimerFd,
+    probe: MemoryProbe,
+    timeline: Arc<Timeline>,
+    full: bool,
+}
+
+impl Sampler {
+    /// A sampler taking a [`Sample`] every `every` (the first one `every` from now).
+    pub fn new(
+        every: Duration,
+        probe: MemoryProbe,
+        timeline: Arc<Timeline>,
+    ) -> Result<Self, EventLoopError> {
+        let mut timer = TimerFd::new().map_err(EventLoopError::SampleTimer)?;
+        timer
+            .reset(every, Some(every))
+            .map_err(EventLoopError::SampleTimer)?;
+        Ok(Sampler {
+            timer,
+            probe,
+            timeline,
+            full: false,
+        })
+    }
+}
+
+impl MutEventSubscriber for Sampler {
+    fn process(&mut self, _events: Events, ops: &mut EventOps) {
+        // Missed expirations (a long queue job on this thread) are not made up for: one
+        // sample per wake-up, stamped with the real time.
+        let _ = self.timer.wait();
+        let kept = self.timeline.add_sample(Sample {
+            t_ms: self.timeline.now_ms(),
+            mem: self.probe.snapshot(),
+        });
+        if !kept && !self.full {
+            self.full = true;
+            log::warn!("host-memory samples are full; no more are kept");
+            let _ = ops.remove(Events::new(&self.timer, EventSet::IN));
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.timer, EventSet::IN)) {
+            log::error!("cannot watch the sampling timer: {e}");
         }
     }
 }
@@ -125,6 +180,26 @@ mod tests {
         assert_eq!(l.run(), GuestEnd::Timeout(Duration::from_millis(50)));
         assert!(t.elapsed() >= Duration::from_millis(50));
         assert!(s.stopping());
+    }
+
+    #[test]
+    fn sampler_samples_until_the_end() {
+        let s = Arc::new(RunState::new(1).unwrap());
+        let t = Arc::new(Timeline::new(Instant::now()));
+        let ram = Arc::new(pvgpu_device::memfd::MemFd::new("t", 1 << 20).unwrap());
+        let probe = MemoryProbe::new(ram, None).unwrap();
+        let mut l = EventLoop::new(s.clone(), Some(Duration::from_millis(120))).unwrap();
+        l.add(Arc::new(Mutex::new(
+            Sampler::new(Duration::from_millis(10), probe, t.clone()).unwrap(),
+        )));
+        l.run();
+        let v = t.samples();
+        assert!(v.len() >= 3 && v.len() <= 13, "{} samples", v.len());
+        assert!(v.windows(2).all(|w| w[1].t_ms > w[0].t_ms));
+        assert!(v[0].t_ms >= 10.0);
+        assert!(v
+            .iter()
+            .all(|x| x.mem.rss_bytes > 0 && x.mem.vram_bytes == 0));
     }
 
     #[test]

@@ -1,13 +1,11 @@
 //! The exit port (the guest's status becomes the VMM's) and the phase port (timestamped
-//! markers for the stats).
+//! markers with host memory, for the stats).
 
 use std::sync::Arc;
 
-use pvgpu_device::memfd::MemFd;
-
 use crate::bus::{le_value, BusDevice};
 use crate::run_state::{GuestEnd, RunState};
-use crate::stats::{rss_bytes, PhaseMark, Timeline};
+use crate::stats::{MemoryProbe, PhaseMark, Timeline};
 
 /// EXIT_PORT: a 1-, 2- or 4-byte write of N ends the run with status N & 0xff.
 pub struct ExitDevice {
@@ -37,19 +35,21 @@ impl BusDevice for ExitDevice {
     }
 }
 
-/// PHASE_PORT: a 4-byte write of N records phase marker N (time, guest RAM, RSS).
+/// PHASE_PORT: a 4-byte write of N records phase marker N with the time and host memory
+/// (guest RAM, VRAM, RSS).
+///
+/// The snapshot is taken here, in the writing vCPU's exit handler, before that vCPU resumes:
+/// it shows host memory exactly as it stood when the guest reached the marker (e.g. after a
+/// CLEAN whose fence the guest has already seen complete).
 pub struct PhaseDevice {
     timeline: Arc<Timeline>,
-    guest_ram: Arc<MemFd>,
+    probe: MemoryProbe,
 }
 
 impl PhaseDevice {
-    /// A phase port recording into `timeline`, measuring `guest_ram`.
-    pub fn new(timeline: Arc<Timeline>, guest_ram: Arc<MemFd>) -> Self {
-        PhaseDevice {
-            timeline,
-            guest_ram,
-        }
+    /// A phase port recording into `timeline`, measuring with `probe`.
+    pub fn new(timeline: Arc<Timeline>, probe: MemoryProbe) -> Self {
+        PhaseDevice { timeline, probe }
     }
 }
 
@@ -64,18 +64,18 @@ impl BusDevice for PhaseDevice {
             return;
         }
         let phase = le_value(data) as u32;
-        self.timeline.add_phase(PhaseMark {
-            phase,
-            t_ms: self.timeline.now_ms(),
-            guest_ram_bytes: self.guest_ram.allocated_bytes().unwrap_or(0),
-            rss_bytes: rss_bytes(),
-        });
+        let t_ms = self.timeline.now_ms();
+        let mem = self.probe.snapshot();
+        log::debug!("phase {phase} at {t_ms:.1} ms: {mem:?}");
+        self.timeline.add_phase(PhaseMark { phase, t_ms, mem });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pvgpu_device::memfd::MemFd;
+    use std::os::unix::fs::FileExt;
     use std::time::Instant;
 
     #[test]
@@ -101,14 +101,20 @@ mod tests {
     fn phase_port_records_markers() {
         let t = Arc::new(Timeline::new(Instant::now()));
         let m = Arc::new(MemFd::new("t", 1 << 20).unwrap());
-        let mut d = PhaseDevice::new(t.clone(), m);
+        let vram = MemFd::new("v", 1 << 20).unwrap();
+        let probe = MemoryProbe::new(m.clone(), Some(&vram)).unwrap();
+        let mut d = PhaseDevice::new(t.clone(), probe);
         d.write(0, &3u32.to_le_bytes());
         d.write(0, &[1]);
+        // The snapshot is taken at the write: state changes after it do not show.
+        vram.file().write_all_at(&[7; 8192], 0).unwrap();
         d.write(0, &0x1_0000u32.to_le_bytes());
+        m.file().write_all_at(&[7; 4096], 0).unwrap();
         let p = t.phases();
         assert_eq!(p.len(), 2);
         assert_eq!((p[0].phase, p[1].phase), (3, 0x1_0000));
-        assert_eq!(p[0].guest_ram_bytes, 0);
-        assert!(p[0].rss_bytes > 0 && p[1].t_ms >= p[0].t_ms);
+        assert_eq!((p[0].mem.guest_ram_bytes, p[0].mem.vram_bytes), (0, 0));
+        assert_eq!((p[1].mem.guest_ram_bytes, p[1].mem.vram_bytes), (0, 8192));
+        assert!(p[0].mem.rss_bytes > 0 && p[1].t_ms >= p[0].t_ms);
     }
 }

@@ -89,6 +89,11 @@ impl GuestRam {
         Ok(())
     }
 
+    /// How many KVM memslots guest RAM uses (slots `0..n`); the next free slot is `n`.
+    pub fn slots(&self) -> u32 {
+        self.mem.num_regions() as u32
+    }
+
     /// The guest memory, for reading and writing through vm-memory.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
@@ -120,6 +125,7 @@ mod tests {
         let ram = GuestRam::new(layout::RAM_MIN).unwrap();
         assert_eq!(ram.size(), layout::RAM_MIN);
         assert_eq!(ram.allocated_bytes(), 0);
+        assert_eq!(ram.slots(), 1);
         ram.memory()
             .write_slice(&[1u8; 8192], GuestAddress(0x10_0000))
             .unwrap();

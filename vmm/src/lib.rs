@@ -6,7 +6,8 @@
 //! One concern per module: [`cli`] and [`size`] (command line), [`guest_ram`] (memfd-backed
 //! RAM), [`loader`] (ELF, command line, boot info), [`long_mode`] (GDT, page tables, special
 //! registers), [`cpuid`], [`vcpu`] (threads, run loop, exits, kicks), [`bus`] (port I/O and
-//! MMIO dispatch), [`serial`], [`exit_device`] (exit and phase ports), [`event_loop`],
+//! MMIO dispatch), [`serial`], [`exit_device`] (exit and phase ports), [`gpu`] (the pvgpu
+//! device wired to KVM: MMIO window, ioeventfd, irqfd, VRAM memslot), [`event_loop`],
 //! [`run_state`] (how a run ends, exit statuses), [`report`] (failure dumps), [`stats`],
 //! [`error`], and [`vm`] which puts them together.
 
@@ -16,6 +17,7 @@ pub mod cpuid;
 pub mod error;
 pub mod event_loop;
 pub mod exit_device;
+pub mod gpu;
 pub mod guest_ram;
 pub mod loader;
 pub mod long_mode;
@@ -28,4 +30,4 @@ pub mod vcpu;
 pub mod vm;
 
 pub use error::VmmError;
-pub use vm::{run, RunOutcome};
+pub use vm::{run, run_with_output, RunOutcome};

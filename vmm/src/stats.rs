@@ -1,14 +1,88 @@
-//! Run statistics: the boot timeline, phase markers, host memory, the `--stats-json` file and
-//! the one-line summary.
+//! Run statistics: the boot timeline, phase markers, host-memory samples, the `--stats-json`
+//! file and the one-line summary.
+//!
+//! Host memory is measured by a [`MemoryProbe`]: the guest-RAM memfd's and the VRAM memfd's
+//! allocated bytes (fstat `st_blocks`) and the VMM's RSS. The phase port takes a
+//! [`MemSnapshot`] synchronously in the vCPU's exit handler (before the vCPU resumes), and
+//! the event loop takes one every `--sample-ms`.
 
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use pvgpu_device::memfd::MemFd;
+use pvgpu_device::DeviceStats;
 use serde::Serialize;
 
 use crate::run_state::GuestEnd;
 use crate::size::format_size;
+
+/// Most periodic samples kept (at the default 50 ms, over an hour and a half); later ones are
+/// dropped so that a long run cannot grow the VMM without bound.
+pub const MAX_SAMPLES: usize = 100_000;
+
+/// Errors of the stats module.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    /// The VRAM memfd's descriptor could not be duplicated for counting.
+    #[error("cannot duplicate the VRAM memfd for accounting: {0}")]
+    Dup(std::io::Error),
+}
+
+/// Host memory at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MemSnapshot {
+    /// Host bytes allocated to the guest-RAM memfd.
+    pub guest_ram_bytes: u64,
+    /// Host bytes allocated to the VRAM memfd (0 without the GPU).
+    pub vram_bytes: u64,
+    /// VMM resident set size (VmRSS).
+    pub rss_bytes: u64,
+}
+
+/// Measures host memory: guest RAM, VRAM, RSS. Cheap to clone; safe to use from any thread.
+#[derive(Debug, Clone)]
+pub struct MemoryProbe {
+    guest_ram: Arc<MemFd>,
+    // A duplicate descriptor of the VRAM memfd: counting through it needs no device lock, so
+    // a vCPU at a phase marker never waits for the event loop's queue processing.
+    vram: Option<Arc<File>>,
+}
+
+impl MemoryProbe {
+    /// A probe of `guest_ram` and, if there is one, the VRAM memfd `vram` (duplicated).
+    pub fn new(guest_ram: Arc<MemFd>, vram: Option<&MemFd>) -> Result<Self, StatsError> {
+        let vram = vram
+            .map(|m| m.file().try_clone().map(Arc::new))
+            .transpose()
+            .map_err(StatsError::Dup)?;
+        Ok(MemoryProbe { guest_ram, vram })
+    }
+
+    /// Host bytes allocated to guest RAM (0 if fstat fails).
+    pub fn guest_ram_bytes(&self) -> u64 {
+        self.guest_ram.allocated_bytes().unwrap_or(0)
+    }
+
+    /// Host bytes allocated to VRAM (0 without the GPU or if fstat fails).
+    pub fn vram_bytes(&self) -> u64 {
+        self.vram
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.blocks() * 512)
+    }
+
+    /// All three numbers, now.
+    pub fn snapshot(&self) -> MemSnapshot {
+        MemSnapshot {
+            guest_ram_bytes: self.guest_ram_bytes(),
+            vram_bytes: self.vram_bytes(),
+            rss_bytes: rss_bytes(),
+        }
+    }
+}
 
 /// Times since VMM start, shared by the vCPU threads and devices.
 #[derive(Debug)]
@@ -17,19 +91,30 @@ pub struct Timeline {
     entry_ms: OnceLock<f64>,
     first_output_ms: OnceLock<f64>,
     phases: Mutex<Vec<PhaseMark>>,
+    samples: Mutex<Vec<Sample>>,
 }
 
-/// A phase marker written by the guest to the phase port.
+/// A phase marker written by the guest to the phase port, with host memory at that moment.
+/// In JSON: `{phase, t_ms, guest_ram_bytes, vram_bytes, rss_bytes}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhaseMark {
     /// The guest's phase number.
     pub phase: u32,
     /// When, in ms since VMM start.
     pub t_ms: f64,
-    /// Host bytes allocated to guest RAM then.
-    pub guest_ram_bytes: u64,
-    /// VMM resident set size then.
-    pub rss_bytes: u64,
+    /// Host memory then.
+    #[serde(flatten)]
+    pub mem: MemSnapshot,
+}
+
+/// A periodic host-memory sample. In JSON: `{t_ms, guest_ram_bytes, vram_bytes, rss_bytes}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    /// When, in ms since VMM start.
+    pub t_ms: f64,
+    /// Host memory then.
+    #[serde(flatten)]
+    pub mem: MemSnapshot,
 }
 
 impl Timeline {
@@ -40,6 +125,7 @@ impl Timeline {
             entry_ms: OnceLock::new(),
             first_output_ms: OnceLock::new(),
             phases: Mutex::new(Vec::new()),
+            samples: Mutex::new(Vec::new()),
         }
     }
 
@@ -71,6 +157,24 @@ impl Timeline {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(mark);
+    }
+
+    /// Appends a periodic sample (dropped beyond [`MAX_SAMPLES`]). Returns whether it was kept.
+    pub fn add_sample(&self, sample: Sample) -> bool {
+        let mut v = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() >= MAX_SAMPLES {
+            return false;
+        }
+        v.push(sample);
+        true
+    }
+
+    /// The periodic samples so far.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// ms to guest entry, if it happened.
@@ -116,10 +220,25 @@ pub struct GuestStats {
 pub struct HostStats {
     /// Host bytes allocated to the guest-RAM memfd at exit (fstat st_blocks).
     pub guest_ram_bytes: u64,
+    /// Host bytes allocated to the VRAM memfd at exit (fstat st_blocks; 0 without the GPU).
+    pub vram_bytes: u64,
     /// VMM resident set size at exit (VmRSS).
     pub rss_bytes: u64,
     /// VMM peak resident set size (VmHWM).
     pub peak_rss_bytes: u64,
+}
+
+/// What the run was configured with, for the stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunShape {
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM size.
+    pub mem_bytes: u64,
+    /// VRAM size, or `None` without the GPU.
+    pub vram_size: Option<u64>,
+    /// Sampling interval in ms (0: no sampling).
+    pub sample_ms: u64,
 }
 
 /// The stats JSON.
@@ -129,26 +248,37 @@ pub struct RunStats {
     pub boot: BootStats,
     /// How the guest ended.
     pub guest: GuestStats,
-    /// Host memory.
+    /// Host memory at exit.
     pub host: HostStats,
-    /// Phase markers, in order.
+    /// The GPU device's counters at exit (null with `--no-gpu`).
+    pub device: Option<DeviceStats>,
+    /// Phase markers, in order, each with host memory at the marker.
     pub phases: Vec<PhaseMark>,
+    /// Host memory every `sample_ms`, in order.
+    pub samples: Vec<Sample>,
+    /// The sampling interval in ms (0: sampling was off).
+    pub sample_ms: u64,
     /// VMM start to exit.
     pub wall_ms: f64,
     /// Number of vCPUs.
     pub vcpus: u32,
     /// Guest RAM size.
     pub mem_bytes: u64,
+    /// Whether the GPU device was present.
+    pub gpu: bool,
+    /// VRAM size (0 without the GPU).
+    pub vram_size: u64,
 }
 
 impl RunStats {
-    /// Collects the stats at the end of a run.
+    /// Collects the stats at the end of a run: `host` is host memory now, `device` the
+    /// device counters if there is a device.
     pub fn collect(
         timeline: &Timeline,
         end: &GuestEnd,
-        guest_ram_bytes: u64,
-        vcpus: u32,
-        mem_bytes: u64,
+        shape: RunShape,
+        host: MemSnapshot,
+        device: Option<DeviceStats>,
     ) -> Self {
         RunStats {
             boot: BootStats {
@@ -160,14 +290,20 @@ impl RunStats {
                 exit_reason: end.reason().to_owned(),
             },
             host: HostStats {
-                guest_ram_bytes,
-                rss_bytes: rss_bytes(),
+                guest_ram_bytes: host.guest_ram_bytes,
+                vram_bytes: host.vram_bytes,
+                rss_bytes: host.rss_bytes,
                 peak_rss_bytes: proc_status_bytes("VmHWM").unwrap_or(0),
             },
+            device,
             phases: timeline.phases(),
+            samples: timeline.samples(),
+            sample_ms: shape.sample_ms,
             wall_ms: timeline.now_ms(),
-            vcpus,
-            mem_bytes,
+            vcpus: shape.vcpus,
+            mem_bytes: shape.mem_bytes,
+            gpu: shape.vram_size.is_some(),
+            vram_size: shape.vram_size.unwrap_or(0),
         }
     }
 
@@ -178,14 +314,15 @@ impl RunStats {
     }
 
     /// The one-line summary, e.g. `guest exit 0 in 84.2 ms (entry 3.1 ms, first output 12.5
-    /// ms) | 2 vCPUs | guest RAM 4.2 MiB of 256 MiB`.
+    /// ms) | 2 vCPUs | guest RAM 4.2 MiB of 256 MiB | VRAM 64 MiB of 256 MiB` (the VRAM part
+    /// only with the GPU).
     pub fn summary(&self, end: &GuestEnd) -> String {
         let ms = |v: Option<f64>| v.map_or("none".to_owned(), |v| format!("{v:.1} ms"));
         let what = match end {
             GuestEnd::Exit(_) => end.describe(),
             _ => format!("{} (status {})", end.describe(), end.status()),
         };
-        format!(
+        let mut line = format!(
             "{what} in {:.1} ms (entry {}, first output {}) | {} vCPU{} | guest RAM {} of {}",
             self.wall_ms,
             ms(self.boot.entry_ms),
@@ -194,7 +331,15 @@ impl RunStats {
             if self.vcpus == 1 { "" } else { "s" },
             format_size(self.host.guest_ram_bytes),
             format_size(self.mem_bytes),
-        )
+        );
+        if self.gpu {
+            line.push_str(&format!(
+                " | VRAM {} of {}",
+                format_size(self.host.vram_bytes),
+                format_size(self.vram_size)
+            ));
+        }
+        line
     }
 }
 
@@ -231,6 +376,23 @@ mod tests {
         assert!(rss_bytes() > 0);
     }
 
+    fn shape(vcpus: u32, mem_bytes: u64, vram_size: Option<u64>) -> RunShape {
+        RunShape {
+            vcpus,
+            mem_bytes,
+            vram_size,
+            sample_ms: 50,
+        }
+    }
+
+    fn host(guest_ram_bytes: u64, vram_bytes: u64) -> MemSnapshot {
+        MemSnapshot {
+            guest_ram_bytes,
+            vram_bytes,
+            rss_bytes: rss_bytes(),
+        }
+    }
+
     #[test]
     fn json_shape() {
         let t = Timeline::new(Instant::now());
@@ -238,10 +400,32 @@ mod tests {
         t.add_phase(PhaseMark {
             phase: 1,
             t_ms: 2.0,
-            guest_ram_bytes: 4096,
-            rss_bytes: 8192,
+            mem: MemSnapshot {
+                guest_ram_bytes: 4096,
+                vram_bytes: 12288,
+                rss_bytes: 8192,
+            },
         });
-        let s = RunStats::collect(&t, &GuestEnd::Exit(7), 4096, 2, 256 << 20);
+        t.add_sample(Sample {
+            t_ms: 3.0,
+            mem: MemSnapshot {
+                guest_ram_bytes: 8192,
+                vram_bytes: 0,
+                rss_bytes: 8192,
+            },
+        });
+        let dev = DeviceStats {
+            objects_created: 3,
+            vram_size: 256 << 20,
+            ..Default::default()
+        };
+        let s = RunStats::collect(
+            &t,
+            &GuestEnd::Exit(7),
+            shape(2, 256 << 20, Some(256 << 20)),
+            host(4096, 8192),
+            Some(dev),
+        );
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert!(v["boot"]["entry_ms"].as_f64().unwrap() >= 0.0);
         assert!(v["boot"]["first_output_ms"].is_null());
@@ -250,12 +434,57 @@ mod tests {
         assert_eq!(v["host"]["guest_ram_bytes"], 4096);
         assert!(v["host"]["rss_bytes"].as_u64().unwrap() > 0);
         assert!(v["host"]["peak_rss_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(v["host"]["vram_bytes"], 8192);
         assert_eq!(v["phases"][0]["phase"], 1);
         assert_eq!(v["phases"][0]["guest_ram_bytes"], 4096);
+        assert_eq!(v["phases"][0]["vram_bytes"], 12288);
         assert!(v["phases"][0]["t_ms"].is_number() && v["phases"][0]["rss_bytes"].is_number());
+        let keys = |o: &serde_json::Value| {
+            let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(&v["phases"][0]),
+            [
+                "guest_ram_bytes",
+                "phase",
+                "rss_bytes",
+                "t_ms",
+                "vram_bytes"
+            ]
+        );
+        assert_eq!(
+            keys(&v["samples"][0]),
+            ["guest_ram_bytes", "rss_bytes", "t_ms", "vram_bytes"]
+        );
+        assert_eq!(v["samples"][0]["guest_ram_bytes"], 8192);
+        assert_eq!(v["sample_ms"], 50);
+        assert_eq!(v["device"]["objects_created"], 3);
+        assert_eq!(v["device"]["vram_size"], 256u64 << 20);
+        assert!(v["device"]["by_command"].is_object());
         assert!(v["wall_ms"].is_number());
         assert_eq!(v["vcpus"], 2);
         assert_eq!(v["mem_bytes"], 256u64 << 20);
+        assert_eq!(v["gpu"], true);
+        assert_eq!(v["vram_size"], 256u64 << 20);
+        assert_eq!(
+            keys(&v),
+            [
+                "boot",
+                "device",
+                "gpu",
+                "guest",
+                "host",
+                "mem_bytes",
+                "phases",
+                "sample_ms",
+                "samples",
+                "vcpus",
+                "vram_size",
+                "wall_ms"
+            ]
+        );
 
         let p = std::env::temp_dir().join(format!("pvgpu-stats-{}.json", std::process::id()));
         s.write(&p).unwrap();
@@ -266,10 +495,69 @@ mod tests {
     }
 
     #[test]
+    fn no_gpu_json() {
+        let t = Timeline::new(Instant::now());
+        let s = RunStats::collect(
+            &t,
+            &GuestEnd::Exit(0),
+            shape(1, 16 << 20, None),
+            host(4096, 0),
+            None,
+        );
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert!(v["device"].is_null());
+        assert_eq!(v["gpu"], false);
+        assert_eq!(v["vram_size"], 0);
+        assert_eq!(v["host"]["vram_bytes"], 0);
+        assert_eq!(v["samples"], serde_json::json!([]));
+        assert!(!s.summary(&GuestEnd::Exit(0)).contains("VRAM"));
+    }
+
+    #[test]
+    fn samples_are_capped() {
+        let t = Timeline::new(Instant::now());
+        let s = Sample {
+            t_ms: 0.0,
+            mem: MemSnapshot::default(),
+        };
+        for _ in 0..MAX_SAMPLES {
+            assert!(t.add_sample(s.clone()));
+        }
+        assert!(!t.add_sample(s));
+        assert_eq!(t.samples().len(), MAX_SAMPLES);
+    }
+
+    #[test]
+    fn probe_counts_both_memfds() {
+        let ram = Arc::new(MemFd::new("ram", 1 << 20).unwrap());
+        let vram = MemFd::new("vram", 1 << 20).unwrap();
+        let p = MemoryProbe::new(ram.clone(), Some(&vram)).unwrap();
+        assert_eq!(p.snapshot().guest_ram_bytes, 0);
+        assert_eq!(p.snapshot().vram_bytes, 0);
+        use std::os::unix::fs::FileExt;
+        ram.file().write_all_at(&[1; 8192], 0).unwrap();
+        vram.file().write_all_at(&[1; 4096], 4096).unwrap();
+        let s = p.snapshot();
+        assert_eq!((s.guest_ram_bytes, s.vram_bytes), (8192, 4096));
+        assert!(s.rss_bytes > 0);
+        vram.punch_hole(0, 1 << 20).unwrap();
+        assert_eq!(p.vram_bytes(), 0);
+        let none = MemoryProbe::new(ram, None).unwrap();
+        assert_eq!(none.vram_bytes(), 0);
+        assert_eq!(none.guest_ram_bytes(), 8192);
+    }
+
+    #[test]
     fn summary_line() {
         let t = Timeline::new(Instant::now());
         t.mark_first_output();
-        let s = RunStats::collect(&t, &GuestEnd::Exit(0), 4_404_019, 2, 256 << 20);
+        let s = RunStats::collect(
+            &t,
+            &GuestEnd::Exit(0),
+            shape(2, 256 << 20, None),
+            host(4_404_019, 0),
+            None,
+        );
         let line = s.summary(&GuestEnd::Exit(0));
         assert!(line.starts_with("guest exit 0 in "), "{line}");
         assert!(line.contains("(entry none, first output "), "{line}");
@@ -277,8 +565,21 @@ mod tests {
             line.ends_with("| 2 vCPUs | guest RAM 4.2 MiB of 256 MiB"),
             "{line}"
         );
+        let s = RunStats::collect(
+            &t,
+            &GuestEnd::Exit(0),
+            shape(2, 256 << 20, Some(256 << 20)),
+            host(4_404_019, 64 << 20),
+            Some(DeviceStats::default()),
+        );
+        let line = s.summary(&GuestEnd::Exit(0));
+        assert!(
+            line.ends_with("| guest RAM 4.2 MiB of 256 MiB | VRAM 64 MiB of 256 MiB"),
+            "{line}"
+        );
         let end = GuestEnd::Timeout(Duration::from_secs(2));
-        let line = RunStats::collect(&t, &end, 0, 1, 16 << 20).summary(&end);
+        let line =
+            RunStats::collect(&t, &end, shape(1, 16 << 20, None), host(0, 0), None).summary(&end);
         assert!(
             line.starts_with("guest timed out after 2 s (status 124) in "),
             "{line}"

@@ -1,6 +1,12 @@
-//! One guest run, start to end: build the VM, load the guest, start the vCPUs, run the event
-//! loop until the end is decided, stop and join every vCPU thread, collect the stats.
+//! One guest run, start to end: build the VM, load the guest, attach the GPU, start the vCPUs,
+//! run the event loop until the end is decided, stop and join every vCPU thread, collect the
+//! stats.
+//!
+//! [`run`] and [`run_with_output`] are the library entry points (the CLI, the integration
+//! tests and the later `bench` and `demo` commands): they print nothing but the guest's serial
+//! output and failure reports, and return a [`RunOutcome`] with the exit status and the stats.
 
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,14 +20,16 @@ use crate::cli::RunConfig;
 use crate::cpuid;
 use crate::error::VmmError;
 use crate::event_loop::EventLoop;
+use crate::event_loop::Sampler;
 use crate::exit_device::{ExitDevice, PhaseDevice};
+use crate::gpu::Gpu;
 use crate::guest_ram::GuestRam;
 use crate::loader;
 use crate::long_mode;
 use crate::report::FaultReport;
 use crate::run_state::{GuestEnd, RunState};
 use crate::serial::{ConsoleOut, SerialDevice};
-use crate::stats::{RunStats, Timeline};
+use crate::stats::{MemoryProbe, RunShape, RunStats, Timeline};
 use crate::vcpu::{self, EntryState, StartGate, VcpuShared, VcpuThread};
 
 /// How long to wait for vCPU threads to leave KVM_RUN after the end is decided.
@@ -42,9 +50,25 @@ pub struct RunOutcome {
     pub reports: Vec<FaultReport>,
 }
 
+impl RunOutcome {
+    /// The VMM's exit status for this run (the guest's exit code, or 120..124 on failure).
+    pub fn status(&self) -> i32 {
+        self.end.status()
+    }
+}
+
 /// Boots the guest described by `config` and runs it to the end. `timeline` starts at VMM
 /// start. Serial output goes to stdout.
 pub fn run(config: &RunConfig, timeline: Arc<Timeline>) -> Result<RunOutcome, VmmError> {
+    run_with_output(config, timeline, Box::new(std::io::stdout()))
+}
+
+/// [`run`], with the guest's serial output going to `out` (e.g. a buffer a benchmark parses).
+pub fn run_with_output(
+    config: &RunConfig,
+    timeline: Arc<Timeline>,
+    out: Box<dyn Write + Send>,
+) -> Result<RunOutcome, VmmError> {
     let kvm = Kvm::new().map_err(|e| VmmError::no_kvm(&e))?;
     let vm = kvm.create_vm().map_err(|source| VmmError::Kvm {
         what: "KVM_CREATE_VM",
@@ -72,14 +96,25 @@ pub fn run(config: &RunConfig, timeline: Arc<Timeline>) -> Result<RunOutcome, Vm
 
     let state = Arc::new(RunState::new(config.vcpus)?);
 
-    // Port I/O: serial, exit and phase ports. MMIO: nothing yet (the GPU device, issue 5).
+    // MMIO: the GPU's register window (and VRAM as the memslot after guest RAM's).
+    let mut mmio = Bus::new();
+    let mut gpu = match config.vram_bytes {
+        Some(vram) => Some(Gpu::attach(&vm, &ram, vram, ram.slots(), &mut mmio)?),
+        None => None,
+    };
+    let probe = match &gpu {
+        Some(g) => g.memory_probe(&ram)?,
+        None => MemoryProbe::new(ram.memfd().clone(), None)?,
+    };
+
+    // Port I/O: serial, exit and phase ports.
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::EventFd)?;
     if let Err(e) = vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ) {
         log::warn!("serial IRQ not wired (irqfd: {e}); the UART works polled");
     }
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         serial_irq,
-        ConsoleOut::new(Box::new(std::io::stdout()), timeline.clone()),
+        ConsoleOut::new(out, timeline.clone()),
     )));
     let mut pio = Bus::new();
     pio.insert(
@@ -97,10 +132,9 @@ pub fn run(config: &RunConfig, timeline: Arc<Timeline>) -> Result<RunOutcome, Vm
         1,
         Arc::new(Mutex::new(PhaseDevice::new(
             timeline.clone(),
-            ram.memfd().clone(),
+            probe.clone(),
         ))),
     )?;
-    let mmio = Bus::new();
 
     let base_cpuid = cpuid::supported(&kvm)?;
     let entry = EntryState {
@@ -126,10 +160,31 @@ pub fn run(config: &RunConfig, timeline: Arc<Timeline>) -> Result<RunOutcome, Vm
         tsc_khz,
         ..Default::default()
     };
+    let info = match &gpu {
+        Some(g) => BootInfo {
+            virtio_mmio_base: layout::VIRTIO_MMIO_BASE,
+            virtio_mmio_size: layout::VIRTIO_MMIO_SIZE,
+            virtio_mmio_irq: layout::VIRTIO_MMIO_IRQ,
+            vram_base: layout::VRAM_BASE,
+            vram_size: g.vram_size(),
+            ..info
+        },
+        None => info,
+    };
     loader::write_boot_info(mem, &info)?;
 
     vcpu::install_kick_handler()?;
     let mut event_loop = EventLoop::new(state.clone(), config.timeout)?;
+    if let Some(worker) = gpu.as_mut().and_then(Gpu::take_queue_worker) {
+        event_loop.add(worker);
+    }
+    if let Some(every) = config.sample_interval {
+        event_loop.add(Arc::new(Mutex::new(Sampler::new(
+            every,
+            probe.clone(),
+            timeline.clone(),
+        )?)));
+    }
 
     let shared = VcpuShared {
         pio: Arc::new(pio),
@@ -166,13 +221,26 @@ pub fn run(config: &RunConfig, timeline: Arc<Timeline>) -> Result<RunOutcome, Vm
         );
     }
 
+    let shape = RunShape {
+        vcpus: config.vcpus,
+        mem_bytes: config.mem_bytes,
+        vram_size: gpu.as_ref().map(Gpu::vram_size),
+        sample_ms: config
+            .sample_interval
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    };
     let stats = RunStats::collect(
         &timeline,
         &end,
-        ram.allocated_bytes(),
-        config.vcpus,
-        config.mem_bytes,
+        shape,
+        probe.snapshot(),
+        gpu.as_ref().map(Gpu::stats),
     );
+    // The queue worker and the GPU go before the VM (declared first, dropped last). The VRAM
+    // mapping stays alive as long as any vCPU thread might run: one that did not stop above
+    // still holds the MMIO bus, which holds the device.
+    drop(event_loop);
+    drop(gpu);
     Ok(RunOutcome {
         end,
         stats,

@@ -1,0 +1,363 @@
+//! The pvgpu GPU device in the VM: the device model (`pvgpu_device::PvgpuDevice`) wired to KVM.
+//!
+//! - **Registers**: [`GpuMmio`] sits on the MMIO bus at `layout::VIRTIO_MMIO_BASE` and
+//!   forwards every access in the window to the device. A QueueNotify that reaches it (only if
+//!   the ioeventfd could not be registered) is processed right there, on the vCPU thread.
+//! - **Notify**: an ioeventfd on `VIRTIO_MMIO_BASE + QUEUE_NOTIFY_OFFSET` (any length, any
+//!   value) catches the guest's QueueNotify inside KVM, so the vCPU does not exit to the VMM;
+//!   the event loop's [`QueueWorker`] wakes on it and processes the control queue.
+//! - **Interrupt**: an irqfd on `layout::VIRTIO_MMIO_IRQ` is the device's `InterruptSink`.
+//!   The guest polls the used ring and need not use it.
+//! - **VRAM**: the device's VRAM memfd is KVM memslot `slot` at `layout::VRAM_BASE`. The
+//!   memslot's userspace address is the device's own MAP_SHARED mapping of that memfd
+//!   (`Vram::host_addr`), so guest, device and host accounting all see one set of pages and
+//!   the VMM maps VRAM once.
+//! - **Punch**: CLEAN frees guest pages through the guest-RAM memfd (`MemFd` implements
+//!   `GuestRamPunch`; guest RAM is that memfd at guest-physical 0, so offset = address).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use pvgpu_abi::layout;
+use pvgpu_device::{DeviceConfig, DeviceError, DeviceStats, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::bus::{Bus, BusDevice, BusError};
+use crate::event_loop::Subscriber;
+use crate::guest_ram::GuestRam;
+use crate::stats::{MemoryProbe, StatsError};
+
+/// Guest-physical address of the QueueNotify register, where the ioeventfd sits.
+pub const QUEUE_NOTIFY_ADDR: u64 = layout::VIRTIO_MMIO_BASE + QUEUE_NOTIFY_OFFSET;
+
+/// Errors putting the GPU into the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// The guest RAM layout was refused by the device model.
+    #[error("GPU device configuration: {0}")]
+    Config(#[from] pvgpu_device::guest_ram::GuestRamError),
+    /// The device model could not be created (e.g. VRAM could not be made or mapped).
+    #[error("GPU device: {0}")]
+    Device(#[from] DeviceError),
+    /// VRAM is larger than this host can address.
+    #[error("VRAM of {0} bytes does not fit in this host's address space")]
+    VramSize(u64),
+    /// KVM_SET_USER_MEMORY_REGION for the VRAM window failed.
+    #[error("cannot register VRAM with KVM (memslot {slot}): {source}")]
+    VramSlot {
+        /// The memslot.
+        slot: u32,
+        /// KVM's error.
+        source: kvm_ioctls::Error,
+    },
+    /// An eventfd could not be made.
+    #[error("cannot create an eventfd for the GPU: {0}")]
+    EventFd(std::io::Error),
+    /// The register window could not be put on the MMIO bus.
+    #[error("GPU register window: {0}")]
+    Bus(#[from] BusError),
+    /// Host-memory accounting of VRAM could not be set up.
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+}
+
+/// The device as the MMIO bus and the event loop see it: the device model plus the guest
+/// memory its queue lives in.
+pub struct GpuMmio {
+    device: PvgpuDevice,
+    mem: GuestMemoryMmap,
+}
+
+impl std::fmt::Debug for GpuMmio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuMmio")
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+impl GpuMmio {
+    /// The adapter for `device`, whose queues live in `mem`.
+    pub fn new(device: PvgpuDevice, mem: GuestMemoryMmap) -> Self {
+        GpuMmio { device, mem }
+    }
+
+    /// Handles every request on the control queue. A failure (only the interrupt can fail)
+    /// is logged: the guest polls, so it still sees its completions.
+    pub fn process_queue(&mut self) {
+        if let Err(e) = self.device.process_queue(&self.mem) {
+            log::warn!("GPU: {e}");
+        }
+    }
+
+    /// The device model.
+    pub fn device(&self) -> &PvgpuDevice {
+        &self.device
+    }
+
+    /// The device model, mutably (e.g. to set its interrupt line).
+    pub fn device_mut(&mut self) -> &mut PvgpuDevice {
+        &mut self.device
+    }
+}
+
+impl BusDevice for GpuMmio {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.device.mmio_read(offset, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if self.device.mmio_write(offset, data) {
+            // A notify that KVM's ioeventfd did not catch: handle it on this vCPU thread.
+            self.process_queue();
+        }
+    }
+}
+
+/// Locks the adapter, recovering it if a thread panicked while holding it.
+fn lock(m: &Mutex<GpuMmio>) -> MutexGuard<'_, GpuMmio> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The event-loop subscriber that processes the control queue when the guest notifies.
+pub struct QueueWorker {
+    notify: EventFd,
+    gpu: Arc<Mutex<GpuMmio>>,
+}
+
+impl MutEventSubscriber for QueueWorker {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        // Reset the counter first: a notify that arrives while we process makes the eventfd
+        // readable again, so no request is left behind.
+        let _ = self.notify.read();
+        lock(&self.gpu).process_queue();
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.notify, EventSet::IN)) {
+            log::error!("cannot watch the GPU queue notify: {e}");
+        }
+    }
+}
+
+/// The GPU as one run holds it.
+pub struct Gpu {
+    mmio: Arc<Mutex<GpuMmio>>,
+    notify: Option<EventFd>,
+    vram_size: u64,
+    ioeventfd: bool,
+    irqfd: bool,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("vram_size", &self.vram_size)
+            .field("ioeventfd", &self.ioeventfd)
+            .field("irqfd", &self.irqfd)
+            .finish()
+    }
+}
+
+impl Gpu {
+    /// Creates the device with `vram_size` bytes of VRAM for the guest RAM `ram`, maps VRAM as
+    /// KVM memslot `slot` at `layout::VRAM_BASE`, wires its irqfd and ioeventfd, and puts its
+    /// register window on `mmio`.
+    ///
+    /// The VRAM memslot points at the device's mapping, so the returned `Gpu` (and every clone
+    /// of its device handle, e.g. the one on the MMIO bus) must outlive every vCPU that can
+    /// run: `vm::run` joins the vCPUs before dropping it, and a vCPU thread that will not stop
+    /// holds the bus, which holds the device.
+    pub fn attach(
+        vm: &VmFd,
+        ram: &GuestRam,
+        vram_size: u64,
+        slot: u32,
+        mmio: &mut Bus,
+    ) -> Result<Self, GpuError> {
+        let config = DeviceConfig::new(ram.size(), vram_size)?;
+        let mut device = PvgpuDevice::new(config, Box::new(ram.memfd().clone()))?;
+
+        let vram = device.vram();
+        let len = vram.size();
+        usize::try_from(len).map_err(|_| GpuError::VramSize(len))?;
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: layout::VRAM_BASE,
+            memory_size: len,
+            userspace_addr: vram.host_addr() as u64,
+        };
+        // SAFETY: [host_addr, host_addr + len) is the device's live MAP_SHARED mapping of its
+        // VRAM memfd (exactly `len` bytes). The mapping lives as long as the device, and the
+        // device outlives every vCPU that can touch the slot (see the doc comment above). The
+        // slot number is not used by guest RAM (the caller passes the next free one), and
+        // [VRAM_BASE, VRAM_BASE + len) is inside the VRAM window, clear of RAM and MMIO.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|source| GpuError::VramSlot { slot, source })?;
+
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(GpuError::EventFd)?;
+        let irqfd = match vm.register_irqfd(&irq, layout::VIRTIO_MMIO_IRQ) {
+            Ok(()) => {
+                device.set_interrupt(Box::new(irq));
+                true
+            }
+            Err(e) => {
+                log::warn!("GPU interrupt not wired (irqfd: {e}); the guest polls");
+                false
+            }
+        };
+
+        let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(GpuError::EventFd)?;
+        let ioeventfd = match vm.register_ioevent(
+            &notify,
+            &IoEventAddress::Mmio(QUEUE_NOTIFY_ADDR),
+            NoDatamatch,
+        ) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "GPU queue notify has no ioeventfd ({e}); notifies exit to the VMM instead"
+                );
+                false
+            }
+        };
+
+        let gpu = Arc::new(Mutex::new(GpuMmio::new(device, ram.memory().clone())));
+        mmio.insert(
+            layout::VIRTIO_MMIO_BASE,
+            layout::VIRTIO_MMIO_SIZE,
+            gpu.clone(),
+        )?;
+        Ok(Gpu {
+            mmio: gpu,
+            notify: ioeventfd.then_some(notify),
+            vram_size: len,
+            ioeventfd,
+            irqfd,
+        })
+    }
+
+    /// The event-loop subscriber that processes the queue on notify (once; `None` after the
+    /// first call, or if there is no ioeventfd).
+    pub fn take_queue_worker(&mut self) -> Option<Subscriber> {
+        let notify = self.notify.take()?;
+        Some(Arc::new(Mutex::new(QueueWorker {
+            notify,
+            gpu: self.mmio.clone(),
+        })))
+    }
+
+    /// A host-memory probe of `ram` and this VRAM.
+    pub fn memory_probe(&self, ram: &GuestRam) -> Result<MemoryProbe, GpuError> {
+        let g = lock(&self.mmio);
+        Ok(MemoryProbe::new(
+            ram.memfd().clone(),
+            Some(g.device().vram().memfd()),
+        )?)
+    }
+
+    /// VRAM size in bytes.
+    pub fn vram_size(&self) -> u64 {
+        self.vram_size
+    }
+
+    /// Whether QueueNotify is caught by an ioeventfd.
+    pub fn has_ioeventfd(&self) -> bool {
+        self.ioeventfd
+    }
+
+    /// Whether the interrupt goes through an irqfd.
+    pub fn has_irqfd(&self) -> bool {
+        self.irqfd
+    }
+
+    /// The device counters now.
+    pub fn stats(&self) -> DeviceStats {
+        lock(&self.mmio).device().stats()
+    }
+
+    /// The adapter (shared with the MMIO bus and the queue worker).
+    pub fn mmio(&self) -> &Arc<Mutex<GpuMmio>> {
+        &self.mmio
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::SharedDevice;
+    use event_manager::SubscriberOps;
+
+    fn bus_with_device() -> (Bus, Arc<Mutex<GpuMmio>>, GuestRam) {
+        let ram = GuestRam::new(layout::RAM_MIN).unwrap();
+        let config = DeviceConfig::new(ram.size(), 4 << 20).unwrap();
+        let device = PvgpuDevice::new(config, Box::new(ram.memfd().clone())).unwrap();
+        let gpu = Arc::new(Mutex::new(GpuMmio::new(device, ram.memory().clone())));
+        let mut bus = Bus::new();
+        bus.insert(
+            layout::VIRTIO_MMIO_BASE,
+            layout::VIRTIO_MMIO_SIZE,
+            gpu.clone() as SharedDevice,
+        )
+        .unwrap();
+        (bus, gpu, ram)
+    }
+
+    fn read32(bus: &Bus, addr: u64) -> u32 {
+        let mut d = [0u8; 4];
+        assert!(bus.read(addr, &mut d), "nothing at {addr:#x}");
+        u32::from_le_bytes(d)
+    }
+
+    #[test]
+    fn identification_registers_through_the_bus() {
+        let (bus, _gpu, _ram) = bus_with_device();
+        let base = layout::VIRTIO_MMIO_BASE;
+        assert_eq!(read32(&bus, base), 0x7472_6976); // "virt"
+        assert_eq!(read32(&bus, base + 4), 2); // version
+        assert_eq!(read32(&bus, base + 8), 16); // device id: GPU
+                                                // Outside the window nothing answers.
+        let mut d = [0u8; 4];
+        assert!(!bus.read(base + layout::VIRTIO_MMIO_SIZE, &mut d));
+        assert!(!bus.read(base - 4, &mut d));
+    }
+
+    #[test]
+    fn writes_reach_the_device_and_a_stray_notify_is_harmless() {
+        let (bus, gpu, _ram) = bus_with_device();
+        let base = layout::VIRTIO_MMIO_BASE;
+        // Status: ACKNOWLEDGE | DRIVER, then read it back.
+        assert!(bus.write(base + 0x70, &3u32.to_le_bytes()));
+        assert_eq!(read32(&bus, base + 0x70), 3);
+        // A notify before the queue is live goes through the fallback path and does nothing.
+        assert!(bus.write(QUEUE_NOTIFY_ADDR, &0u32.to_le_bytes()));
+        // Odd sizes and offsets are the device's to refuse; no panic.
+        assert!(bus.write(base + 0x71, &[1, 2, 3]));
+        let mut d = [0u8; 8];
+        assert!(bus.read(base + layout::VIRTIO_MMIO_SIZE - 2, &mut d));
+        assert_eq!(gpu.lock().unwrap().device().stats().commands, 0);
+    }
+
+    #[test]
+    fn queue_worker_drains_its_eventfd() {
+        let (_bus, gpu, _ram) = bus_with_device();
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        notify.write(1).unwrap();
+        let w = QueueWorker {
+            notify: notify.try_clone().unwrap(),
+            gpu,
+        };
+        // Drive process() through a real event manager.
+        let mut em =
+            event_manager::EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
+                .unwrap();
+        em.add_subscriber(Arc::new(Mutex::new(w)));
+        assert_eq!(em.run_with_timeout(1000).unwrap(), 1);
+        // The counter was read: the eventfd is no longer readable.
+        assert!(notify.read().is_err());
+    }
+}
