@@ -157,3 +157,14 @@ impl PvgpuDevice {
         &self.transport
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<PvgpuDevice>();
+    }
+}

@@ -2,8 +2,9 @@
 //!
 //! Everything both sides must agree on is defined here exactly once: the guest-physical
 //! layout ([`layout`]), the boot-info block the VMM hands the guest ([`boot_info`]), the
-//! device's wire protocol ([`protocol`]) and its checksum ([`crc32c`]). The crate is `no_std` so the guest kernel can use it; with the
-//! `host` feature it also implements vm-memory's `ByteValued` for the plain structs.
+//! device's wire protocol ([`protocol`]) and its checksum ([`crc32c`]). The crate is `no_std`
+//! so the guest kernel can use it; with the `host` feature it also implements vm-memory's
+//! `ByteValued` for the plain structs.
 #![no_std]
 
 pub mod boot_info;
