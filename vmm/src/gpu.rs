@@ -112,6 +112,7 @@ impl BusDevice for GpuMmio {
     fn write(&mut self, offset: u64, data: &[u8]) {
         if self.device.mmio_write(offset, data) {
             // A notify that KVM's ioeventfd did not catch: handle it on this vCPU thread.
+            log::debug!("GPU: queue notify by MMIO exit (not caught by the ioeventfd)");
             self.process_queue();
         }
     }
@@ -291,6 +292,8 @@ mod tests {
     use super::*;
     use crate::bus::SharedDevice;
     use event_manager::SubscriberOps;
+    use pvgpu_abi::protocol as p;
+    use vm_memory::{Bytes, GuestAddress};
 
     fn bus_with_device() -> (Bus, Arc<Mutex<GpuMmio>>, GuestRam) {
         let ram = GuestRam::new(layout::RAM_MIN).unwrap();
@@ -342,22 +345,104 @@ mod tests {
         assert_eq!(gpu.lock().unwrap().device().stats().commands, 0);
     }
 
-    #[test]
-    fn queue_worker_drains_its_eventfd() {
-        let (_bus, gpu, _ram) = bus_with_device();
-        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        notify.write(1).unwrap();
-        let w = QueueWorker {
-            notify: notify.try_clone().unwrap(),
-            gpu,
+    /// Brings the control queue up the way a guest driver would (features: VERSION_1 and
+    /// PVGPU_MEM), with 16 entries, rings at 0x30_0000.
+    fn bring_up(bus: &Bus) {
+        let w =
+            |off: u64, v: u32| assert!(bus.write(layout::VIRTIO_MMIO_BASE + off, &v.to_le_bytes()));
+        w(0x70, 1);
+        w(0x70, 3);
+        w(0x24, 0);
+        w(0x20, 1 << p::VIRTIO_GPU_F_PVGPU_MEM);
+        w(0x24, 1);
+        w(0x20, 1 << (p::VIRTIO_F_VERSION_1 - 32));
+        w(0x70, 0xb);
+        assert_eq!(read32(bus, layout::VIRTIO_MMIO_BASE + 0x70), 0xb);
+        w(0x30, 0);
+        w(0x38, 16);
+        w(0x80, DESC as u32);
+        w(0x90, AVAIL as u32);
+        w(0xa0, USED as u32);
+        w(0x44, 1);
+        w(0x70, 0xf);
+        assert_eq!(read32(bus, layout::VIRTIO_MMIO_BASE + 0x70), 0xf);
+    }
+
+    const DESC: u64 = 0x30_0000;
+    const AVAIL: u64 = 0x30_1000;
+    const USED: u64 = 0x30_2000;
+    const REQ: u64 = 0x30_3000;
+    const RESP: u64 = 0x30_4000;
+
+    /// Queues request number `n` (0-based): a NOP with a 24-byte response buffer.
+    fn queue_nop(mem: &GuestMemoryMmap, n: u16) {
+        let d = u64::from(n % 8) * 2;
+        mem.write_obj(p::CMD_NOP, GuestAddress(REQ)).unwrap();
+        let desc = |i: u64, addr: u64, flags: u16, next: u16| {
+            let at = DESC + i * 16;
+            mem.write_obj(addr, GuestAddress(at)).unwrap();
+            mem.write_obj(24u32, GuestAddress(at + 8)).unwrap();
+            mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
+            mem.write_obj(next, GuestAddress(at + 14)).unwrap();
         };
-        // Drive process() through a real event manager.
+        desc(d, REQ, 1, (d + 1) as u16);
+        desc(d + 1, RESP, 2, 0);
+        mem.write_obj(d as u16, GuestAddress(AVAIL + 4 + u64::from(n % 16) * 2))
+            .unwrap();
+        mem.write_obj(n + 1, GuestAddress(AVAIL + 2)).unwrap();
+    }
+
+    fn used_idx(mem: &GuestMemoryMmap) -> u16 {
+        mem.read_obj(GuestAddress(USED + 2)).unwrap()
+    }
+
+    #[test]
+    fn a_notify_that_exits_to_the_vmm_is_processed_on_the_spot() {
+        let (bus, gpu, ram) = bus_with_device();
+        let mem = ram.memory();
+        bring_up(&bus);
+        queue_nop(mem, 0);
+        assert_eq!(used_idx(mem), 0);
+        assert!(bus.write(QUEUE_NOTIFY_ADDR, &0u32.to_le_bytes()));
+        assert_eq!(used_idx(mem), 1);
+        let resp: u32 = mem.read_obj(GuestAddress(RESP)).unwrap();
+        assert_eq!(resp, p::RESP_OK_NODATA);
+        let st = gpu.lock().unwrap().device().stats();
+        assert_eq!((st.commands, st.errors, st.notifications), (1, 0, 1));
+        // The used-buffer interrupt is pending in INTERRUPT_STATUS.
+        assert_eq!(read32(&bus, layout::VIRTIO_MMIO_BASE + 0x60) & 1, 1);
+    }
+
+    #[test]
+    fn the_queue_worker_processes_on_the_event_loop() {
+        let (bus, gpu, ram) = bus_with_device();
+        let mem = ram.memory().clone();
+        bring_up(&bus);
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        gpu.lock()
+            .unwrap()
+            .device_mut()
+            .set_interrupt(Box::new(irq.try_clone().unwrap()));
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let worker = QueueWorker {
+            notify: notify.try_clone().unwrap(),
+            gpu: gpu.clone(),
+        };
         let mut em =
             event_manager::EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
                 .unwrap();
-        em.add_subscriber(Arc::new(Mutex::new(w)));
-        assert_eq!(em.run_with_timeout(1000).unwrap(), 1);
-        // The counter was read: the eventfd is no longer readable.
-        assert!(notify.read().is_err());
+        em.add_subscriber(Arc::new(Mutex::new(worker)));
+        for n in 0..3u16 {
+            queue_nop(&mem, n);
+            // What KVM does when the guest writes QueueNotify.
+            notify.write(1).unwrap();
+            assert_eq!(em.run_with_timeout(1000).unwrap(), 1);
+            assert_eq!(used_idx(&mem), n + 1);
+            // The counter was read: the eventfd is no longer readable.
+            assert!(notify.read().is_err());
+            // The irqfd was signalled.
+            assert_eq!(irq.read().unwrap(), 1);
+        }
+        assert_eq!(gpu.lock().unwrap().device().stats().commands, 3);
     }
 }
