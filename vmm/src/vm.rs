@@ -89,14 +89,8 @@ pub fn run_with_output(
     })?;
     let cmdline_len = loader::write_cmdline(mem, &config.cmdline)?;
 
-    vm.create_irq_chip().map_err(|source| VmmError::Kvm {
-        what: "KVM_CREATE_IRQCHIP",
-        source,
-    })?;
-
-    let state = Arc::new(RunState::new(config.vcpus)?);
-
-    // MMIO: the GPU's register window (and VRAM as the memslot after guest RAM's).
+    // MMIO: the GPU's register window; VRAM is the memslot after guest RAM's. Both memslots
+    // go in before the irqchip (much cheaper on PVM; see Gpu::attach).
     let mut mmio = Bus::new();
     let mut gpu = match config.vram_bytes {
         Some(vram) => Some(Gpu::attach(&vm, &ram, vram, ram.slots(), &mut mmio)?),
@@ -106,6 +100,16 @@ pub fn run_with_output(
         Some(g) => g.memory_probe(&ram)?,
         None => MemoryProbe::new(ram.memfd().clone(), None)?,
     };
+
+    vm.create_irq_chip().map_err(|source| VmmError::Kvm {
+        what: "KVM_CREATE_IRQCHIP",
+        source,
+    })?;
+
+    if let Some(g) = gpu.as_mut() {
+        g.connect_irq(&vm)?;
+    }
+    let state = Arc::new(RunState::new(config.vcpus)?);
 
     // Port I/O: serial, exit and phase ports.
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::EventFd)?;
