@@ -72,4 +72,6 @@ pub struct FaultUpcall {
     pub frame: TrapFrame,
     /// The faulting address (CR2).
     pub fault_addr: u64,
+    /// The vCPU that faulted.
+    pub cpu: u64,
 }

@@ -58,6 +58,8 @@ pub fn deliver_fault(f: &mut TrapFrame, addr: u64) -> bool {
     let up = FaultUpcall {
         frame: *f,
         fault_addr: addr,
+        // The trap frame sits on this CPU's ring-0 stack.
+        cpu: super::entry::cpu_of_stack(f as *const TrapFrame as u64) as u64,
     };
     // SAFETY: [sp - 8, sp + size) is ordinary ring-3 RAM (checked above), 16-byte aligned.
     unsafe {

@@ -1,48 +1,76 @@
 //! Ring-3 page-fault handling: ring 0 hands a fault in the user-map window to [`entry`],
-//! which asks the registered resolver to make the page present and then resumes the
-//! faulting instruction. This is what demand paging of objects is built on.
-
-use core::sync::atomic::{AtomicUsize, Ordering};
+//! which finds the resolver registered for that address range, lets it make the page
+//! present, and resumes the faulting instruction. Demand paging of objects is built on this.
 
 use pvgpu_abi::layout::EXIT_GUEST_FAULT_BASE;
+use spin::Mutex;
 
 use super::sys;
 use crate::abi::FaultUpcall;
 
-/// Makes the page at the given address present; false if it cannot.
-pub type Resolver = fn(fault_addr: u64) -> bool;
+/// Makes the page at `fault_addr` present for vCPU `cpu`; false if it cannot.
+pub type Resolver = fn(fault_addr: u64, cpu: usize) -> bool;
 
-static RESOLVER: AtomicUsize = AtomicUsize::new(0);
+const SLOTS: usize = 16;
 
-/// Installs `resolver` for faults in the user-map window.
-pub fn install(resolver: Resolver) -> Result<(), sys::SysError> {
-    RESOLVER.store(resolver as fn(u64) -> bool as usize, Ordering::Release);
-    sys::set_fault_handler(entry as extern "C" fn(*mut FaultUpcall) -> ! as usize as u64)
+/// Registered ranges `[start, end)` and their resolvers.
+static RESOLVERS: Mutex<[Option<(u64, u64, Resolver)>; SLOTS]> = Mutex::new([None; SLOTS]);
+
+/// Errors registering a resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    /// Every slot is taken.
+    #[error("no free fault-resolver slot")]
+    Full,
+    /// Ring 0 refused the handler.
+    #[error("registering the fault handler: {0}")]
+    Sys(sys::SysError),
 }
 
-/// Removes the resolver: faults in the window are fatal again.
-pub fn uninstall() -> Result<(), sys::SysError> {
-    sys::set_fault_handler(0)?;
-    RESOLVER.store(0, Ordering::Release);
-    Ok(())
+/// Routes faults in `[start, end)` to `resolver` (replacing a registration of the same range).
+pub fn register(start: u64, end: u64, resolver: Resolver) -> Result<(), FaultError> {
+    {
+        let mut slots = RESOLVERS.lock();
+        let same = slots
+            .iter()
+            .position(|s| matches!(s, Some((a, b, _)) if *a == start && *b == end));
+        let free = same
+            .or_else(|| slots.iter().position(|s| s.is_none()))
+            .ok_or(FaultError::Full)?;
+        slots[free] = Some((start, end, resolver));
+    }
+    let entry_addr = entry as extern "C" fn(*mut FaultUpcall) -> ! as usize as u64;
+    sys::set_fault_handler(entry_addr).map_err(FaultError::Sys)
+}
+
+/// Stops routing faults in `[start, end)`.
+pub fn unregister(start: u64, end: u64) {
+    let mut slots = RESOLVERS.lock();
+    for s in slots.iter_mut() {
+        if matches!(s, Some((a, b, _)) if *a == start && *b == end) {
+            *s = None;
+        }
+    }
+}
+
+fn resolver_for(addr: u64) -> Option<Resolver> {
+    let slots = RESOLVERS.lock();
+    slots
+        .iter()
+        .flatten()
+        .find(|(a, b, _)| (*a..*b).contains(&addr))
+        .map(|(_, _, r)| *r)
 }
 
 extern "C" fn entry(up: *mut FaultUpcall) -> ! {
     // SAFETY: ring 0 wrote a whole FaultUpcall at `up`, on this stack, just for us.
-    let addr = unsafe { (*up).fault_addr };
-    let f = RESOLVER.load(Ordering::Acquire);
-    let resolved = if f == 0 {
-        false
-    } else {
-        // SAFETY: only `install` stores here, and it stores a `Resolver`.
-        let resolver: Resolver = unsafe { core::mem::transmute::<usize, Resolver>(f) };
-        resolver(addr)
-    };
+    let (addr, cpu) = unsafe { ((*up).fault_addr, (*up).cpu as usize) };
+    let resolved = resolver_for(addr).is_some_and(|r| r(addr, cpu));
     if resolved {
         let e = sys::fault_return(up);
         crate::println!("[pvgpu-guest] fault return refused: {e}");
     } else {
-        crate::println!("[pvgpu-guest] unresolved page fault at {addr:#x}");
+        crate::println!("[pvgpu-guest] unresolved page fault at {addr:#x} on vCPU {cpu}");
     }
     crate::port::exit(EXIT_GUEST_FAULT_BASE + 14)
 }

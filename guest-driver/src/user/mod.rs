@@ -1,9 +1,12 @@
 //! Ring 3: everything that need not be privileged, running natively.
 
+pub mod clock;
 pub mod cmdline;
 pub mod console;
 pub mod fault;
+pub mod gpu;
 pub mod heap;
+pub mod objects;
 pub mod pages;
 pub mod smp;
 pub mod sys;

@@ -11,6 +11,8 @@ pub enum Job {
     Park = 1,
     /// Run the self-test on this CPU's share of the user-map window.
     Selftest = 2,
+    /// Run this CPU's task of the `concurrent` workload.
+    Concurrent = 3,
 }
 
 static JOB: AtomicU32 = AtomicU32::new(0);
@@ -38,8 +40,17 @@ pub fn secondary(cpu: usize) -> ! {
             j => break j,
         }
     };
-    if job == Job::Selftest as u32 {
-        let ok = super::workloads::selftest::run_on_cpu(cpu);
+    let ok = if job == Job::Selftest as u32 {
+        Some(super::workloads::selftest::run_on_cpu(cpu))
+    } else if job == Job::Concurrent as u32 {
+        Some(super::workloads::concurrent::task(
+            cpu,
+            super::boot_info().num_cpus,
+        ))
+    } else {
+        None
+    };
+    if let Some(ok) = ok {
         if !ok {
             FAILED.fetch_add(1, Ordering::AcqRel);
         }

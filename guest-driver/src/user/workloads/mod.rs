@@ -1,7 +1,11 @@
 //! The workloads the guest runs, chosen by the first word of its command line.
 
 pub mod basic;
+pub mod concurrent;
+pub mod object_checks;
+pub mod pressure;
 pub mod selftest;
+pub mod workload;
 
 use pvgpu_abi::boot_info::BootInfo;
 
@@ -14,8 +18,8 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit status for a command line the guest does not understand.
 pub const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str =
-    "usage: hello | exit N | selftest | fault-ring0 [pf|ud|triple] | fault-ring3 | spin";
+const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] | \
+                     pressure | concurrent | fault-ring0 [pf|ud|triple] | fault-ring3 | spin";
 
 /// Runs the workload `args` names on vCPU 0 and returns the guest's exit status.
 pub fn run(args: &[&str], info: &BootInfo) -> u8 {
@@ -26,6 +30,25 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
     if name == "selftest" {
         smp::post(Job::Selftest);
         return selftest::run(info);
+    }
+    let needs_gpu = matches!(name, "workload" | "pressure" | "concurrent");
+    if needs_gpu {
+        if let Err(e) = crate::user::objects::ensure_started() {
+            crate::println!("[pvgpu-guest] {name} needs the GPU device: {e}");
+            smp::post(Job::Park);
+            return EXIT_FAILED;
+        }
+    }
+    if name == "concurrent" {
+        smp::post(Job::Concurrent);
+        let ok = concurrent::task(0, info.num_cpus);
+        let failed = smp::wait_all(info.num_cpus - 1) + u32::from(!ok);
+        crate::println!(
+            "concurrent: {} of {} tasks passed",
+            info.num_cpus - failed,
+            info.num_cpus
+        );
+        return if failed == 0 { EXIT_OK } else { EXIT_FAILED };
     }
     smp::post(Job::Park);
     match (name, rest) {
@@ -39,6 +62,8 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("fault-ring0", ["triple"]) => basic::fault_ring0(2),
         ("fault-ring3", []) => basic::fault_ring3(),
         ("spin", []) => basic::spin(),
+        ("workload", rest) => workload::run(rest),
+        ("pressure", []) => pressure::run(),
         _ => usage(args),
     }
 }

@@ -25,14 +25,17 @@ static FAULTS: [AtomicU32; MAX_VCPUS as usize] = [const { AtomicU32::new(0) }; M
 /// Pages the fault resolver mapped: (virtual, physical), so the test can give them back.
 static RESOLVED: spin::Mutex<Vec<(u64, u64)>> = spin::Mutex::new(Vec::new());
 
-struct Checker {
-    cpu: usize,
+/// Counts and reports checks.
+pub struct Checker {
+    /// The vCPU running the checks.
+    pub cpu: usize,
     failed: u32,
     passed: u32,
 }
 
 impl Checker {
-    fn check(&mut self, ok: bool, what: core::fmt::Arguments) {
+    /// Records one check.
+    pub fn check(&mut self, ok: bool, what: core::fmt::Arguments) {
         if ok {
             self.passed += 1;
         } else {
@@ -42,6 +45,8 @@ impl Checker {
     }
 }
 
+/// `check!(checker, condition, "what", args...)`.
+#[macro_export]
 macro_rules! check {
     ($c:expr, $cond:expr, $($fmt:tt)*) => { $c.check($cond, format_args!($($fmt)*)) };
 }
@@ -105,6 +110,9 @@ pub fn run_on_cpu(cpu: usize) -> bool {
     map_checks(&mut c, window);
     bad_call_checks(&mut c, window);
     fault_checks(&mut c, window + USER_MAP_PER_CPU / 2);
+    if crate::user::objects::available() {
+        super::object_checks::run(&mut c, cpu);
+    }
     crate::println!(
         "[selftest cpu {cpu}] {} checks passed, {} failed",
         c.passed,
@@ -288,7 +296,7 @@ fn bad_call_checks(c: &mut Checker, va: u64) {
 }
 
 /// Resolves a fault in a selftest window: a fresh page filled with the pattern of its address.
-fn resolve(addr: u64) -> bool {
+fn resolve(addr: u64, _cpu: usize) -> bool {
     let page = addr & !(PAGE_SIZE - 1);
     let cpu = ((page - USER_MAP_BASE) / USER_MAP_PER_CPU) as usize;
     let Some(pa) = pages::alloc() else {
@@ -307,9 +315,10 @@ fn resolve(addr: u64) -> bool {
 }
 
 fn fault_checks(c: &mut Checker, va: u64) {
+    let end = va + FAULT_PAGES * PAGE_SIZE;
     check!(
         c,
-        fault::install(resolve).is_ok(),
+        fault::register(va, end, resolve).is_ok(),
         "install the fault handler"
     );
     let before = FAULTS[c.cpu].load(Ordering::Relaxed);
@@ -347,7 +356,7 @@ fn fault_checks(c: &mut Checker, va: u64) {
         sys::unmap(va, FAULT_PAGES).is_ok(),
         "unmap the resolved pages"
     );
-    let end = va + FAULT_PAGES * PAGE_SIZE;
+    fault::unregister(va, end);
     RESOLVED.lock().retain(|&(v, pa)| {
         let mine = v >= va && v < end;
         if mine {

@@ -1,0 +1,241 @@
+//! One command in flight: its request bytes, its response buffer, and the checks on the
+//! answer. Builders for every pvgpu command.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
+
+use super::GpuError;
+
+/// A command and its response buffer.
+pub struct Cmd {
+    /// The command's name (for errors).
+    pub name: &'static str,
+    /// Request bytes (device-readable).
+    pub req: Vec<u8>,
+    /// Response buffer (device-writable).
+    pub resp: Vec<u8>,
+    /// Bytes the device wrote.
+    pub used: usize,
+    /// The success response type expected.
+    ok_type: u32,
+    /// Fence the request carries.
+    fence: u64,
+}
+
+impl Cmd {
+    fn new<T: Wire>(req: &T, ok_type: u32, resp_len: usize) -> Cmd {
+        let hdr = CtrlHdr::read_from(req.as_bytes()).unwrap_or_default();
+        Cmd {
+            name: p::command_name(hdr.type_),
+            req: req.as_bytes().to_vec(),
+            resp: vec![0; resp_len],
+            used: 0,
+            ok_type,
+            fence: 0,
+        }
+    }
+
+    fn nodata<T: Wire>(req: &T) -> Cmd {
+        Cmd::new(req, p::RESP_OK_NODATA, core::mem::size_of::<CtrlHdr>())
+    }
+
+    /// A command made of raw request bytes (for the hostile workload): any response is kept.
+    pub fn raw(req: Vec<u8>, resp_len: usize) -> Cmd {
+        Cmd {
+            name: "raw",
+            req,
+            resp: vec![0; resp_len],
+            used: 0,
+            ok_type: 0,
+            fence: 0,
+        }
+    }
+
+    /// Marks the request fenced with `fence`.
+    pub(super) fn set_fence(&mut self, fence: u64) {
+        if self.req.len() >= core::mem::size_of::<CtrlHdr>() {
+            if let Some(mut h) = CtrlHdr::read_from(&self.req) {
+                h.flags |= p::VIRTIO_GPU_FLAG_FENCE;
+                h.fence_id = fence;
+                self.req[..core::mem::size_of::<CtrlHdr>()].copy_from_slice(h.as_bytes());
+                self.fence = fence;
+            }
+        }
+    }
+
+    /// The response header, if the device wrote one.
+    pub fn status(&self) -> Option<CtrlHdr> {
+        CtrlHdr::read_from(&self.resp[..self.used.min(self.resp.len())])
+    }
+
+    /// Checks the response: not an error, the expected type, the fence echoed.
+    pub(super) fn check(&self) -> Result<(), GpuError> {
+        if self.ok_type == 0 {
+            return Ok(());
+        }
+        let h = self.status().ok_or(GpuError::BadResponse(self.name))?;
+        if p::is_error(h.type_) {
+            return Err(GpuError::Device {
+                cmd: self.name,
+                code: h.type_,
+            });
+        }
+        if h.type_ != self.ok_type
+            || h.flags & p::VIRTIO_GPU_FLAG_FENCE == 0
+            || h.fence_id != self.fence
+        {
+            return Err(GpuError::BadResponse(self.name));
+        }
+        Ok(())
+    }
+
+    /// The response as `T`, if it is whole.
+    pub fn response<T: Wire>(&self) -> Option<T> {
+        T::read_from(&self.resp[..self.used.min(self.resp.len())])
+    }
+
+    /// GET_INFO.
+    pub fn get_info() -> Cmd {
+        Cmd::new(
+            &CtrlHdr::new(p::CMD_GET_INFO),
+            p::RESP_OK_INFO,
+            core::mem::size_of::<p::RespInfo>(),
+        )
+    }
+
+    /// STATS.
+    pub fn stats() -> Cmd {
+        Cmd::new(
+            &CtrlHdr::new(p::CMD_STATS),
+            p::RESP_OK_STATS,
+            core::mem::size_of::<p::RespStats>(),
+        )
+    }
+
+    /// NOP.
+    pub fn nop() -> Cmd {
+        Cmd::nodata(&CtrlHdr::new(p::CMD_NOP))
+    }
+
+    /// CREATE an object of `size` bytes.
+    pub fn create(id: u32, size: u64) -> Cmd {
+        Cmd::nodata(&p::ReqCreate {
+            hdr: CtrlHdr::new(p::CMD_CREATE),
+            object_id: id,
+            flags: 0,
+            size,
+        })
+    }
+
+    fn object(cmd: u32, id: u32) -> p::ReqObject {
+        p::ReqObject {
+            hdr: CtrlHdr::new(cmd),
+            object_id: id,
+            padding: 0,
+        }
+    }
+
+    /// DESTROY.
+    pub fn destroy(id: u32) -> Cmd {
+        Cmd::nodata(&Cmd::object(p::CMD_DESTROY, id))
+    }
+
+    /// MIGRATE: the response carries the object's VRAM offset.
+    pub fn migrate(id: u32) -> Cmd {
+        Cmd::new(
+            &Cmd::object(p::CMD_MIGRATE, id),
+            p::RESP_OK_MIGRATE,
+            core::mem::size_of::<p::RespMigrate>(),
+        )
+    }
+
+    /// CLEAN.
+    pub fn clean(id: u32) -> Cmd {
+        Cmd::nodata(&Cmd::object(p::CMD_CLEAN, id))
+    }
+
+    fn backing(cmd: u32, id: u32, pages: &[u64]) -> Cmd {
+        let entries = coalesce(pages);
+        let head = p::ReqBacking {
+            hdr: CtrlHdr::new(cmd),
+            object_id: id,
+            nr_entries: entries.len() as u32,
+        };
+        let mut c = Cmd::nodata(&head);
+        for e in &entries {
+            c.req.extend_from_slice(e.as_bytes());
+        }
+        c
+    }
+
+    /// ATTACH_BACKING with `pages` (contiguous runs are merged into one entry).
+    pub fn attach(id: u32, pages: &[u64]) -> Cmd {
+        Cmd::backing(p::CMD_ATTACH_BACKING, id, pages)
+    }
+
+    /// EVICT into `pages` (empty: into the current backing).
+    pub fn evict(id: u32, pages: &[u64]) -> Cmd {
+        Cmd::backing(p::CMD_EVICT, id, pages)
+    }
+
+    /// FILL `length` bytes at `offset` with `value`.
+    pub fn fill(id: u32, offset: u64, length: u64, value: u8) -> Cmd {
+        Cmd::nodata(&p::ReqFill {
+            hdr: CtrlHdr::new(p::CMD_FILL),
+            object_id: id,
+            value: value as u32,
+            offset,
+            length,
+        })
+    }
+
+    /// COPY `length` bytes.
+    pub fn copy(dst: u32, dst_offset: u64, src: u32, src_offset: u64, length: u64) -> Cmd {
+        Cmd::nodata(&p::ReqCopy {
+            hdr: CtrlHdr::new(p::CMD_COPY),
+            dst_id: dst,
+            src_id: src,
+            dst_offset,
+            src_offset,
+            length,
+        })
+    }
+
+    /// CHECKSUM of a range.
+    pub fn checksum(id: u32, offset: u64, length: u64) -> Cmd {
+        let r = p::ReqRange {
+            hdr: CtrlHdr::new(p::CMD_CHECKSUM),
+            object_id: id,
+            padding: 0,
+            offset,
+            length,
+        };
+        Cmd::new(
+            &r,
+            p::RESP_OK_CHECKSUM,
+            core::mem::size_of::<p::RespChecksum>(),
+        )
+    }
+}
+
+/// Page addresses as scatter-gather entries, merging physically contiguous runs.
+pub fn coalesce(pages: &[u64]) -> Vec<MemEntry> {
+    let mut out: Vec<MemEntry> = Vec::new();
+    const MAX_RUN: u64 = 1 << 30;
+    for &pa in pages {
+        if let Some(last) = out.last_mut() {
+            if last.addr + last.length as u64 == pa && (last.length as u64) < MAX_RUN {
+                last.length += p::PAGE_SIZE as u32;
+                continue;
+            }
+        }
+        out.push(MemEntry {
+            addr: pa,
+            length: p::PAGE_SIZE as u32,
+            padding: 0,
+        });
+    }
+    out
+}

@@ -1,0 +1,176 @@
+//! The pvgpu virtio driver (ring 3): finds the device from the boot info, negotiates features
+//! (virtio 1 and the pvgpu extension), sets up the control queue, and submits batches of
+//! commands with one notify, waiting by polling the used ring.
+//!
+//! The transport and the split virtqueue are virtio-drivers'. The MMIO registers are mapped
+//! into ring 3; the notify is an MMIO write that the VMM catches with an ioeventfd.
+
+pub mod cmd;
+pub mod hal;
+
+use alloc::vec::Vec;
+
+use pvgpu_abi::boot_info::BootInfo;
+use pvgpu_abi::protocol::{self as p, CtrlHdr, RespInfo, Wire};
+use virtio_drivers::queue::VirtQueue;
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::{DeviceStatus, DeviceType, Transport};
+
+pub use cmd::Cmd;
+use hal::GuestHal;
+
+/// Descriptors in the control queue.
+pub const QUEUE_SIZE: usize = 256;
+/// Most commands in flight at once (each uses two descriptors).
+pub const MAX_IN_FLIGHT: usize = QUEUE_SIZE / 2;
+
+/// Driver errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GpuError {
+    /// The boot info names no device.
+    #[error("no pvgpu device in the boot info")]
+    NoDevice,
+    /// The MMIO window does not hold a virtio GPU.
+    #[error("the MMIO window does not hold a virtio GPU")]
+    NotAGpu,
+    /// The device does not offer a feature the driver needs.
+    #[error("the device lacks feature bit {0}")]
+    MissingFeature(u32),
+    /// The device refused FEATURES_OK.
+    #[error("the device refused the negotiated features")]
+    FeaturesRefused,
+    /// The virtqueue could not be set up or used.
+    #[error("virtqueue error: {0}")]
+    Queue(virtio_drivers::Error),
+    /// The device answered with an error response.
+    #[error("{cmd} failed with response {code:#x}")]
+    Device {
+        /// The command's name.
+        cmd: &'static str,
+        /// The response type.
+        code: u32,
+    },
+    /// The response is malformed (short, wrong type, or its fence does not match).
+    #[error("{0}: malformed response")]
+    BadResponse(&'static str),
+}
+
+/// The driver.
+pub struct Gpu {
+    transport: MmioTransport<'static>,
+    queue: VirtQueue<GuestHal, QUEUE_SIZE>,
+    /// What GET_INFO reported.
+    pub info: RespInfo,
+    /// Guest-physical base of the VRAM window.
+    pub vram_base: u64,
+    next_fence: u64,
+    /// Commands submitted and notifies sent, for statistics.
+    pub commands: u64,
+    /// Notifies sent (one per batch).
+    pub notifies: u64,
+}
+
+impl Gpu {
+    /// Finds, resets and starts the device.
+    pub fn probe(info: &BootInfo) -> Result<Gpu, GpuError> {
+        if info.virtio_mmio_base == 0 || info.vram_size == 0 {
+            return Err(GpuError::NoDevice);
+        }
+        let header = core::ptr::NonNull::new(info.virtio_mmio_base as *mut VirtIOHeader)
+            .ok_or(GpuError::NoDevice)?;
+        // SAFETY: ring 0 maps the virtio-mmio window (uncached) for ring 3 at its physical
+        // address for the guest's whole life, and only this driver uses it.
+        let mut transport = unsafe { MmioTransport::new(header, info.virtio_mmio_size as usize) }
+            .map_err(|_| GpuError::NotAGpu)?;
+        if transport.device_type() != DeviceType::GPU {
+            return Err(GpuError::NotAGpu);
+        }
+        transport.set_status(DeviceStatus::empty());
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+        let offered = transport.read_device_features();
+        for bit in [p::VIRTIO_F_VERSION_1, p::VIRTIO_GPU_F_PVGPU_MEM] {
+            if offered & (1 << bit) == 0 {
+                return Err(GpuError::MissingFeature(bit));
+            }
+        }
+        let wanted = (1u64 << p::VIRTIO_F_VERSION_1) | (1 << p::VIRTIO_GPU_F_PVGPU_MEM);
+        transport.write_driver_features(wanted);
+        let st = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK;
+        transport.set_status(st);
+        if !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
+            return Err(GpuError::FeaturesRefused);
+        }
+        let queue =
+            VirtQueue::new(&mut transport, p::CONTROLQ, false, false).map_err(GpuError::Queue)?;
+        transport.set_status(st | DeviceStatus::DRIVER_OK);
+        let mut gpu = Gpu {
+            transport,
+            queue,
+            info: RespInfo::default(),
+            vram_base: info.vram_base,
+            next_fence: 1,
+            commands: 0,
+            notifies: 0,
+        };
+        let mut c = [Cmd::get_info()];
+        gpu.submit(&mut c)?;
+        gpu.info = c[0]
+            .response::<RespInfo>()
+            .ok_or(GpuError::BadResponse("get_info"))?;
+        Ok(gpu)
+    }
+
+    /// Submits `cmds` (fenced) with one notify per batch of up to [`MAX_IN_FLIGHT`], waits for
+    /// all of them by polling, and checks every response. Every command runs even when an
+    /// earlier one failed; the first error is returned, and each command's own outcome is in
+    /// [`Cmd::status`].
+    pub fn submit(&mut self, cmds: &mut [Cmd]) -> Result<(), GpuError> {
+        let mut first_err = None;
+        for chunk in cmds.chunks_mut(MAX_IN_FLIGHT) {
+            let mut tokens = Vec::with_capacity(chunk.len());
+            for c in chunk.iter_mut() {
+                c.set_fence(self.next_fence);
+                self.next_fence += 1;
+                // SAFETY: the buffers live in `c`, which is not touched until pop_used below
+                // returns them.
+                let t = unsafe { self.queue.add(&[&c.req], &mut [&mut c.resp]) }
+                    .map_err(GpuError::Queue)?;
+                tokens.push(t);
+            }
+            if self.queue.should_notify() {
+                self.transport.notify(p::CONTROLQ);
+                self.notifies += 1;
+            }
+            for (c, t) in chunk.iter_mut().zip(tokens) {
+                while !self.queue.can_pop() {
+                    core::hint::spin_loop();
+                }
+                // SAFETY: same buffers as were added with this token.
+                let used = unsafe { self.queue.pop_used(t, &[&c.req], &mut [&mut c.resp]) }
+                    .map_err(GpuError::Queue)?;
+                c.used = used as usize;
+                self.commands += 1;
+                if let Err(e) = c.check() {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Submits one command.
+    pub fn submit_one(&mut self, mut c: Cmd) -> Result<Cmd, GpuError> {
+        self.submit(core::slice::from_mut(&mut c))?;
+        Ok(c)
+    }
+
+    /// Acknowledges any pending interrupt (the driver polls, so this only keeps the status tidy).
+    pub fn ack_interrupt(&mut self) {
+        let _ = self.transport.ack_interrupt();
+    }
+}
+
+/// Reads the header of a response.
+pub fn response_header(resp: &[u8]) -> Option<CtrlHdr> {
+    CtrlHdr::read_from(resp)
+}
