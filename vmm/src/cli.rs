@@ -142,6 +142,22 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The settings of a plain `pvgpu run --kernel KERNEL` (256 MiB RAM, 1 vCPU, the default
+    /// timeout, 256 MiB VRAM, sampling every 50 ms, no stats file, empty command line), for
+    /// library callers such as benchmarks, which then change what they need.
+    pub fn with_defaults(kernel: PathBuf) -> Self {
+        RunConfig {
+            kernel,
+            mem_bytes: layout::RAM_DEFAULT,
+            vcpus: 1,
+            timeout: Some(Duration::from_secs(DEFAULT_TIMEOUT_SECS)),
+            stats_json: None,
+            cmdline: String::new(),
+            vram_bytes: Some(layout::VRAM_DEFAULT),
+            sample_interval: Some(Duration::from_millis(DEFAULT_SAMPLE_MS)),
+        }
+    }
+
     /// Checks the values of `pvgpu run` and finds the kernel.
     pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
         let mem_bytes = parse_mem(&args.mem)?;
@@ -278,6 +294,7 @@ mod tests {
         let c = RunConfig::from_args(&r).unwrap();
         assert_eq!(c.vram_bytes, Some(layout::VRAM_DEFAULT));
         assert_eq!(c.sample_interval, Some(Duration::from_millis(50)));
+        assert_eq!(c, RunConfig::with_defaults(PathBuf::from(this_file())));
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl BusDevice for PhaseDevice {
         let t_ms = self.timeline.now_ms();
         let mem = self.probe.snapshot();
         log::debug!("phase {phase} at {t_ms:.1} ms: {mem:?}");
-        self.timeline.add_phase(PhaseMark { phase, t_ms, mem });
+        if !self.timeline.add_phase(PhaseMark { phase, t_ms, mem }) {
+            log::debug!("phase marker {phase} dropped: too many markers");
+        }
     }
 }
 

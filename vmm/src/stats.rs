@@ -22,6 +22,9 @@ use crate::size::format_size;
 /// Most periodic samples kept (at the default 50 ms, over an hour and a half); later ones are
 /// dropped so that a long run cannot grow the VMM without bound.
 pub const MAX_SAMPLES: usize = 100_000;
+/// Most phase markers kept; a guest writing the phase port in a loop cannot grow the VMM
+/// without bound either.
+pub const MAX_PHASES: usize = 100_000;
 
 /// Errors of the stats module.
 #[derive(Debug, thiserror::Error)]
@@ -151,12 +154,14 @@ impl Timeline {
         }
     }
 
-    /// Appends a phase marker.
-    pub fn add_phase(&self, mark: PhaseMark) {
-        self.phases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(mark);
+    /// Appends a phase marker (dropped beyond [`MAX_PHASES`]). Returns whether it was kept.
+    pub fn add_phase(&self, mark: PhaseMark) -> bool {
+        let mut v = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() >= MAX_PHASES {
+            return false;
+        }
+        v.push(mark);
+        true
     }
 
     /// Appends a periodic sample (dropped beyond [`MAX_SAMPLES`]). Returns whether it was kept.
@@ -522,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn samples_are_capped() {
+    fn samples_and_phases_are_capped() {
         let t = Timeline::new(Instant::now());
         let s = Sample {
             t_ms: 0.0,
@@ -533,6 +538,16 @@ mod tests {
         }
         assert!(!t.add_sample(s));
         assert_eq!(t.samples().len(), MAX_SAMPLES);
+        let m = PhaseMark {
+            phase: 1,
+            t_ms: 0.0,
+            mem: MemSnapshot::default(),
+        };
+        for _ in 0..MAX_PHASES {
+            assert!(t.add_phase(m.clone()));
+        }
+        assert!(!t.add_phase(m));
+        assert_eq!(t.phases().len(), MAX_PHASES);
     }
 
     #[test]
