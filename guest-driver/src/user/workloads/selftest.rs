@@ -112,6 +112,8 @@ pub fn run_on_cpu(cpu: usize) -> bool {
     fault_checks(&mut c, window + USER_MAP_PER_CPU / 2);
     if crate::user::objects::available() {
         super::object_checks::run(&mut c, cpu);
+    } else if cpu == 0 {
+        crate::println!("[selftest cpu 0] no GPU device: device checks skipped");
     }
     crate::println!(
         "[selftest cpu {cpu}] {} checks passed, {} failed",
