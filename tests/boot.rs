@@ -18,7 +18,8 @@ fn hello_prints_its_line() {
     let r = boot(&[], &["hello"]);
     assert_eq!(r.code, Some(0), "{}", r.dump());
     assert!(
-        r.stdout.contains("Hello from the pvgpu guest: ring 3 on vCPU 0 of 1, 256 MiB of RAM"),
+        r.stdout
+            .contains("Hello from the pvgpu guest: ring 3 on vCPU 0 of 1, 256 MiB of RAM"),
         "{}",
         r.dump()
     );
@@ -28,7 +29,11 @@ fn hello_prints_its_line() {
 fn selftest_passes_on_one_vcpu() {
     let r = boot(&["--vcpus", "1"], &["selftest"]);
     assert_eq!(r.code, Some(0), "{}", r.dump());
-    assert!(r.stdout.contains("selftest: 1 of 1 vCPUs passed"), "{}", r.dump());
+    assert!(
+        r.stdout.contains("selftest: 1 of 1 vCPUs passed"),
+        "{}",
+        r.dump()
+    );
     assert!(r.stdout.contains("selftest: PASS"), "{}", r.dump());
 }
 
@@ -36,8 +41,16 @@ fn selftest_passes_on_one_vcpu() {
 fn selftest_passes_on_two_vcpus() {
     let r = boot(&["--vcpus", "2"], &["selftest"]);
     assert_eq!(r.code, Some(0), "{}", r.dump());
-    assert!(r.stdout.contains("[selftest cpu 1]"), "vCPU 1 did not run: {}", r.dump());
-    assert!(r.stdout.contains("selftest: 2 of 2 vCPUs passed"), "{}", r.dump());
+    assert!(
+        r.stdout.contains("[selftest cpu 1]"),
+        "vCPU 1 did not run: {}",
+        r.dump()
+    );
+    assert!(
+        r.stdout.contains("selftest: 2 of 2 vCPUs passed"),
+        "{}",
+        r.dump()
+    );
 }
 
 #[test]
@@ -51,7 +64,12 @@ fn unknown_guest_command_is_a_usage_error() {
 fn ring0_page_fault_is_reported() {
     let r = boot(&[], &["fault-ring0", "pf"]);
     assert_eq!(r.code, Some(64 + 14), "{}", r.dump());
-    assert!(r.stdout.contains("FATAL #PF page fault (vector 14) at ring 0"), "{}", r.dump());
+    assert!(
+        r.stdout
+            .contains("FATAL #PF page fault (vector 14) at ring 0"),
+        "{}",
+        r.dump()
+    );
     assert!(r.stdout.contains("cr2=0x0"), "{}", r.dump());
 }
 
@@ -59,7 +77,12 @@ fn ring0_page_fault_is_reported() {
 fn ring0_invalid_opcode_is_reported() {
     let r = boot(&[], &["fault-ring0", "ud"]);
     assert_eq!(r.code, Some(64 + 6), "{}", r.dump());
-    assert!(r.stdout.contains("FATAL #UD invalid opcode (vector 6) at ring 0"), "{}", r.dump());
+    assert!(
+        r.stdout
+            .contains("FATAL #UD invalid opcode (vector 6) at ring 0"),
+        "{}",
+        r.dump()
+    );
 }
 
 #[test]
@@ -100,7 +123,10 @@ fn timeout_ends_a_spinning_guest_with_parked_vcpus() {
 fn twenty_boots_in_a_row() {
     for i in 0..20u8 {
         let vcpus = if i % 2 == 0 { "1" } else { "2" };
-        let r = boot(&["--vcpus", vcpus, "--timeout", "20"], &["exit", &i.to_string()]);
+        let r = boot(
+            &["--vcpus", vcpus, "--timeout", "20"],
+            &["exit", &i.to_string()],
+        );
         assert_eq!(r.code, Some(i as i32), "boot {i}: {}", r.dump());
     }
 }

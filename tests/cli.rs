@@ -13,9 +13,17 @@ fn run(args: &[&str]) -> Run {
 fn assert_clean_error(r: &Run, needle: &str) {
     assert_eq!(r.code, Some(1), "{}", r.dump());
     assert!(!r.stderr.contains("panicked"), "{}", r.dump());
-    let lines: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("pvgpu: error:")).collect();
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("pvgpu: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "want one error line: {}", r.dump());
-    assert!(lines[0].to_lowercase().contains(needle), "{:?} lacks {needle:?}", lines[0]);
+    assert!(
+        lines[0].to_lowercase().contains(needle),
+        "{:?} lacks {needle:?}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -39,7 +47,11 @@ fn bad_sizes() {
     let img = img.to_str().unwrap();
     for bad in ["12Q", "", "-5M", "99999999999999999999G", "1M", "3K"] {
         let r = run(&["run", "--kernel", img, "--mem", bad, "--", "hello"]);
-        assert!(matches!(r.code, Some(1) | Some(2)), "--mem {bad:?}: {}", r.dump());
+        assert!(
+            matches!(r.code, Some(1) | Some(2)),
+            "--mem {bad:?}: {}",
+            r.dump()
+        );
         assert!(!r.stderr.contains("panicked"), "{}", r.dump());
         assert!(r.stderr.contains("error"), "{}", r.dump());
     }
@@ -49,16 +61,40 @@ fn bad_sizes() {
 fn too_many_vcpus() {
     let img = guest_image();
     for n in ["0", "9", "1000"] {
-        let r = run(&["run", "--kernel", img.to_str().unwrap(), "--vcpus", n, "--", "hello"]);
-        assert!(matches!(r.code, Some(1) | Some(2)), "--vcpus {n}: {}", r.dump());
-        assert!(r.stderr.contains("error") && !r.stderr.contains("panicked"), "{}", r.dump());
+        let r = run(&[
+            "run",
+            "--kernel",
+            img.to_str().unwrap(),
+            "--vcpus",
+            n,
+            "--",
+            "hello",
+        ]);
+        assert!(
+            matches!(r.code, Some(1) | Some(2)),
+            "--vcpus {n}: {}",
+            r.dump()
+        );
+        assert!(
+            r.stderr.contains("error") && !r.stderr.contains("panicked"),
+            "{}",
+            r.dump()
+        );
     }
 }
 
 #[test]
 fn ram_larger_than_the_guest_can_have() {
     let img = guest_image();
-    let r = run(&["run", "--kernel", img.to_str().unwrap(), "--mem", "64G", "--", "hello"]);
+    let r = run(&[
+        "run",
+        "--kernel",
+        img.to_str().unwrap(),
+        "--mem",
+        "64G",
+        "--",
+        "hello",
+    ]);
     assert_clean_error(&r, "mem");
 }
 
@@ -76,5 +112,31 @@ fn help_lists_the_run_flags() {
     assert_eq!(r.code, Some(0), "{}", r.dump());
     for flag in ["--kernel", "--mem", "--vcpus", "--timeout", "--stats-json"] {
         assert!(r.stdout.contains(flag), "help lacks {flag}: {}", r.dump());
+    }
+}
+
+#[test]
+fn bad_vram_sizes() {
+    let img = guest_image();
+    for bad in ["3M", "0", "65G", "1K", "lots"] {
+        let r = run(&[
+            "run",
+            "--kernel",
+            img.to_str().unwrap(),
+            "--vram",
+            bad,
+            "--",
+            "hello",
+        ]);
+        assert!(
+            matches!(r.code, Some(1) | Some(2)),
+            "--vram {bad:?}: {}",
+            r.dump()
+        );
+        assert!(
+            r.stderr.contains("error") && !r.stderr.contains("panicked"),
+            "{}",
+            r.dump()
+        );
     }
 }

@@ -20,7 +20,10 @@ pub struct Run {
 impl Run {
     /// Both streams, for assertion messages.
     pub fn dump(&self) -> String {
-        format!("status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -36,7 +39,11 @@ pub fn guest_image() -> PathBuf {
         "/dev/kvm is missing: these tests boot real guests and need KVM"
     );
     let img = root().join("images/out/pvgpu-guest");
-    assert!(img.exists(), "{} is missing: run images/build.sh first", img.display());
+    assert!(
+        img.exists(),
+        "{} is missing: run images/build.sh first",
+        img.display()
+    );
     img
 }
 

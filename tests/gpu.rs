@@ -1,0 +1,148 @@
+//! The GPU device end to end: the guest driver, pageable objects, and host memory that really
+//! goes down when objects are cleaned.
+
+mod common;
+
+use common::boot;
+
+fn stats_of(flags: &[&str], guest: &[&str], tag: &str) -> (common::Run, serde_json::Value) {
+    let path = std::env::temp_dir().join(format!("pvgpu-gpu-{tag}-{}.json", std::process::id()));
+    let mut all = vec!["--stats-json", path.to_str().unwrap()];
+    all.extend_from_slice(flags);
+    let r = boot(&all, guest);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("stats file: {e}\n{}", r.dump()));
+    let _ = std::fs::remove_file(&path);
+    (r, serde_json::from_str(&text).expect("stats JSON"))
+}
+
+fn num(v: &serde_json::Value, path: &str) -> f64 {
+    v.pointer(path)
+        .and_then(|x| x.as_f64())
+        .unwrap_or_else(|| panic!("{path} missing in {v}"))
+}
+
+#[test]
+fn selftest_runs_every_device_check() {
+    let (r, v) = stats_of(&[], &["selftest"], "selftest");
+    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert!(r.stdout.contains("selftest: PASS"), "{}", r.dump());
+    assert!(!r.stdout.contains("device checks skipped"), "{}", r.dump());
+    // The device really ran the commands: every kind, and the deliberate bad ones failed.
+    for cmd in [
+        "create",
+        "attach_backing",
+        "migrate",
+        "clean",
+        "evict",
+        "fill",
+        "copy",
+        "checksum",
+        "destroy",
+        "stats",
+    ] {
+        assert!(
+            num(&v, &format!("/device/by_command/{cmd}/count")) >= 1.0,
+            "{cmd} never ran: {v}"
+        );
+    }
+    assert!(
+        num(&v, "/device/errors") >= 5.0,
+        "the invalid transitions were not refused: {v}"
+    );
+    assert!(num(&v, "/device/bytes_cleaned") >= 65536.0);
+}
+
+#[test]
+fn selftest_on_two_vcpus_shares_the_device() {
+    let r = boot(&["--vcpus", "2"], &["selftest"]);
+    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert!(
+        r.stdout.contains("selftest: 2 of 2 vCPUs passed"),
+        "{}",
+        r.dump()
+    );
+}
+
+#[test]
+fn clean_frees_host_memory() {
+    let (r, v) = stats_of(
+        &["--mem", "768M"],
+        &["workload", "--objects", "64", "--mib", "256"],
+        "workload",
+    );
+    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert!(r.stdout.contains("workload: PASS"), "{}", r.dump());
+    let phases = v["phases"].as_array().expect("phases");
+    let at = |n: u64| {
+        phases
+            .iter()
+            .find(|p| p["phase"].as_u64() == Some(n))
+            .unwrap_or_else(|| panic!("phase {n} missing: {v}"))
+    };
+    let (filled, cleaned) = (at(1), at(3));
+    let object_bytes = 256.0 * 1024.0 * 1024.0;
+    let cleaned_bytes = num(&v, "/device/bytes_cleaned");
+    assert!(
+        cleaned_bytes >= object_bytes,
+        "cleaned only {cleaned_bytes}"
+    );
+    let ram_drop = num(filled, "/guest_ram_bytes") - num(cleaned, "/guest_ram_bytes");
+    assert!(
+        ram_drop >= 0.99 * cleaned_bytes,
+        "guest RAM fell by {ram_drop}, cleaned {cleaned_bytes}: {v}"
+    );
+    let vram_growth = num(cleaned, "/vram_bytes") - num(filled, "/vram_bytes");
+    assert!(
+        (vram_growth - object_bytes).abs() <= 0.02 * object_bytes,
+        "VRAM grew by {vram_growth} for {object_bytes} of objects: {v}"
+    );
+    // Host memory at the cleaned marker is about one copy of the data, not two.
+    let host = num(cleaned, "/guest_ram_bytes") + num(cleaned, "/vram_bytes");
+    assert!(
+        host <= 1.05 * object_bytes,
+        "host holds {host} bytes for {object_bytes} of objects"
+    );
+}
+
+#[test]
+fn pressure_evicts_lru_and_verifies_on_two_vcpus() {
+    let r = boot(
+        &["--vcpus", "2", "--mem", "512M", "--vram", "64M"],
+        &["pressure"],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert!(r.stdout.contains("pressure: PASS"), "{}", r.dump());
+    let lru: u64 = r
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.split(", ")
+                .find_map(|p| p.strip_suffix(" LRU evictions")?.parse().ok())
+        })
+        .unwrap_or(0);
+    assert!(lru > 0, "no LRU eviction: {}", r.dump());
+}
+
+#[test]
+fn concurrent_tasks_keep_to_their_own_objects() {
+    let r = boot(&["--vcpus", "2"], &["concurrent"]);
+    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert!(r.stdout.contains("[concurrent cpu 0] PASS"), "{}", r.dump());
+    assert!(r.stdout.contains("[concurrent cpu 1] PASS"), "{}", r.dump());
+    assert!(
+        r.stdout.contains("concurrent: 2 of 2 tasks passed"),
+        "{}",
+        r.dump()
+    );
+}
+
+#[test]
+fn without_the_gpu_object_workloads_fail_cleanly() {
+    let r = boot(&["--no-gpu"], &["workload"]);
+    assert_eq!(r.code, Some(1), "{}", r.dump());
+    assert!(r.stdout.contains("needs the GPU device"), "{}", r.dump());
+    let r = boot(&["--no-gpu"], &["selftest"]);
+    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert!(r.stdout.contains("device checks skipped"), "{}", r.dump());
+}
