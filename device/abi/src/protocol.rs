@@ -116,7 +116,7 @@ pub const PAGE_SIZE: u64 = 0x1000;
 /// Most entries in one ATTACH_BACKING or EVICT request.
 pub const MAX_SG_ENTRIES: u32 = 65536;
 /// Most live objects.
-pub const MAX_OBJECTS: u32 = 65536;
+pub const MAX_OBJECTS: u32 = 1 << 18;
 /// Longest request the device reads, in bytes (the largest backing request).
 pub const MAX_REQUEST_BYTES: usize =
     core::mem::size_of::<ReqBacking>() + MAX_SG_ENTRIES as usize * core::mem::size_of::<MemEntry>();

@@ -186,6 +186,39 @@ pub fn available() -> bool {
     ensure_started().is_ok()
 }
 
+/// Restarts the driver after the device was reset behind the object layer's back (the
+/// `hostile` workload drives the control queue by hand). The reset destroyed every object on
+/// the device, so the layer forgets its objects too: their views are unmapped and their guest
+/// pages freed. The old driver goes first (dropping it resets the device again), then the
+/// device is probed afresh.
+pub fn reinit(info: &BootInfo) -> Result<(), ObjError> {
+    ensure_started()?;
+    let mut g = STATE.lock();
+    let old = g.take().ok_or(ObjError::NoDevice)?;
+    let State { gpu, objs, next_id, next_view, counters, .. } = old;
+    drop(gpu);
+    for o in objs.into_values() {
+        if let (Some(va), true) = (o.view, o.view_present) {
+            let _ = sys::unmap(va, o.size / PAGE_SIZE);
+        }
+        o.pages.into_iter().for_each(pages::free);
+    }
+    let gpu = Gpu::probe(info).map_err(|e| match e {
+        GpuError::NoDevice => ObjError::NoDevice,
+        e => ObjError::Gpu(e),
+    })?;
+    *g = Some(State {
+        gpu,
+        objs: BTreeMap::new(),
+        next_id,
+        tick: 0,
+        views: BTreeMap::new(),
+        next_view,
+        counters,
+    });
+    Ok(())
+}
+
 fn with<R>(f: impl FnOnce(&mut State) -> Result<R, ObjError>) -> Result<R, ObjError> {
     ensure_started()?;
     let mut g = STATE.lock();
@@ -655,6 +688,11 @@ pub fn submit_raw(cmds: &mut [Cmd]) -> Result<(), ObjError> {
         let _ = st.gpu.submit(cmds);
         Ok(())
     })
+}
+
+/// Runs `f` with the driver itself (for benchmarks that time raw queue operations).
+pub fn with_gpu<R>(f: impl FnOnce(&mut Gpu) -> R) -> Result<R, ObjError> {
+    with(|st| Ok(f(&mut st.gpu)))
 }
 
 /// Resolves a fault in a view: evict the object back if needed and map its pages.

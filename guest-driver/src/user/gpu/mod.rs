@@ -164,6 +164,13 @@ impl Gpu {
         Ok(c)
     }
 
+    /// A bare QueueNotify with nothing queued: the cost of the notify alone (the VMM's
+    /// ioeventfd catches it; the device finds no work).
+    pub fn notify_only(&mut self) {
+        self.transport.notify(p::CONTROLQ);
+        self.notifies += 1;
+    }
+
     /// Acknowledges any pending interrupt (the driver polls, so this only keeps the status tidy).
     pub fn ack_interrupt(&mut self) {
         let _ = self.transport.ack_interrupt();

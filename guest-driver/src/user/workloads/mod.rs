@@ -1,7 +1,9 @@
 //! The workloads the guest runs, chosen by the first word of its command line.
 
 pub mod basic;
+pub mod bench;
 pub mod concurrent;
+pub mod hostile;
 pub mod object_checks;
 pub mod pressure;
 pub mod selftest;
@@ -18,8 +20,10 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit status for a command line the guest does not understand.
 pub const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] | \
-                     pressure | concurrent | fault-ring0 [pf|ud|triple] | fault-ring3 | spin";
+const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
+                     [--no-clean] | pressure | concurrent | hostile | bench-migrate [--mib M] \
+                     [--object-mib S] | bench-latency [--iters N] | scale [--objects N] | \
+                     density [--mib M] | fault-ring0 [pf|ud|triple] | fault-ring3 | spin";
 
 /// Runs the workload `args` names on vCPU 0 and returns the guest's exit status.
 pub fn run(args: &[&str], info: &BootInfo) -> u8 {
@@ -31,7 +35,19 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         smp::post(Job::Selftest);
         return selftest::run(info);
     }
-    let needs_gpu = matches!(name, "workload" | "pressure" | "concurrent");
+    if name == "hostile" && rest.is_empty() {
+        return hostile::run(info);
+    }
+    let needs_gpu = matches!(
+        name,
+        "workload"
+            | "pressure"
+            | "concurrent"
+            | "bench-migrate"
+            | "bench-latency"
+            | "scale"
+            | "density"
+    );
     if needs_gpu {
         if let Err(e) = crate::user::objects::ensure_started() {
             crate::println!("[pvgpu-guest] {name} needs the GPU device: {e}");
@@ -64,6 +80,10 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("spin", []) => basic::spin(),
         ("workload", rest) => workload::run(rest),
         ("pressure", []) => pressure::run(),
+        ("bench-migrate", rest) => bench::migrate(rest),
+        ("bench-latency", rest) => bench::latency(rest),
+        ("scale", rest) => bench::scale(rest),
+        ("density", rest) => bench::density(rest),
         _ => usage(args),
     }
 }

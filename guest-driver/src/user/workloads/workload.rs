@@ -44,20 +44,34 @@ pub fn check_view(va: u64, size: u64, i: u64) -> Option<usize> {
         .position(|(k, &w)| w != word(i, k as u64))
 }
 
-/// Parses `--name value` pairs into (objects, mib).
-pub fn parse(args: &[&str], objects: &mut u64, mib: &mut u64) -> bool {
+/// The workload's options.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Number of objects.
+    pub objects: u64,
+    /// Total MiB.
+    pub mib: u64,
+    /// Whether to clean (false: the status quo baseline, guest pages kept).
+    pub clean: bool,
+}
+
+/// Parses `--objects N --mib M [--no-clean]`.
+pub fn parse(args: &[&str]) -> Option<Options> {
+    let mut o = Options {
+        objects: 64,
+        mib: 256,
+        clean: true,
+    };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let Some(v) = it.next().and_then(|v| v.parse::<u64>().ok()) else {
-            return false;
-        };
         match *flag {
-            "--objects" => *objects = v,
-            "--mib" => *mib = v,
-            _ => return false,
+            "--no-clean" => o.clean = false,
+            "--objects" => o.objects = it.next()?.parse().ok()?,
+            "--mib" => o.mib = it.next()?.parse().ok()?,
+            _ => return None,
         }
     }
-    *objects > 0 && *mib > 0
+    (o.objects > 0 && o.mib > 0).then_some(o)
 }
 
 fn ms(us: u64) -> f64 {
@@ -66,17 +80,16 @@ fn ms(us: u64) -> f64 {
 
 /// Runs the workload on task 0.
 pub fn run(args: &[&str]) -> u8 {
-    let (mut n, mut mib) = (64u64, 256u64);
-    if !parse(args, &mut n, &mut mib) {
-        crate::println!("usage: workload [--objects N] [--mib M]");
+    let Some(o) = parse(args) else {
+        crate::println!("usage: workload [--objects N] [--mib M] [--no-clean]");
         return EXIT_USAGE;
-    }
-    let size = (mib << 20) / n / PAGE_SIZE * PAGE_SIZE;
+    };
+    let size = (o.mib << 20) / o.objects / PAGE_SIZE * PAGE_SIZE;
     if size == 0 {
-        crate::println!("workload: {mib} MiB is less than a page per object");
+        crate::println!("workload: {} MiB is less than a page per object", o.mib);
         return EXIT_USAGE;
     }
-    match life_cycle(0, n, size) {
+    match life_cycle(0, o.objects, size, o.clean) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             crate::println!("workload: FAIL: {e}");
@@ -96,7 +109,7 @@ pub enum WorkloadError {
     Data(u64, &'static str),
 }
 
-fn life_cycle(task: Task, n: u64, size: u64) -> Result<(), WorkloadError> {
+fn life_cycle(task: Task, n: u64, size: u64, clean: bool) -> Result<(), WorkloadError> {
     let total = n * size;
     crate::println!(
         "workload: {n} objects of {} KiB ({} MiB)",
@@ -132,19 +145,33 @@ fn life_cycle(task: Task, n: u64, size: u64) -> Result<(), WorkloadError> {
     );
 
     let t = clock::ticks();
-    obj::clean_many(task, &hs)?;
+    if clean {
+        obj::clean_many(task, &hs)?;
+    }
     let t_clean = clock::us_since(t);
     port::phase(phase::CLEANED);
-    crate::println!(
-        "workload: cleaned in {:.1} ms: {} MiB of guest pages given back",
-        ms(t_clean),
-        total >> 20
-    );
+    if clean {
+        crate::println!(
+            "workload: cleaned in {:.1} ms: {} MiB of guest pages given back",
+            ms(t_clean),
+            total >> 20
+        );
+    } else {
+        crate::println!("workload: not cleaning (--no-clean): the guest pages keep their copy");
+    }
+    let resident = if clean {
+        Placement::Cleaned
+    } else {
+        Placement::Vram
+    };
 
     let t = clock::ticks();
     for (i, (h, _)) in objs.iter().enumerate() {
-        if obj::placement(task, *h)? != Placement::Cleaned {
-            return Err(WorkloadError::Data(i as u64, "not CLEANED after clean"));
+        if obj::placement(task, *h)? != resident {
+            return Err(WorkloadError::Data(
+                i as u64,
+                "not in VRAM after migrate/clean",
+            ));
         }
         if obj::checksum(task, *h, 0, size)? != crcs[i] {
             return Err(WorkloadError::Data(i as u64, "VRAM checksum differs"));
@@ -192,6 +219,10 @@ fn life_cycle(task: Task, n: u64, size: u64) -> Result<(), WorkloadError> {
         obj::close(task, *h)?;
     }
     port::phase(phase::DESTROYED);
+    crate::println!(
+        "BENCH workload objects={n} bytes={total} clean={} migrate_us={t_mig} clean_us={t_clean} touch_us={t_touch}",
+        u8::from(clean)
+    );
     let s = obj::device_stats()?;
     crate::println!(
         "workload: PASS: {n} objects, {} MiB migrated, {} MiB cleaned, {} MiB evicted, VRAM peak {} MiB",
