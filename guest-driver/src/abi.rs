@@ -6,8 +6,8 @@
 //! `iretq`. Arguments travel in the SysV argument registers: `rdi` = number, then `rsi`, `rdx`,
 //! `rcx`, `r8`.
 
-/// Map `count` pages: `(va, pa_list_ptr, count, flags)`. `pa_list_ptr` points to `count`
-/// u64 guest-physical page addresses. Returns 0 or a negative error.
+/// Map pages: `(va, runs_ptr, nruns, flags)`. `runs_ptr` points to `nruns` [`MapRun`]s,
+/// mapped one after another from `va`. Returns 0 or a negative error.
 pub const SYS_MAP: u64 = 0;
 /// Unmap `count` pages from `va`: `(va, count)`.
 pub const SYS_UNMAP: u64 = 1;
@@ -19,6 +19,16 @@ pub const SYS_FAULT_RETURN: u64 = 3;
 pub const SYS_PARK: u64 = 4;
 /// Deliberately fault at ring 0 (for testing the fault report): `(kind)`.
 pub const SYS_FAULT_RING0: u64 = 5;
+
+/// One run of physically contiguous pages for [`SYS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapRun {
+    /// Guest-physical address of the first page (page-aligned).
+    pub pa: u64,
+    /// Number of pages.
+    pub pages: u64,
+}
 
 /// [`SYS_MAP`] flag: the mapping is writable.
 pub const MAP_WRITE: u64 = 1;

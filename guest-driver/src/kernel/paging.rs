@@ -19,7 +19,7 @@ use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
 use x86_64::PhysAddr;
 
 use super::image;
-use crate::abi::{EEXIST, EINVAL, ENOENT, ENOMEM, MAP_WRITE};
+use crate::abi::{MapRun, EEXIST, EINVAL, ENOENT, ENOMEM, MAP_WRITE};
 
 /// Page-table pages available (each maps 2 MiB of 4 KiB pages at the last level).
 const POOL_PAGES: usize = 512;
@@ -93,6 +93,9 @@ impl State {
             let t = self.alloc_table()?;
             e.set_addr(PhysAddr::new(t as u64), TABLE);
             return Some(t);
+        }
+        if e.flags().contains(F::HUGE_PAGE) {
+            return None; // a 2 MiB mapping, not a table
         }
         Some(e.addr().as_u64() as *mut PageTable)
     }
@@ -236,105 +239,182 @@ pub fn user_buffer_ok(addr: u64, len: u64) -> bool {
         || (addr >= image::kpriv_end() && end <= ram)
 }
 
-/// Maps `count` pages at `va` to the physical pages listed at `list` (ring-3 memory).
-/// All or nothing: on error no mapping is left behind.
-pub fn map(va: u64, list: u64, count: u64, flags: u64) -> i64 {
-    if flags & !MAP_WRITE != 0 || !window_range_ok(va, count) || !user_buffer_ok(list, count * 8) {
+/// Entry bits of a 2 MiB leaf.
+const HUGE: u64 = F::HUGE_PAGE.bits();
+
+/// The page-directory entry covering `va`, made (with its tables) if `create`.
+fn pde(s: &mut State, va: u64, create: bool) -> Option<*mut u64> {
+    let pd = s.walk(va, 2, create)?;
+    // SAFETY: pd is a pool table; the index is below 512.
+    Some(unsafe { (pd as *mut u64).add(((va >> 21) & 511) as usize) })
+}
+
+/// Maps the runs of physical pages listed at `runs` ([`MapRun`]s in ring-3 memory) one after
+/// another from `va`. Where a run allows it (`va` and the physical address 2 MiB-aligned, 512
+/// pages left), one 2 MiB entry maps 512 pages; elsewhere 4 KiB entries are written in a
+/// tight loop (each instruction here is emulated). All or nothing: on error nothing stays
+/// mapped.
+pub fn map(va: u64, runs: u64, nruns: u64, flags: u64) -> i64 {
+    let run_size = core::mem::size_of::<MapRun>() as u64;
+    if flags & !MAP_WRITE != 0
+        || nruns == 0
+        || nruns > MAX_PAGES_PER_CALL
+        || !user_buffer_ok(runs, nruns * run_size)
+        || !va.is_multiple_of(PAGE_SIZE)
+        || !in_user_window(va)
+    {
         return EINVAL;
     }
     let leaf = if flags & MAP_WRITE != 0 {
         USER_RW
     } else {
         USER_RO
-    };
+    }
+    .bits();
+    let window_end = guest::USER_MAP_BASE + guest::USER_MAP_SIZE;
     let mut s = STATE.lock();
-    let mut pt: *mut PageTable = core::ptr::null_mut();
+    let mut v = va;
     let mut err = 0;
-    let mut done = 0;
-    while done < count {
-        let v = va + done * PAGE_SIZE;
-        // SAFETY: list..list+count*8 was checked to be ordinary ring-3 RAM.
-        let pa = unsafe { core::ptr::read_volatile((list + done * 8) as *const u64) };
-        if !s.user_pa_ok(pa) {
+    'runs: for r in 0..nruns {
+        // SAFETY: the run list was checked to be ordinary ring-3 RAM.
+        let run = unsafe { core::ptr::read_volatile((runs + r * run_size) as *const MapRun) };
+        let bytes = run.pages.checked_mul(PAGE_SIZE);
+        let fits = |base: u64, limit: u64| {
+            bytes
+                .and_then(|b| base.checked_add(b))
+                .is_some_and(|e| e <= limit)
+        };
+        if run.pages == 0
+            || !s.user_pa_ok(run.pa)
+            || !fits(run.pa, s.ram_size)
+            || !fits(v, window_end)
+        {
             err = EINVAL;
             break;
         }
-        if pt.is_null() || v.is_multiple_of(LARGE_PAGE_SIZE) {
-            match s.walk(v, 1, true) {
-                Some(t) => pt = t,
-                None => {
+        let (mut pa, mut left) = (run.pa, run.pages);
+        while left > 0 {
+            if v.is_multiple_of(LARGE_PAGE_SIZE)
+                && pa.is_multiple_of(LARGE_PAGE_SIZE)
+                && left >= 512
+            {
+                let Some(e) = pde(&mut s, v, true) else {
                     err = ENOMEM;
-                    break;
+                    break 'runs;
+                };
+                // SAFETY: e is an entry of a pool table; we hold the lock.
+                unsafe {
+                    if *e != 0 {
+                        err = EEXIST;
+                        break 'runs;
+                    }
+                    *e = pa | leaf | HUGE;
                 }
+                v += LARGE_PAGE_SIZE;
+                pa += LARGE_PAGE_SIZE;
+                left -= 512;
+                continue;
             }
+            let Some(e) = pde(&mut s, v, true) else {
+                err = ENOMEM;
+                break 'runs;
+            };
+            // SAFETY: e is an entry of a pool table; we hold the lock.
+            if unsafe { *e } & HUGE != 0 {
+                err = EEXIST;
+                break 'runs;
+            }
+            let Some(pt) = s.walk(v, 1, true) else {
+                err = ENOMEM;
+                break 'runs;
+            };
+            let ents = pt as *mut u64;
+            let first = ((v >> 12) & 511) as usize;
+            let n = (512 - first as u64).min(left) as usize;
+            for k in first..first + n {
+                // SAFETY: k < 512 indexes the pool table `pt`; we hold the lock.
+                unsafe {
+                    if *ents.add(k) != 0 {
+                        err = EEXIST;
+                        break 'runs;
+                    }
+                    *ents.add(k) = pa | leaf;
+                }
+                pa += PAGE_SIZE;
+                v += PAGE_SIZE;
+            }
+            left -= n as u64;
         }
-        // SAFETY: pt is the pool table covering v; we hold the lock.
-        let e = unsafe { &mut tbl(pt)[((v >> 12) & 511) as usize] };
-        if !e.is_unused() {
-            err = EEXIST;
-            break;
-        }
-        e.set_addr(PhysAddr::new(pa), leaf);
-        done += 1;
     }
     if err != 0 {
-        clear(&mut s, va, done);
+        clear(&mut s, va, (v - va) / PAGE_SIZE);
         return err;
     }
     0
 }
 
-/// Unmaps `count` pages at `va`; every one must be mapped.
+/// Unmaps `count` pages at `va`. Returns ENOENT if any of them was not mapped (the others
+/// are unmapped all the same), and EINVAL for a range that would split a 2 MiB mapping.
 pub fn unmap(va: u64, count: u64) -> i64 {
     if !window_range_ok(va, count) {
         return EINVAL;
     }
     let mut s = STATE.lock();
-    // Check first, so a bad call changes nothing.
-    let mut i = 0;
-    while i < count {
-        let v = va + i * PAGE_SIZE;
-        let Some(pt) = s.walk(v, 1, false) else {
-            return ENOENT;
-        };
-        let first = ((v >> 12) & 511) as usize;
-        let n = (512 - first as u64).min(count - i);
-        // SAFETY: pt is a pool table; we hold the lock.
-        if unsafe {
-            tbl(pt)
-                .iter()
-                .skip(first)
-                .take(n as usize)
-                .any(|e| e.is_unused())
-        } {
-            return ENOENT;
-        }
-        i += n;
+    let cleared = clear(&mut s, va, count);
+    match cleared {
+        Some(n) if n == count => 0,
+        Some(_) => ENOENT,
+        None => EINVAL,
     }
-    clear(&mut s, va, count);
-    0
 }
 
-/// Clears `count` mapped entries from `va` and flushes them from this CPU's TLB.
-fn clear(s: &mut State, va: u64, count: u64) {
-    let mut i = 0;
-    while i < count {
-        let v = va + i * PAGE_SIZE;
-        let first = ((v >> 12) & 511) as usize;
-        let n = (512 - first as u64).min(count - i);
-        if let Some(pt) = s.walk(v, 1, false) {
-            // SAFETY: pt is a pool table; we hold the lock.
-            unsafe {
-                tbl(pt)
-                    .iter_mut()
-                    .skip(first)
-                    .take(n as usize)
-                    .for_each(|e| e.set_unused())
-            };
+/// Clears the mappings of `count` pages from `va` and flushes them from this CPU's TLB.
+/// Returns how many pages were mapped, or None if the range splits a 2 MiB mapping (which
+/// is then left alone).
+fn clear(s: &mut State, va: u64, count: u64) -> Option<u64> {
+    let end = va + count * PAGE_SIZE;
+    let mut v = va;
+    let mut mapped = 0;
+    let mut whole = true;
+    while v < end {
+        let next = ((v / LARGE_PAGE_SIZE) + 1) * LARGE_PAGE_SIZE;
+        let Some(e) = pde(s, v, false) else {
+            v = next.min(end);
+            continue;
+        };
+        // SAFETY: e is an entry of a pool table; we hold the lock.
+        let entry = unsafe { *e };
+        if entry == 0 {
+            v = next.min(end);
+        } else if entry & HUGE != 0 {
+            if !v.is_multiple_of(LARGE_PAGE_SIZE) || end - v < LARGE_PAGE_SIZE {
+                whole = false;
+                v = next.min(end);
+                continue;
+            }
+            // SAFETY: as above.
+            unsafe { *e = 0 };
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(v));
+            mapped += 512;
+            v = next;
+        } else {
+            let ents = (entry & !0xfff & ((1 << 52) - 1)) as *mut u64;
+            let first = ((v >> 12) & 511) as usize;
+            let n = ((next.min(end) - v) / PAGE_SIZE) as usize;
+            for k in first..first + n {
+                // SAFETY: k < 512 indexes the page table this directory entry names, a pool
+                // table; we hold the lock.
+                unsafe {
+                    if *ents.add(k) != 0 {
+                        *ents.add(k) = 0;
+                        mapped += 1;
+                    }
+                }
+            }
+            v = next.min(end);
         }
-        i += n;
     }
-    if count > 64 {
+    if count > 32 {
         let (frame, flags) = Cr3::read();
         // SAFETY: reloading the same CR3 only flushes non-global TLB entries.
         unsafe { Cr3::write(frame, flags) };
@@ -343,4 +423,5 @@ fn clear(s: &mut State, va: u64, count: u64) {
             x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va + k * PAGE_SIZE));
         }
     }
+    whole.then_some(mapped)
 }

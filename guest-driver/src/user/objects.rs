@@ -195,7 +195,14 @@ pub fn reinit(info: &BootInfo) -> Result<(), ObjError> {
     ensure_started()?;
     let mut g = STATE.lock();
     let old = g.take().ok_or(ObjError::NoDevice)?;
-    let State { gpu, objs, next_id, next_view, counters, .. } = old;
+    let State {
+        gpu,
+        objs,
+        next_id,
+        next_view,
+        counters,
+        ..
+    } = old;
     drop(gpu);
     for o in objs.into_values() {
         if let (Some(va), true) = (o.view, o.view_present) {
@@ -521,7 +528,8 @@ pub fn map(task: Task, h: Handle) -> Result<u64, ObjError> {
             return Ok(va);
         }
         let size = o.size;
-        let va = st.next_view[task];
+        // 2 MiB-aligned, so whole 2 MiB blocks of pages map as large pages.
+        let va = st.next_view[task].next_multiple_of(pvgpu_abi::layout::LARGE_PAGE_SIZE);
         let end = va.checked_add(size).ok_or(ObjError::OutOfViews)?;
         if end > view_window(task).1 {
             return Err(ObjError::OutOfViews);

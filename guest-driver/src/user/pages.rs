@@ -22,7 +22,8 @@ static PAGES: Mutex<Option<Allocator>> = Mutex::new(None);
 /// Sets the allocator up over the RAM after the heap (vCPU 0, after the heap).
 pub fn init(info: &BootInfo) {
     let (heap, len) = super::heap::region(info);
-    let base = heap + len;
+    // 2 MiB-aligned, so whole free 64-bit words in groups of 8 are 2 MiB-aligned blocks.
+    let base = (heap + len).next_multiple_of(pvgpu_abi::layout::LARGE_PAGE_SIZE);
     let pages = (info.ram_size.saturating_sub(base) / PAGE_SIZE) as usize;
     let mut bits = vec![0u64; pages.div_ceil(64)];
     // Mark the tail of the last word as used, so it is never handed out.
@@ -56,10 +57,35 @@ pub fn alloc() -> Option<u64> {
     None
 }
 
-/// `n` pages, or none at all.
+/// Words of the bitmap per 2 MiB block.
+const BLOCK_WORDS: usize = 512 / 64;
+
+/// A free, 2 MiB-aligned block of 512 pages, taken whole.
+fn alloc_block() -> Option<u64> {
+    let mut g = PAGES.lock();
+    let a = g.as_mut()?;
+    let blocks = a.bits.len() / BLOCK_WORDS;
+    for k in 0..blocks {
+        let b = (a.hint / BLOCK_WORDS + k) % blocks;
+        let words = &mut a.bits[b * BLOCK_WORDS..(b + 1) * BLOCK_WORDS];
+        if words.iter().all(|&w| w == 0) {
+            words.iter_mut().for_each(|w| *w = u64::MAX);
+            a.free -= 512;
+            return Some(a.base + (b * 512) as u64 * PAGE_SIZE);
+        }
+    }
+    None
+}
+
+/// `n` pages, or none at all. Whole free 2 MiB blocks are used first, so that objects can
+/// be mapped with large pages; the rest are single pages.
 pub fn alloc_many(n: usize) -> Option<Vec<u64>> {
     let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
+    while n - v.len() >= 512 {
+        let Some(block) = alloc_block() else { break };
+        v.extend((0..512).map(|i| block + i * PAGE_SIZE));
+    }
+    while v.len() < n {
         match alloc() {
             Some(p) => v.push(p),
             None => {

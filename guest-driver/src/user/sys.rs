@@ -57,17 +57,23 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Result<u64, SysError> {
     }
 }
 
-/// Maps `pages` (guest-physical addresses) at `va`, one after another.
+/// Maps `pages` (guest-physical addresses) at `va`, one after another. Physically
+/// contiguous pages go to ring 0 as one run, so aligned 2 MiB stretches get one large page.
 pub fn map(va: u64, pages: &[u64], writable: bool) -> Result<(), SysError> {
+    let mut runs: alloc::vec::Vec<MapRun> = alloc::vec::Vec::new();
+    for &pa in pages {
+        match runs.last_mut() {
+            Some(r) if r.pa + r.pages * pvgpu_abi::layout::PAGE_SIZE == pa => r.pages += 1,
+            _ => runs.push(MapRun { pa, pages: 1 }),
+        }
+    }
+    map_runs(va, &runs, writable)
+}
+
+/// Maps runs of physically contiguous pages at `va`, one after another.
+pub fn map_runs(va: u64, runs: &[MapRun], writable: bool) -> Result<(), SysError> {
     let flags = if writable { MAP_WRITE } else { 0 };
-    call(
-        SYS_MAP,
-        va,
-        pages.as_ptr() as u64,
-        pages.len() as u64,
-        flags,
-    )
-    .map(|_| ())
+    call(SYS_MAP, va, runs.as_ptr() as u64, runs.len() as u64, flags).map(|_| ())
 }
 
 /// Unmaps `count` pages at `va`.

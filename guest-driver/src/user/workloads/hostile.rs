@@ -1409,11 +1409,13 @@ fn descriptor_level(t: &mut Tally, info: &BootInfo) {
             Accept::Error,
         ),
         (
+            // Every descriptor links to the next, the last back to the head; the first
+            // writable one is the start of the response buffer, where the answer is read.
             "raw: chain longer than the queue",
             core::iter::once(r(req, nop))
                 .chain((1..QSIZE).map(|i| {
                     Desc::new(
-                        resp + 64 * u64::from(i),
+                        resp + 64 * u64::from(i - 1),
                         64,
                         F_WRITE | F_NEXT,
                         (i + 1) % QSIZE,

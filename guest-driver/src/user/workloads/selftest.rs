@@ -190,7 +190,8 @@ fn map_checks(c: &mut Checker, va: u64) {
     for &pa in &pas {
         fill(pa, pa, 1);
     }
-    check!(c, sys::map(va, &pas, true).is_ok(), "map {MAP_PAGES} pages");
+    let r = sys::map(va, &pas, true);
+    check!(c, r.is_ok(), "map {MAP_PAGES} pages: {r:?}");
     let mapped = (0..MAP_PAGES).all(|i| holds(va + i as u64 * PAGE_SIZE, pas[i], 1));
     check!(
         c,
