@@ -146,3 +146,40 @@ fn without_the_gpu_object_workloads_fail_cleanly() {
     assert_eq!(r.code, Some(0), "{}", r.dump());
     assert!(r.stdout.contains("device checks skipped"), "{}", r.dump());
 }
+
+/// `hostile`: malformed requests and descriptor chains through the control queue, each
+/// refused; then the driver restarts and the selftest passes in the same boot.
+fn check_hostile(r: &common::Run, vcpus: u32) {
+    assert_eq!(r.code, Some(0), "{}", r.dump());
+    let out = &r.stdout;
+    let pass = out
+        .find("hostile: PASS")
+        .unwrap_or_else(|| panic!("no PASS\n{}", r.dump()));
+    assert!(!out.contains("hostile: FAIL"), "{}", r.dump());
+    // The selftest ran after the attack, on every vCPU, and passed.
+    let tail = &out[pass..];
+    assert!(
+        tail.contains(&format!("selftest: {vcpus} of {vcpus} vCPUs passed")),
+        "{}",
+        r.dump()
+    );
+    assert!(tail.contains("selftest: PASS"), "{}", r.dump());
+    // The VMM stayed alive and sane: no panic, no failure report.
+    for bad in ["panic", "rip="] {
+        assert!(!r.stderr.contains(bad), "VMM said {bad:?}\n{}", r.dump());
+    }
+}
+
+#[test]
+fn hostile_requests_are_refused_and_the_device_still_works() {
+    let (r, v) = stats_of(&[], &["hostile"], "hostile");
+    check_hostile(&r, 1);
+    // The device refused well over a hundred requests, and counted them.
+    assert!(num(&v, "/device/errors") >= 100.0, "{v}");
+}
+
+#[test]
+fn hostile_on_two_vcpus() {
+    let r = boot(&["--vcpus", "2"], &["hostile"]);
+    check_hostile(&r, 2);
+}
