@@ -40,6 +40,16 @@ pub enum CommandError {
     /// A bad page list.
     #[error("bad backing: {0}")]
     Backing(#[from] GuestRamError),
+    /// A page list names pages that already back a live object (or itself, twice).
+    #[error("pages {addr:#x}+{len:#x} already back object {owner}")]
+    SharedBacking {
+        /// Start of the offending entry.
+        addr: u64,
+        /// Its length.
+        len: u64,
+        /// The object those pages back.
+        owner: u32,
+    },
     /// Not enough VRAM.
     #[error(transparent)]
     Alloc(#[from] AllocError),
@@ -66,7 +76,9 @@ impl CommandError {
                 ObjectError::InvalidState { .. } => p::RESP_ERR_INVALID_STATE,
                 ObjectError::OutOfRange { .. } => p::RESP_ERR_OUT_OF_RANGE,
             },
-            CommandError::Backing(_) => p::RESP_ERR_BAD_BACKING,
+            CommandError::Backing(_) | CommandError::SharedBacking { .. } => {
+                p::RESP_ERR_BAD_BACKING
+            }
             CommandError::Alloc(AllocError::OutOfVram { .. }) => p::RESP_ERR_OUT_OF_MEMORY,
             CommandError::Alloc(_) | CommandError::Vram(_) | CommandError::Punch(_) => {
                 p::RESP_ERR_UNSPEC
@@ -357,6 +369,8 @@ impl CommandEngine {
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::Attach)?;
         let extents = self.ram.check_entries(entries, o.size)?;
+        self.check_unshared(id, &extents)?;
+        let o = self.objects.touch(id, self.tick)?;
         o.backing = Some(extents);
         Ok(())
     }
@@ -414,8 +428,12 @@ impl CommandEngine {
         let new_backing: Option<Vec<Extent>> = if entries.is_empty() {
             None
         } else {
-            Some(self.ram.check_entries(entries, o.size)?)
+            let size = o.size;
+            let n = self.ram.check_entries(entries, size)?;
+            self.check_unshared(id, &n)?;
+            Some(n)
         };
+        let o = self.objects.touch(id, self.tick)?;
         let target = match (&new_backing, &o.backing) {
             (Some(n), _) => n.as_slice(),
             (None, Some(old)) => old.as_slice(),
@@ -479,6 +497,39 @@ impl CommandEngine {
             (None, Some(b)) => Ok(guest_checksum(mem, b, offset, len)?),
             (None, None) => Err(CommandError::InvalidParameter("no data")),
         }
+    }
+
+    /// Refuses a page list that overlaps itself or the backing of another live object: the
+    /// device would otherwise copy one object's data over another's pages on EVICT.
+    fn check_unshared(&self, id: u32, extents: &[Extent]) -> Result<(), CommandError> {
+        let mut sorted: Vec<&Extent> = extents.iter().collect();
+        sorted.sort_unstable_by_key(|x| x.gpa);
+        for w in sorted.windows(2) {
+            if w[0].gpa + w[0].len > w[1].gpa {
+                let (addr, len) = (w[1].gpa, w[1].len);
+                return Err(CommandError::SharedBacking {
+                    addr,
+                    len,
+                    owner: id,
+                });
+            }
+        }
+        for o in self.objects.iter().filter(|o| o.id != id) {
+            for b in o.backing.iter().flatten() {
+                if let Some(x) = extents
+                    .iter()
+                    .find(|x| x.gpa < b.gpa + b.len && b.gpa < x.gpa + x.len)
+                {
+                    let (addr, len) = (x.gpa, x.len);
+                    return Err(CommandError::SharedBacking {
+                        addr,
+                        len,
+                        owner: o.id,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn free_vram(&mut self, off: u64, size: u64) {

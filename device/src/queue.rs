@@ -33,6 +33,8 @@ enum ChainFault {
     TooLong,
     /// A readable buffer is not guest memory.
     Unreadable,
+    /// The chain was cut short: a loop, more descriptors than the queue, or a bad `next`.
+    Truncated,
 }
 
 struct Chain {
@@ -47,7 +49,9 @@ fn gather<M: GuestMemory>(mem: &M, chain: virtio_queue::DescriptorChain<&M>) -> 
         writable: Vec::new(),
         fault: None,
     };
+    let mut more = false;
     for desc in chain {
+        more = desc.has_next();
         let len = desc.len() as usize;
         if desc.is_write_only() {
             c.writable.push((desc.addr(), len));
@@ -75,6 +79,9 @@ fn gather<M: GuestMemory>(mem: &M, chain: virtio_queue::DescriptorChain<&M>) -> 
         {
             c.fault = Some(ChainFault::Unreadable);
         }
+    }
+    if more && c.fault.is_none() {
+        c.fault = Some(ChainFault::Truncated);
     }
     c
 }
@@ -132,6 +139,12 @@ pub fn process<M: GuestMemory>(
     engine: &mut CommandEngine,
 ) -> Result<bool, QueueError> {
     if !queue.is_valid(mem) {
+        return Err(QueueError::Invalid);
+    }
+    // An avail index more than a queue's worth ahead is a broken ring (virtio-queue would
+    // silently refuse to pop anything, leaving the driver waiting forever).
+    let avail = queue.avail_idx(mem, std::sync::atomic::Ordering::Acquire)?;
+    if (avail - std::num::Wrapping(queue.next_avail())).0 > queue.size() {
         return Err(QueueError::Invalid);
     }
     let mut used_any = false;

@@ -239,3 +239,15 @@ fn queue_notify_before_driver_ok_is_ignored() {
     g.reinit();
     still_works(&mut g);
 }
+
+#[test]
+fn chains_cut_short_are_refused_not_run() {
+    let mut g = guest();
+    // A writable descriptor that loops onto itself after the request.
+    let got = run(&mut g, &[r(REQ, 24, Some(1)), w(RESP, 64, Some(1))]);
+    assert_eq!(got, (24, p::RESP_ERR_BAD_REQUEST));
+    // A `next` index outside the queue.
+    let got = run(&mut g, &[r(REQ, 24, Some(1)), w(RESP, 64, Some(0x1234))]);
+    assert_eq!(got, (24, p::RESP_ERR_BAD_REQUEST));
+    still_works(&mut g);
+}

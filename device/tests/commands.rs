@@ -396,3 +396,46 @@ fn interrupts_are_raised_once_per_batch_and_acked() {
     g.submit(&[nop.as_bytes()]).unwrap();
     assert_eq!(efd.read().unwrap(), 1);
 }
+
+#[test]
+fn pages_backing_a_live_object_cannot_back_another() {
+    let mut g = guest();
+    let size = 4 * PAGE;
+    let a = scattered(&mut g, &pattern(size as usize, 1));
+    assert_eq!(g.create(1, size), p::RESP_OK_NODATA);
+    assert_eq!(
+        g.backing_cmd(p::CMD_ATTACH_BACKING, 1, &a),
+        p::RESP_OK_NODATA
+    );
+    // Object 2 may not be given object 1's pages, at attach or at evict.
+    assert_eq!(g.create(2, size), p::RESP_OK_NODATA);
+    assert_eq!(
+        g.backing_cmd(p::CMD_ATTACH_BACKING, 2, &a),
+        p::RESP_ERR_BAD_BACKING
+    );
+    let b = scattered(&mut g, &pattern(size as usize, 2));
+    assert_eq!(
+        g.backing_cmd(p::CMD_ATTACH_BACKING, 2, &b),
+        p::RESP_OK_NODATA
+    );
+    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 2), p::RESP_OK_MIGRATE);
+    assert_eq!(g.obj_cmd(p::CMD_CLEAN, 2), p::RESP_OK_NODATA);
+    assert_eq!(g.backing_cmd(p::CMD_EVICT, 2, &a), p::RESP_ERR_BAD_BACKING);
+    // Object 1's data is untouched, and a list that names one page twice is refused too.
+    assert_eq!(
+        g.checksum(1, 0, size),
+        Ok(crc32c::crc32c(&pattern(size as usize, 1)))
+    );
+    let twice = [b[0], b[1], b[0], b[2]];
+    assert_eq!(
+        g.backing_cmd(p::CMD_EVICT, 2, &twice),
+        p::RESP_ERR_BAD_BACKING
+    );
+    // Once object 1 is gone its pages are free to use.
+    assert_eq!(g.obj_cmd(p::CMD_DESTROY, 1), p::RESP_OK_NODATA);
+    assert_eq!(g.backing_cmd(p::CMD_EVICT, 2, &a), p::RESP_OK_NODATA);
+    assert_eq!(
+        g.checksum(2, 0, size),
+        Ok(crc32c::crc32c(&pattern(size as usize, 2)))
+    );
+}
