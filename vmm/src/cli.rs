@@ -2,8 +2,9 @@
 //! [`RunConfig`].
 //!
 //! clap handles the syntax (a usage error exits 2); [`RunConfig::from_args`] checks the values
-//! (a bad value is a one-line [`ConfigError`], and the binary exits 1). Room is left for the
-//! later `bench` and `demo` subcommands.
+//! (a bad value is a one-line [`ConfigError`], and the binary exits 1). `pvgpu bench` and
+//! `pvgpu demo` take their options from [`crate::bench::BenchArgs`] and
+//! [`crate::demo::DemoArgs`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +35,10 @@ pub struct Cli {
 pub enum Command {
     /// Boot the guest kernel and run it until it exits, faults or times out.
     Run(RunArgs),
+    /// Measure pvgpu against its baselines (migrate, reclaim, latency, boot, scale, density)
+    Bench(crate::bench::BenchArgs),
+    /// Run a workload that fills, migrates, cleans and touches objects, and plot host memory
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Options of `pvgpu run`.
@@ -264,6 +269,7 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("pvgpu").chain(args.iter().copied()))?;
         match cli.command {
             Command::Run(r) => Ok(r),
+            other => panic!("not a run: {other:?}"),
         }
     }
 

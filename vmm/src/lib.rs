@@ -1,7 +1,7 @@
 //! pvgpu's VMM: a small KVM virtual machine monitor that boots the pvgpu guest kernel.
 //!
-//! The binary (`src/main.rs`) is a thin CLI over [`vm::run`]; the later `bench` and `demo`
-//! commands and the integration tests reuse this library.
+//! The binary (`src/main.rs`) is a thin CLI over [`vm::run`], [`bench`] and [`demo`]; the
+//! integration tests reuse this library.
 //!
 //! One concern per module: [`cli`] and [`size`] (command line), [`guest_ram`] (memfd-backed
 //! RAM), [`loader`] (ELF, command line, boot info), [`long_mode`] (GDT, page tables, special
@@ -9,11 +9,14 @@
 //! MMIO dispatch), [`serial`], [`exit_device`] (exit and phase ports), [`gpu`] (the pvgpu
 //! device wired to KVM: MMIO window, ioeventfd, irqfd, VRAM memslot), [`event_loop`],
 //! [`run_state`] (how a run ends, exit statuses), [`report`] (failure dumps), [`stats`],
-//! [`error`], and [`vm`] which puts them together.
+//! [`error`], and [`vm`] which puts them together. On top: [`bench`] (`pvgpu bench`), [`demo`]
+//! (`pvgpu demo`), [`plot`] (the host-memory PNG) and [`measure`] (percentiles, ratios).
 
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod cpuid;
+pub mod demo;
 pub mod error;
 pub mod event_loop;
 pub mod exit_device;
@@ -21,6 +24,8 @@ pub mod gpu;
 pub mod guest_ram;
 pub mod loader;
 pub mod long_mode;
+pub mod measure;
+pub mod plot;
 pub mod report;
 pub mod run_state;
 pub mod serial;

@@ -18,6 +18,8 @@ fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     let status = match cli.command {
         Command::Run(args) => run(&args, start),
+        Command::Bench(args) => pvgpu::bench::main(&args),
+        Command::Demo(args) => pvgpu::demo::main(&args),
     };
     std::process::exit(status);
 }

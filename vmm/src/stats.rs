@@ -41,8 +41,12 @@ pub struct MemSnapshot {
     pub guest_ram_bytes: u64,
     /// Host bytes allocated to the VRAM memfd (0 without the GPU).
     pub vram_bytes: u64,
-    /// VMM resident set size (VmRSS).
+    /// VMM resident set size (VmRSS). It includes the guest-RAM and VRAM pages the VMM
+    /// itself touched (shared memory).
     pub rss_bytes: u64,
+    /// The VMM's anonymous resident memory (RssAnon): its own heap and stacks, without the
+    /// memfd-backed guest RAM and VRAM. Growth here is the VMM's bookkeeping.
+    pub rss_anon_bytes: u64,
 }
 
 /// Measures host memory: guest RAM, VRAM, RSS. Cheap to clone; safe to use from any thread.
@@ -77,12 +81,15 @@ impl MemoryProbe {
             .map_or(0, |m| m.blocks() * 512)
     }
 
-    /// All three numbers, now.
+    /// All the numbers, now (/proc/self/status is read once for both RSS figures).
     pub fn snapshot(&self) -> MemSnapshot {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kb = |field| parse_status_kb(&status, field).map_or(0, |kb| kb * 1024);
         MemSnapshot {
             guest_ram_bytes: self.guest_ram_bytes(),
             vram_bytes: self.vram_bytes(),
-            rss_bytes: rss_bytes(),
+            rss_bytes: kb("VmRSS"),
+            rss_anon_bytes: kb("RssAnon"),
         }
     }
 }
@@ -98,7 +105,7 @@ pub struct Timeline {
 }
 
 /// A phase marker written by the guest to the phase port, with host memory at that moment.
-/// In JSON: `{phase, t_ms, guest_ram_bytes, vram_bytes, rss_bytes}`.
+/// In JSON: `{phase, t_ms, guest_ram_bytes, vram_bytes, rss_bytes, rss_anon_bytes}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhaseMark {
     /// The guest's phase number.
@@ -110,7 +117,8 @@ pub struct PhaseMark {
     pub mem: MemSnapshot,
 }
 
-/// A periodic host-memory sample. In JSON: `{t_ms, guest_ram_bytes, vram_bytes, rss_bytes}`.
+/// A periodic host-memory sample. In JSON: `{t_ms, guest_ram_bytes, vram_bytes, rss_bytes,
+/// rss_anon_bytes}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sample {
     /// When, in ms since VMM start.
@@ -395,6 +403,7 @@ mod tests {
             guest_ram_bytes,
             vram_bytes,
             rss_bytes: rss_bytes(),
+            rss_anon_bytes: 0,
         }
     }
 
@@ -409,6 +418,7 @@ mod tests {
                 guest_ram_bytes: 4096,
                 vram_bytes: 12288,
                 rss_bytes: 8192,
+                rss_anon_bytes: 4096,
             },
         });
         t.add_sample(Sample {
@@ -417,6 +427,7 @@ mod tests {
                 guest_ram_bytes: 8192,
                 vram_bytes: 0,
                 rss_bytes: 8192,
+                rss_anon_bytes: 4096,
             },
         });
         let dev = DeviceStats {
@@ -443,6 +454,7 @@ mod tests {
         assert_eq!(v["phases"][0]["phase"], 1);
         assert_eq!(v["phases"][0]["guest_ram_bytes"], 4096);
         assert_eq!(v["phases"][0]["vram_bytes"], 12288);
+        assert_eq!(v["phases"][0]["rss_anon_bytes"], 4096);
         assert!(v["phases"][0]["t_ms"].is_number() && v["phases"][0]["rss_bytes"].is_number());
         let keys = |o: &serde_json::Value| {
             let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
@@ -454,6 +466,7 @@ mod tests {
             [
                 "guest_ram_bytes",
                 "phase",
+                "rss_anon_bytes",
                 "rss_bytes",
                 "t_ms",
                 "vram_bytes"
@@ -461,7 +474,13 @@ mod tests {
         );
         assert_eq!(
             keys(&v["samples"][0]),
-            ["guest_ram_bytes", "rss_bytes", "t_ms", "vram_bytes"]
+            [
+                "guest_ram_bytes",
+                "rss_anon_bytes",
+                "rss_bytes",
+                "t_ms",
+                "vram_bytes"
+            ]
         );
         assert_eq!(v["samples"][0]["guest_ram_bytes"], 8192);
         assert_eq!(v["sample_ms"], 50);
@@ -563,6 +582,7 @@ mod tests {
         let s = p.snapshot();
         assert_eq!((s.guest_ram_bytes, s.vram_bytes), (8192, 4096));
         assert!(s.rss_bytes > 0);
+        assert!(s.rss_anon_bytes > 0 && s.rss_anon_bytes <= s.rss_bytes);
         vram.punch_hole(0, 1 << 20).unwrap();
         assert_eq!(p.vram_bytes(), 0);
         let none = MemoryProbe::new(ram, None).unwrap();
