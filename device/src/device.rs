@@ -136,6 +136,18 @@ impl PvgpuDevice {
         Ok(true)
     }
 
+    /// Whether the driver has made requests available that the device has not taken yet
+    /// (cheap: one read of the avail index). Lets the VMM poll for a while after a batch
+    /// instead of sleeping until the next notify.
+    pub fn has_pending<M: GuestMemory>(&self, mem: &M) -> bool {
+        if !self.transport.is_live() {
+            return false;
+        }
+        let q = self.transport.queue();
+        virtio_queue::QueueT::avail_idx(q, mem, std::sync::atomic::Ordering::Acquire)
+            .is_ok_and(|avail| avail.0 != virtio_queue::QueueT::next_avail(q))
+    }
+
     /// VRAM: its memfd (for the KVM memslot at `layout::VRAM_BASE`, and for host-memory
     /// accounting) and the device's own mapping.
     pub fn vram(&self) -> &Vram {

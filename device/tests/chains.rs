@@ -251,3 +251,16 @@ fn chains_cut_short_are_refused_not_run() {
     assert_eq!(got, (24, p::RESP_ERR_BAD_REQUEST));
     still_works(&mut g);
 }
+
+#[test]
+fn pending_work_is_visible_before_the_notify() {
+    let mut g = guest();
+    assert!(!g.dev.has_pending(&g.mem));
+    g.write_desc(0, r(REQ, 24, Some(1)));
+    g.write_desc(1, w(RESP, 64, None));
+    g.push_avail(0);
+    assert!(g.dev.has_pending(&g.mem), "an available chain is pending");
+    g.notify();
+    assert_eq!(g.take_used().len(), 1);
+    assert!(!g.dev.has_pending(&g.mem), "nothing pending once it was used");
+}
