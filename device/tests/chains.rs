@@ -262,5 +262,8 @@ fn pending_work_is_visible_before_the_notify() {
     assert!(g.dev.has_pending(&g.mem), "an available chain is pending");
     g.notify();
     assert_eq!(g.take_used().len(), 1);
-    assert!(!g.dev.has_pending(&g.mem), "nothing pending once it was used");
+    assert!(
+        !g.dev.has_pending(&g.mem),
+        "nothing pending once it was used"
+    );
 }
