@@ -82,7 +82,7 @@ fn bench_quick_reports_every_figure() {
     // Scale and density.
     assert_eq!(num(&v, "/scale/objects"), 10_000.0);
     let per_object = num(&v, "/scale/host_bytes_per_object");
-    assert!(per_object >= 0.0 && per_object < 1e6, "{per_object}");
+    assert!((0.0..1e6).contains(&per_object), "{per_object}");
     assert_eq!(v["density"]["ok"], true, "{}", r.dump());
     assert!(num(&v, "/density/object_bytes") > num(&v, "/density/headroom_bytes"));
     assert!(num(&v, "/density/peak_host_bytes") > 0.0);

@@ -84,6 +84,9 @@ pub struct Level {
 
 const FONT: &str = "sans-serif";
 
+/// One data series: legend name, colour, stroke width, points.
+type Line<'a> = (&'a str, RGBColor, u32, Vec<(f64, f64)>);
+
 fn register_font() -> Result<(), PlotError> {
     static DONE: OnceLock<bool> = OnceLock::new();
     let ok = *DONE.get_or_init(|| {
@@ -215,7 +218,7 @@ impl MemoryPlot {
         let series = |f: fn(&MemSnapshot) -> u64| -> Vec<(f64, f64)> {
             pts.iter().map(|p| (p.t_s, mib(f(&p.mem)))).collect()
         };
-        let lines: [(&str, RGBColor, u32, Vec<(f64, f64)>); 3] = [
+        let lines: [Line; 3] = [
             (
                 "total (guest RAM + VRAM)",
                 TOTAL,

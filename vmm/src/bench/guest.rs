@@ -244,9 +244,9 @@ impl BenchLine {
 pub fn find_bench_line(output: &str, kind: &str, key: &str) -> Option<BenchLine> {
     output
         .lines()
+        .rev()
         .filter_map(BenchLine::parse)
-        .filter(|l| l.kind == kind && l.fields.contains_key(key))
-        .last()
+        .find(|l| l.kind == kind && l.fields.contains_key(key))
 }
 
 #[cfg(test)]

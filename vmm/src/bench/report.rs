@@ -276,14 +276,14 @@ impl BenchReport {
         }
         if let Some(r) = &self.reclaim {
             row(
-                format!("reclaim: guest RAM freed / cleaned [2]"),
+                "reclaim: guest RAM freed / cleaned [2]".into(),
                 mib(r.guest_ram_freed_bytes),
                 format!("{} cleaned", mib(r.cleaned_bytes)),
                 opt(r.freed_ratio, 4),
                 ">= 0.99",
             );
             row(
-                format!("reclaim: host bytes per object byte [2]"),
+                "reclaim: host bytes per object byte [2]".into(),
                 opt(r.host_bytes_per_object_byte, 3),
                 format!(
                     "{} (--no-clean)",
