@@ -130,6 +130,8 @@ pub struct Plan {
     pub migrate_mib: u64,
     /// Object sizes for `migrate`, in MiB.
     pub object_mibs: Vec<u64>,
+    /// Guest runs per object size (the median time counts).
+    pub migrate_reps: usize,
     /// memcpy repetitions per destination.
     pub memcpy_reps: usize,
     /// `workload --objects N --mib M` for `reclaim`.
@@ -152,6 +154,7 @@ impl Plan {
         Plan {
             migrate_mib: 256,
             object_mibs: vec![1, 16, 64],
+            migrate_reps: 3,
             memcpy_reps: 5,
             reclaim_objects: 64,
             reclaim_mib: 256,
@@ -167,6 +170,7 @@ impl Plan {
         Plan {
             migrate_mib: 64,
             object_mibs: vec![1, 16, 64],
+            migrate_reps: 1,
             memcpy_reps: 3,
             reclaim_objects: 16,
             reclaim_mib: 64,
@@ -276,11 +280,21 @@ fn migrate(kernel: &Path, plan: &Plan) -> Result<MigrateReport, BenchError> {
             format!("bench-migrate --mib {} --object-mib {m}", plan.migrate_mib),
             Plan::mem_for(plan.migrate_mib),
         );
-        progress(format!("migrate: {} ...", spec.cmdline));
-        let g = run_guest(kernel, &spec, false)?;
-        let line = g.bench_line("migrate", "us")?;
-        let bytes = line.u64("bytes")?;
-        let us = line.f64("us")?;
+        progress(format!(
+            "migrate: {} ({} run{}) ...",
+            spec.cmdline,
+            plan.migrate_reps,
+            if plan.migrate_reps == 1 { "" } else { "s" }
+        ));
+        let mut times = Vec::with_capacity(plan.migrate_reps);
+        let mut bytes = 0;
+        for _ in 0..plan.migrate_reps.max(1) {
+            let g = run_guest(kernel, &spec, false)?;
+            let line = g.bench_line("migrate", "us")?;
+            bytes = line.u64("bytes")?;
+            times.push(line.f64("us")?);
+        }
+        let us = crate::measure::median(&times).ok_or(BenchError::Undefined("migrate time"))?;
         let gib = crate::measure::gib_per_s(bytes, us / 1e6)
             .ok_or(BenchError::Undefined("migrate throughput"))?;
         let copy = memcpy::measure(bytes.max(1), m * MIB_U, plan.memcpy_reps)?;

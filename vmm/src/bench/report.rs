@@ -134,7 +134,7 @@ pub struct MigrateSize {
     pub object_mib: u64,
     /// Bytes migrated in the batch.
     pub bytes: u64,
-    /// The guest-measured time of the batch, in µs.
+    /// The guest-measured time of the batch, in µs (the median over the guest runs).
     pub us: f64,
     /// MIGRATE throughput.
     pub gib_per_s: f64,
@@ -400,12 +400,12 @@ impl BenchReport {
 
 /// The table's footnotes.
 pub const FOOTNOTES: &str = "\
-[1] MIGRATE of all objects in one batch, timed by the guest; baseline: host memcpy of the same
-    bytes in chunks of the object size, in this process, this run (median of repetitions).
-    'fresh' copies into a never-touched MAP_SHARED memfd mapping, which is what MIGRATE writes
-    into (VRAM is a memfd, punched when freed), so it pays for allocating host pages; 'warm'
-    copies into an already-faulted buffer (copy only). The ratio uses 'fresh'; the JSON's
-    top-level migrate figures are those of the largest object size.
+[1] MIGRATE of all objects in one batch, timed by the guest (median over guest runs). Baseline:
+    host memcpy of the same bytes in chunks of the object size, in this process, this run
+    (median of repetitions). 'fresh' copies into a never-touched MAP_SHARED memfd mapping,
+    which is what MIGRATE writes into (VRAM is a memfd, punched when freed), so it pays for
+    allocating host pages; 'warm' copies into an already-faulted buffer (copy only). The ratio
+    uses 'fresh'; the JSON's top-level migrate figures are those of the largest object size.
 [2] `workload` with CLEAN, against the same workload with --no-clean (guest pages kept, as
     virtio-gpu does today). Host bytes = guest-RAM memfd + VRAM memfd at the 'cleaned' marker.
 [3] Guest-measured, NOP commands. The notify floor is a bare QueueNotify MMIO write caught by
@@ -590,7 +590,7 @@ mod tests {
             "density: objects of 2x free guest RAM",
             "verified",
             "[1] MIGRATE",
-            "The ratio uses 'fresh'",
+            "The ratio\n    uses 'fresh'",
         ] {
             assert!(t.contains(needle), "{needle} missing:\n{t}");
         }
