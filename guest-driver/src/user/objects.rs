@@ -107,6 +107,10 @@ impl From<SysError> for ObjError {
 pub struct Counters {
     /// Faults on views resolved.
     pub faults: u64,
+    /// The same, per task.
+    pub task_faults: [u64; MAX_VCPUS as usize],
+    /// Guest pages each task's cleaned objects gave back.
+    pub task_pages_cleaned: [u64; MAX_VCPUS as usize],
     /// Objects evicted to make VRAM room (LRU).
     pub lru_evictions: u64,
     /// Objects migrated and cleaned to free guest pages.
@@ -362,12 +366,19 @@ impl State {
         }
         // The view was hidden by migrate, so nothing maps the pages.
         self.gpu.submit_one(Cmd::clean(id))?;
-        let o = self.obj_by_id(id)?;
+        self.cleaned(id)
+    }
+
+    /// Records that CLEAN of `id` completed: its fence has signalled, so the host is done with
+    /// the pages and they go back to the allocator.
+    fn cleaned(&mut self, id: u32) -> Result<(), ObjError> {
+        let o = self.objs.get_mut(&id).ok_or(ObjError::BadHandle)?;
         o.placement = Placement::Cleaned;
-        // The fence has signalled: the host is done with these pages.
-        for pa in core::mem::take(&mut o.pages) {
-            pages::free(pa);
+        let pages = core::mem::take(&mut o.pages);
+        if let Some(n) = self.counters.task_pages_cleaned.get_mut(o.owner) {
+            *n += pages.len() as u64;
         }
+        pages.into_iter().for_each(pages::free);
         Ok(())
     }
 
@@ -622,12 +633,7 @@ pub fn clean_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
         let result = st.gpu.submit(&mut cmds);
         for (h, c) in in_vram.iter().zip(&cmds) {
             if c.status().is_some_and(|hdr| hdr.type_ == p::RESP_OK_NODATA) {
-                let o = st.obj_by_id(h.0)?;
-                o.placement = Placement::Cleaned;
-                // Its fence has signalled: the host is done with these pages.
-                for pa in core::mem::take(&mut o.pages) {
-                    pages::free(pa);
-                }
+                st.cleaned(h.0)?;
             }
         }
         result.map_err(ObjError::from)
@@ -722,6 +728,9 @@ fn resolve_fault(addr: u64, cpu: usize) -> bool {
     };
     if ok {
         st.counters.faults += 1;
+        if let Some(n) = st.counters.task_faults.get_mut(cpu) {
+            *n += 1;
+        }
         st.tick += 1;
         let tick = st.tick;
         if let Ok(o) = st.obj_by_id(id) {

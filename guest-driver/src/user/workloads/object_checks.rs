@@ -12,7 +12,6 @@ use super::selftest::Checker;
 use crate::check;
 use crate::user::gpu::Cmd;
 use crate::user::objects::{self as obj, Handle, ObjError, Placement, Task};
-use crate::user::pages;
 
 /// Bytes of the object the checks use (16 pages).
 const SIZE: u64 = 16 * PAGE_SIZE;
@@ -131,13 +130,13 @@ pub fn run(c: &mut Checker, task: Task) {
     );
 
     // VRAM -> CLEANED: the pages go back to the allocator only after the fence.
-    let (free_before, _) = pages::counts();
+    let before = obj::counters().task_pages_cleaned[task];
     check!(c, obj::clean(task, h).is_ok(), "clean");
-    let (free_after, _) = pages::counts();
+    let freed = obj::counters().task_pages_cleaned[task] - before;
     check!(
         c,
-        free_after == free_before + (SIZE / PAGE_SIZE) as usize,
-        "clean gives the pages back ({free_before} -> {free_after})"
+        freed == SIZE / PAGE_SIZE,
+        "clean gives the pages back ({freed} pages)"
     );
     check!(
         c,
@@ -200,7 +199,7 @@ pub fn run(c: &mut Checker, task: Task) {
     );
 
     // Demand paging: touching the view of a CLEANED object faults it back.
-    let faults = obj::counters().faults;
+    let faults = obj::counters().task_faults[task];
     if va != 0 {
         // SAFETY: `va` is this object's view, SIZE bytes long; the read faults and is resolved
         // by evicting the object into fresh pages.
@@ -208,7 +207,7 @@ pub fn run(c: &mut Checker, task: Task) {
         check!(c, first == b'p', "read through the view after clean");
         check!(
             c,
-            obj::counters().faults == faults + 1,
+            obj::counters().task_faults[task] == faults + 1,
             "one fault brought the object back"
         );
         check!(
