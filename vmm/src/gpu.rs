@@ -17,7 +17,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use pvgpu_abi::layout;
@@ -62,6 +62,58 @@ pub enum GpuError {
     /// Host-memory accounting of VRAM could not be set up.
     #[error(transparent)]
     Stats(#[from] StatsError),
+    /// The device thread's epoll set could not be made.
+    #[error("GPU device thread: {0}")]
+    Events(#[from] event_manager::Error),
+    /// The device thread could not be started.
+    #[error("cannot start the GPU device thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The thread that serves the control queue, with an event loop of its own, so a long
+/// MIGRATE or CLEAN never delays the main loop (timeout, exit, host-memory sampling).
+pub struct DeviceThread {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the device thread looks at its stop flag while idle.
+const DEVICE_THREAD_TICK_MS: i32 = 20;
+
+impl DeviceThread {
+    /// Starts serving `worker` (from [`Gpu::take_queue_worker`]).
+    pub fn spawn(worker: Subscriber) -> Result<Self, GpuError> {
+        let mut manager = event_manager::EventManager::<Subscriber>::new()?;
+        manager.add_subscriber(worker);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("pvgpu-gpu".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                    if let Err(e) = manager.run_with_timeout(DEVICE_THREAD_TICK_MS) {
+                        log::error!("GPU device thread: {e}");
+                        break;
+                    }
+                }
+            })
+            .map_err(GpuError::Thread)?;
+        Ok(DeviceThread {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for DeviceThread {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            if h.join().is_err() {
+                log::error!("the GPU device thread panicked");
+            }
+        }
+    }
 }
 
 /// The device as the MMIO bus and the event loop see it: the device model plus the guest

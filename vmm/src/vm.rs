@@ -22,7 +22,7 @@ use crate::error::VmmError;
 use crate::event_loop::EventLoop;
 use crate::event_loop::Sampler;
 use crate::exit_device::{ExitDevice, PhaseDevice};
-use crate::gpu::Gpu;
+use crate::gpu::{DeviceThread, Gpu};
 use crate::guest_ram::GuestRam;
 use crate::loader;
 use crate::long_mode;
@@ -179,9 +179,10 @@ pub fn run_with_output(
 
     vcpu::install_kick_handler()?;
     let mut event_loop = EventLoop::new(state.clone(), config.timeout)?;
-    if let Some(worker) = gpu.as_mut().and_then(Gpu::take_queue_worker) {
-        event_loop.add(worker);
-    }
+    let device_thread = match gpu.as_mut().and_then(Gpu::take_queue_worker) {
+        Some(worker) => Some(DeviceThread::spawn(worker)?),
+        None => None,
+    };
     if let Some(every) = config.sample_interval {
         event_loop.add(Arc::new(Mutex::new(Sampler::new(
             every,
@@ -244,6 +245,7 @@ pub fn run_with_output(
     // mapping stays alive as long as any vCPU thread might run: one that did not stop above
     // still holds the MMIO bus, which holds the device.
     drop(event_loop);
+    drop(device_thread);
     drop(gpu);
     Ok(RunOutcome {
         end,
