@@ -6,7 +6,9 @@ use alloc::vec::Vec;
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
+use super::request as rq;
 use super::GpuError;
+use core::mem::size_of;
 
 /// A command and its response buffer.
 pub struct Cmd {
@@ -25,11 +27,12 @@ pub struct Cmd {
 }
 
 impl Cmd {
-    fn new<T: Wire>(req: &T, ok_type: u32, resp_len: usize) -> Cmd {
-        let hdr = CtrlHdr::read_from(req.as_bytes()).unwrap_or_default();
+    /// A command of request bytes `req` expecting a response of type `ok_type`.
+    fn new(req: Vec<u8>, ok_type: u32, resp_len: usize) -> Cmd {
+        let hdr = CtrlHdr::read_from(&req).unwrap_or_default();
         Cmd {
             name: p::command_name(hdr.type_),
-            req: req.as_bytes().to_vec(),
+            req,
             resp: vec![0; resp_len],
             used: 0,
             ok_type,
@@ -37,7 +40,7 @@ impl Cmd {
         }
     }
 
-    fn nodata<T: Wire>(req: &T) -> Cmd {
+    fn nodata(req: Vec<u8>) -> Cmd {
         Cmd::new(req, p::RESP_OK_NODATA, core::mem::size_of::<CtrlHdr>())
     }
 
@@ -99,123 +102,78 @@ impl Cmd {
     /// GET_INFO.
     pub fn get_info() -> Cmd {
         Cmd::new(
-            &CtrlHdr::new(p::CMD_GET_INFO),
+            rq::header(p::CMD_GET_INFO),
             p::RESP_OK_INFO,
-            core::mem::size_of::<p::RespInfo>(),
+            size_of::<p::RespInfo>(),
         )
     }
 
     /// STATS.
     pub fn stats() -> Cmd {
         Cmd::new(
-            &CtrlHdr::new(p::CMD_STATS),
+            rq::header(p::CMD_STATS),
             p::RESP_OK_STATS,
-            core::mem::size_of::<p::RespStats>(),
+            size_of::<p::RespStats>(),
         )
     }
 
     /// NOP.
     pub fn nop() -> Cmd {
-        Cmd::nodata(&CtrlHdr::new(p::CMD_NOP))
+        Cmd::nodata(rq::header(p::CMD_NOP))
     }
 
     /// CREATE an object of `size` bytes.
     pub fn create(id: u32, size: u64) -> Cmd {
-        Cmd::nodata(&p::ReqCreate {
-            hdr: CtrlHdr::new(p::CMD_CREATE),
-            object_id: id,
-            flags: 0,
-            size,
-        })
-    }
-
-    fn object(cmd: u32, id: u32) -> p::ReqObject {
-        p::ReqObject {
-            hdr: CtrlHdr::new(cmd),
-            object_id: id,
-            padding: 0,
-        }
+        Cmd::nodata(rq::create(id, 0, size))
     }
 
     /// DESTROY.
     pub fn destroy(id: u32) -> Cmd {
-        Cmd::nodata(&Cmd::object(p::CMD_DESTROY, id))
+        Cmd::nodata(rq::object(p::CMD_DESTROY, id))
     }
 
     /// MIGRATE: the response carries the object's VRAM offset.
     pub fn migrate(id: u32) -> Cmd {
         Cmd::new(
-            &Cmd::object(p::CMD_MIGRATE, id),
+            rq::object(p::CMD_MIGRATE, id),
             p::RESP_OK_MIGRATE,
-            core::mem::size_of::<p::RespMigrate>(),
+            size_of::<p::RespMigrate>(),
         )
     }
 
     /// CLEAN.
     pub fn clean(id: u32) -> Cmd {
-        Cmd::nodata(&Cmd::object(p::CMD_CLEAN, id))
-    }
-
-    fn backing(cmd: u32, id: u32, pages: &[u64]) -> Cmd {
-        let entries = coalesce(pages);
-        let head = p::ReqBacking {
-            hdr: CtrlHdr::new(cmd),
-            object_id: id,
-            nr_entries: entries.len() as u32,
-        };
-        let mut c = Cmd::nodata(&head);
-        for e in &entries {
-            c.req.extend_from_slice(e.as_bytes());
-        }
-        c
+        Cmd::nodata(rq::object(p::CMD_CLEAN, id))
     }
 
     /// ATTACH_BACKING with `pages` (contiguous runs are merged into one entry).
     pub fn attach(id: u32, pages: &[u64]) -> Cmd {
-        Cmd::backing(p::CMD_ATTACH_BACKING, id, pages)
+        let e = coalesce(pages);
+        Cmd::nodata(rq::backing(p::CMD_ATTACH_BACKING, id, e.len() as u32, &e))
     }
 
     /// EVICT into `pages` (empty: into the current backing).
     pub fn evict(id: u32, pages: &[u64]) -> Cmd {
-        Cmd::backing(p::CMD_EVICT, id, pages)
+        let e = coalesce(pages);
+        Cmd::nodata(rq::backing(p::CMD_EVICT, id, e.len() as u32, &e))
     }
 
     /// FILL `length` bytes at `offset` with `value`.
     pub fn fill(id: u32, offset: u64, length: u64, value: u8) -> Cmd {
-        Cmd::nodata(&p::ReqFill {
-            hdr: CtrlHdr::new(p::CMD_FILL),
-            object_id: id,
-            value: value as u32,
-            offset,
-            length,
-        })
+        Cmd::nodata(rq::fill(id, offset, length, value.into()))
     }
 
     /// COPY `length` bytes.
     pub fn copy(dst: u32, dst_offset: u64, src: u32, src_offset: u64, length: u64) -> Cmd {
-        Cmd::nodata(&p::ReqCopy {
-            hdr: CtrlHdr::new(p::CMD_COPY),
-            dst_id: dst,
-            src_id: src,
-            dst_offset,
-            src_offset,
-            length,
-        })
+        Cmd::nodata(rq::copy(dst, dst_offset, src, src_offset, length))
     }
 
     /// CHECKSUM of a range.
     pub fn checksum(id: u32, offset: u64, length: u64) -> Cmd {
-        let r = p::ReqRange {
-            hdr: CtrlHdr::new(p::CMD_CHECKSUM),
-            object_id: id,
-            padding: 0,
-            offset,
-            length,
-        };
         Cmd::new(
-            &r,
+            rq::checksum(id, offset, length),
             p::RESP_OK_CHECKSUM,
-            core::mem::size_of::<p::RespChecksum>(),
+            size_of::<p::RespChecksum>(),
         )
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod cmd;
 pub mod hal;
+pub mod request;
 
 use alloc::vec::Vec;
 

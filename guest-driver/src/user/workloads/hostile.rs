@@ -29,6 +29,9 @@ use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
 use super::{selftest, EXIT_FAILED, EXIT_OK};
 use crate::user::gpu::cmd::coalesce;
+use crate::user::gpu::request::{
+    backing, checksum, copy, create, fill, header as hdr_only, object as obj,
+};
 use crate::user::gpu::Cmd;
 use crate::user::smp::{self, Job};
 use crate::user::{objects, pages};
@@ -99,46 +102,7 @@ fn type_name(t: u32) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Request builders (raw bytes, so they can be cut short or carry any value).
-
-fn hdr_only(t: u32) -> Vec<u8> {
-    CtrlHdr::new(t).as_bytes().to_vec()
-}
-
-fn create(id: u32, flags: u32, size: u64) -> Vec<u8> {
-    let r = p::ReqCreate {
-        hdr: CtrlHdr::new(p::CMD_CREATE),
-        object_id: id,
-        flags,
-        size,
-    };
-    r.as_bytes().to_vec()
-}
-
-fn obj(cmd: u32, id: u32) -> Vec<u8> {
-    p::ReqObject {
-        hdr: CtrlHdr::new(cmd),
-        object_id: id,
-        padding: 0,
-    }
-    .as_bytes()
-    .to_vec()
-}
-
-/// ATTACH_BACKING or EVICT with `nr` in the header and `entries` after it (they may differ).
-fn backing(cmd: u32, id: u32, nr: u32, entries: &[MemEntry]) -> Vec<u8> {
-    let mut v = p::ReqBacking {
-        hdr: CtrlHdr::new(cmd),
-        object_id: id,
-        nr_entries: nr,
-    }
-    .as_bytes()
-    .to_vec();
-    for e in entries {
-        v.extend_from_slice(e.as_bytes());
-    }
-    v
-}
+// Request helpers (raw bytes from gpu::request, so they can be cut short or carry any value).
 
 /// ATTACH_BACKING or EVICT with a consistent entry count.
 fn sg(cmd: u32, id: u32, entries: &[MemEntry]) -> Vec<u8> {
@@ -151,40 +115,6 @@ fn ent(addr: u64, length: u32) -> MemEntry {
         length,
         padding: 0,
     }
-}
-
-fn fill(id: u32, offset: u64, length: u64, value: u32) -> Vec<u8> {
-    let r = p::ReqFill {
-        hdr: CtrlHdr::new(p::CMD_FILL),
-        object_id: id,
-        value,
-        offset,
-        length,
-    };
-    r.as_bytes().to_vec()
-}
-
-fn copy(dst_id: u32, dst_offset: u64, src_id: u32, src_offset: u64, length: u64) -> Vec<u8> {
-    let r = p::ReqCopy {
-        hdr: CtrlHdr::new(p::CMD_COPY),
-        dst_id,
-        src_id,
-        dst_offset,
-        src_offset,
-        length,
-    };
-    r.as_bytes().to_vec()
-}
-
-fn checksum(id: u32, offset: u64, length: u64) -> Vec<u8> {
-    let r = p::ReqRange {
-        hdr: CtrlHdr::new(p::CMD_CHECKSUM),
-        object_id: id,
-        padding: 0,
-        offset,
-        length,
-    };
-    r.as_bytes().to_vec()
 }
 
 fn cut(mut v: Vec<u8>, n: usize) -> Vec<u8> {

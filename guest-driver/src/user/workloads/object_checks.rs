@@ -42,12 +42,7 @@ fn raw_status(c: Cmd) -> u32 {
 }
 
 fn obj_cmd(cmd: u32, id: u32) -> Cmd {
-    let r = p::ReqObject {
-        hdr: p::CtrlHdr::new(cmd),
-        object_id: id,
-        padding: 0,
-    };
-    Cmd::raw(p::Wire::as_bytes(&r).to_vec(), 64)
+    Cmd::raw(crate::user::gpu::request::object(cmd, id), 64)
 }
 
 /// Runs the checks for task `task`.
