@@ -6,6 +6,7 @@ use vm_memory::GuestMemory;
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
+use crate::backing_index::BackingIndex;
 use crate::guest_ram::{Extent, GuestRam, GuestRamError, GuestRamPunch};
 use crate::object::{ObjectError, ObjectTable, Op, Placement};
 use crate::stats::DeviceStats;
@@ -116,6 +117,8 @@ pub struct CommandEngine {
     objects: ObjectTable,
     ram: GuestRam,
     punch: Box<dyn GuestRamPunch + Send>,
+    /// The backing pages of every live object, to refuse lists that would share them.
+    backing: BackingIndex,
     stats: DeviceStats,
     tick: u64,
     enabled: bool,
@@ -176,6 +179,7 @@ impl CommandEngine {
             objects: ObjectTable::new(config.max_objects.min(p::MAX_OBJECTS)),
             ram: config.ram,
             punch,
+            backing: BackingIndex::default(),
             stats,
             tick: 0,
             enabled: true,
@@ -209,6 +213,7 @@ impl CommandEngine {
 
     /// Destroys every object and frees all VRAM (device reset). Guest pages are untouched.
     pub fn reset(&mut self) {
+        self.backing.clear();
         for o in self.objects.drain() {
             if let Some(off) = o.vram_offset {
                 self.free_vram(off, o.size);
@@ -359,6 +364,7 @@ impl CommandEngine {
 
     fn destroy(&mut self, id: u32) -> Result<(), CommandError> {
         let o = self.objects.remove(id)?;
+        self.backing.remove(o.backing.as_deref().unwrap_or(&[]));
         if let Some(off) = o.vram_offset {
             self.free_vram(off, o.size);
         }
@@ -370,6 +376,7 @@ impl CommandEngine {
         o.check(Op::Attach)?;
         let extents = self.ram.check_entries(entries, o.size)?;
         self.check_unshared(id, &extents)?;
+        self.backing.insert(id, &extents);
         let o = self.objects.touch(id, self.tick)?;
         o.backing = Some(extents);
         Ok(())
@@ -398,6 +405,7 @@ impl CommandEngine {
         // The object is CLEANED whatever happens below: VRAM holds the data.
         let backing = o.backing.take().unwrap_or_default();
         o.placement = Placement::Cleaned;
+        self.backing.remove(&backing);
         let mut failure = None;
         for x in &backing {
             // Re-check: only guest RAM is ever punched.
@@ -442,6 +450,8 @@ impl CommandEngine {
         let off = o.vram_offset.unwrap_or_default();
         self.vram.copy_to_guest(mem, target, off)?;
         if let Some(n) = new_backing {
+            self.backing.remove(o.backing.as_deref().unwrap_or(&[]));
+            self.backing.insert(id, &n);
             o.backing = Some(n);
         }
         o.placement = Placement::System;
@@ -502,34 +512,14 @@ impl CommandEngine {
     /// Refuses a page list that overlaps itself or the backing of another live object: the
     /// device would otherwise copy one object's data over another's pages on EVICT.
     fn check_unshared(&self, id: u32, extents: &[Extent]) -> Result<(), CommandError> {
-        let mut sorted: Vec<&Extent> = extents.iter().collect();
-        sorted.sort_unstable_by_key(|x| x.gpa);
-        for w in sorted.windows(2) {
-            if w[0].gpa + w[0].len > w[1].gpa {
-                let (addr, len) = (w[1].gpa, w[1].len);
-                return Err(CommandError::SharedBacking {
-                    addr,
-                    len,
-                    owner: id,
-                });
-            }
+        match self.backing.conflict(id, extents) {
+            None => Ok(()),
+            Some(c) => Err(CommandError::SharedBacking {
+                addr: c.extent.gpa,
+                len: c.extent.len,
+                owner: c.owner,
+            }),
         }
-        for o in self.objects.iter().filter(|o| o.id != id) {
-            for b in o.backing.iter().flatten() {
-                if let Some(x) = extents
-                    .iter()
-                    .find(|x| x.gpa < b.gpa + b.len && b.gpa < x.gpa + x.len)
-                {
-                    let (addr, len) = (x.gpa, x.len);
-                    return Err(CommandError::SharedBacking {
-                        addr,
-                        len,
-                        owner: o.id,
-                    });
-                }
-            }
-        }
-        Ok(())
     }
 
     fn free_vram(&mut self, off: u64, size: u64) {

@@ -8,9 +8,11 @@
 //!
 //! One concern per module: [`transport`] (registers), [`queue`] (descriptor chains),
 //! [`commands`] (requests → responses), [`object`] (life cycle), [`vram`] (VRAM memory and
-//! copies), [`vram_alloc`] (VRAM ranges), [`guest_ram`] (RAM ranges, page lists, punching),
+//! copies), [`vram_alloc`] (VRAM ranges), [`guest_ram`] (RAM ranges, page lists, punching), [`backing_index`] (which pages back
+//! which object),
 //! [`stats`] (counters), [`memfd`].
 
+pub mod backing_index;
 pub mod commands;
 pub mod device;
 pub mod guest_ram;
