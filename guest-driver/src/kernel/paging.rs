@@ -194,15 +194,21 @@ pub fn init(info: &BootInfo) {
         (info.vram_base, info.vram_size, USER_RW),
     ];
     for (base, size, flags) in windows {
+        let bits = (flags | F::HUGE_PAGE).bits();
+        let end = base + size;
         let mut pa = base & !(LARGE_PAGE_SIZE - 1);
-        while size > 0 && pa < base + size {
+        while size > 0 && pa < end {
+            // One directory (1 GiB) at a time, with a plain store loop: a 64 GiB VRAM window
+            // is 32768 entries, and each instruction here is emulated.
             let Some(pd) = s.walk(pa, 2, true) else { break };
-            // SAFETY: pd is a pool table; we hold the lock.
-            unsafe {
-                tbl(pd)[((pa >> 21) & 511) as usize]
-                    .set_addr(PhysAddr::new(pa), flags | F::HUGE_PAGE)
-            };
-            pa += LARGE_PAGE_SIZE;
+            let entries = pd as *mut u64;
+            let gib_end = ((pa >> 30) + 1) << 30;
+            while pa < end.min(gib_end) {
+                // SAFETY: pa lies in the 1 GiB that `pd` maps, so the index is below 512; we
+                // hold the lock.
+                unsafe { entries.add(((pa >> 21) & 511) as usize).write(pa | bits) };
+                pa += LARGE_PAGE_SIZE;
+            }
         }
     }
 }
