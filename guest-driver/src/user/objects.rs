@@ -506,8 +506,21 @@ pub fn placement(task: Task, h: Handle) -> Result<Placement, ObjError> {
     with(|st| Ok(st.obj(task, h)?.placement))
 }
 
-/// Copies `data` into the object at `offset` (pwrite).
+/// Whether `buf` lies (partly) in the user-map window, where object views live. Touching a
+/// view can fault, and the fault resolver needs the object lock, so such buffers are never
+/// touched while the lock is held.
+fn in_views(buf: &[u8]) -> bool {
+    let (start, len) = (buf.as_ptr() as u64, buf.len() as u64);
+    start < USER_MAP_BASE + pvgpu_abi::layout::guest::USER_MAP_SIZE && start + len > USER_MAP_BASE
+}
+
+/// Copies `data` into the object at `offset` (pwrite). `data` may be another object's view.
 pub fn write_at(task: Task, h: Handle, offset: u64, data: &[u8]) -> Result<(), ObjError> {
+    if in_views(data) {
+        // Fault the source in now, outside the lock.
+        let bounce: Vec<u8> = data.to_vec();
+        return write_at(task, h, offset, &bounce);
+    }
     with(|st| {
         st.check_range(task, h, offset, data.len())?;
         st.pieces(h, offset, data.len(), |addr, n, at| {
@@ -518,8 +531,15 @@ pub fn write_at(task: Task, h: Handle, offset: u64, data: &[u8]) -> Result<(), O
     })
 }
 
-/// Copies from the object at `offset` into `buf` (pread).
+/// Copies from the object at `offset` into `buf` (pread). `buf` may be another object's view.
 pub fn read_at(task: Task, h: Handle, offset: u64, buf: &mut [u8]) -> Result<(), ObjError> {
+    if in_views(buf) {
+        // Read into memory no fault can hit, then copy out after the lock is released.
+        let mut bounce = alloc::vec![0u8; buf.len()];
+        read_at(task, h, offset, &mut bounce)?;
+        buf.copy_from_slice(&bounce);
+        return Ok(());
+    }
     with(|st| {
         st.check_range(task, h, offset, buf.len())?;
         let out = buf.as_mut_ptr();

@@ -243,6 +243,50 @@ pub fn run(c: &mut Checker, task: Task) {
         "evict of SYSTEM refused"
     );
 
+    // read_at and write_at between objects' views (which fault, outside the object lock).
+    if let (Ok(h3), true) = (obj::create(task, SIZE), va != 0) {
+        check!(
+            c,
+            obj::migrate(task, h).is_ok() && obj::clean(task, h).is_ok(),
+            "clean the first object again"
+        );
+        // SAFETY: `va` is the first object's view (absent now: reading it faults it back).
+        let src = unsafe { core::slice::from_raw_parts(va as *const u8, SIZE as usize) };
+        check!(
+            c,
+            obj::write_at(task, h3, 0, src).is_ok(),
+            "write_at from a view that faults"
+        );
+        check!(
+            c,
+            read_all(task, h3, SIZE as usize).as_deref() == Some(&expect[..]),
+            "data copied from the view"
+        );
+        check!(
+            c,
+            obj::migrate(task, h).is_ok() && obj::clean(task, h).is_ok(),
+            "clean it once more"
+        );
+        // SAFETY: as above, now as the destination of a read.
+        let dst = unsafe { core::slice::from_raw_parts_mut(va as *mut u8, SIZE as usize) };
+        check!(
+            c,
+            obj::read_at(task, h3, 0, dst).is_ok(),
+            "read_at into a view that faults"
+        );
+        check!(
+            c,
+            obj::placement(task, h) == Ok(Placement::System),
+            "the view faulted its object back"
+        );
+        check!(
+            c,
+            obj::checksum(task, h, 0, SIZE) == Ok(crc32c(&expect)),
+            "data intact after the round trip"
+        );
+        check!(c, obj::close(task, h3).is_ok(), "close the third object");
+    }
+
     // A second object: COPY between objects.
     if let Ok(h2) = obj::create(task, SIZE) {
         let ok = obj::migrate(task, h2).is_ok() && obj::migrate(task, h).is_ok();
