@@ -101,7 +101,10 @@ mod tests {
             b.conflict(3, &[x(0x2000, 0x1000)]).map(|c| c.owner),
             Some(1)
         );
-        assert_eq!(b.conflict(3, &[x(0x3000, 0x2000)]).map(|c| c.owner), Some(2));
+        assert_eq!(
+            b.conflict(3, &[x(0x3000, 0x2000)]).map(|c| c.owner),
+            Some(2)
+        );
         assert!(b.conflict(3, &[x(0, 0x10000)]).is_some());
         assert_eq!(b.conflict(3, &[x(0x8fff_f000, 0x1000)]), None);
         // An object may be given pages it already has, but not its neighbour's.
