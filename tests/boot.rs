@@ -130,3 +130,29 @@ fn twenty_boots_in_a_row() {
         assert_eq!(r.code, Some(i as i32), "boot {i}: {}", r.dump());
     }
 }
+
+#[test]
+fn an_instruction_the_emulator_lacks_gets_a_clear_report() {
+    let r = boot(&[], &["fault-ring0", "emulator"]);
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        // PVM interprets ring 0: int3 is not in KVM's emulator.
+        assert_eq!(r.code, Some(120), "{}", r.dump());
+        let e = r.stderr.to_lowercase();
+        assert!(e.contains("emulation failure"), "{}", r.dump());
+        assert!(e.contains("rip=") && e.contains("cr3="), "{}", r.dump());
+        // The instruction bytes at RIP start with the int3 (cc).
+        let code = e
+            .lines()
+            .find(|l| l.contains("code at rip"))
+            .unwrap_or_default();
+        assert!(
+            code.split(": ").nth(1).is_some_and(|b| b.starts_with("cc")),
+            "{}",
+            r.dump()
+        );
+    } else {
+        // With VMX/SVM the int3 runs and the guest's own #BP report ends it.
+        assert_eq!(r.code, Some(64 + 3), "{}", r.dump());
+        assert!(r.stdout.contains("#BP"), "{}", r.dump());
+    }
+}
