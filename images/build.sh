@@ -3,6 +3,10 @@
 # Idempotent: cargo rebuilds only what changed, and the copy is skipped when identical.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+for tool in cargo rustup; do
+    command -v "$tool" >/dev/null || { echo "images/build.sh: $tool is missing: install rustup (https://rustup.rs); rust-toolchain.toml then installs the pinned toolchain and target" >&2; exit 1; }
+done
+command -v cc >/dev/null || { echo "images/build.sh: no C compiler/linker (cc) for the host build: apt-get install build-essential" >&2; exit 1; }
 out="$root/images/out"
 mkdir -p "$out"
 profile=${PVGPU_GUEST_PROFILE:-release}
