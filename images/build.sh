@@ -26,4 +26,19 @@ if command -v objdump >/dev/null; then
         exit 1
     fi
 fi
+# Every indirect call through memory (the GOT) must read a slot ring 3 cannot write: one below
+# __readonly_end. A writable slot would let ring 3 redirect ring 0's calls to its own code.
+if command -v objdump >/dev/null && command -v nm >/dev/null; then
+    ro_end=$(nm "$out/pvgpu-guest" | awk '$3 == "__readonly_end" {print $1}')
+    bad=""
+    for slot in $(objdump -d -M intel "$out/pvgpu-guest" \
+        | grep -oE 'call +QWORD PTR \[rip\+0x[0-9a-f]+\] +# [0-9a-f]+' | awk '{print $NF}' | sort -u); do
+        if [ $((16#$slot)) -ge $((16#${ro_end:-0})) ]; then bad="$bad $slot"; fi
+    done
+    if [ -z "$ro_end" ] || [ -n "$bad" ]; then
+        echo "images/build.sh: indirect calls through writable memory (or no __readonly_end):" >&2
+        echo "$bad" >&2
+        exit 1
+    fi
+fi
 echo "images/out/pvgpu-guest ($(stat -c %s "$out/pvgpu-guest") bytes)"
