@@ -23,8 +23,9 @@ use crate::abi::{MapRun, EEXIST, EINVAL, ENOENT, ENOMEM, MAP_WRITE};
 
 /// Page-table pages available (each maps 2 MiB of 4 KiB pages at the last level).
 const POOL_PAGES: usize = 512;
-/// Most pages one map or unmap call may cover (4 GiB).
-pub const MAX_PAGES_PER_CALL: u64 = 1 << 20;
+/// Most pages one map or unmap call may cover (1 GiB): bounds the time one call holds the
+/// page-table lock in the emulator. Ring 3 splits larger views.
+pub const MAX_PAGES_PER_CALL: u64 = 1 << 18;
 
 #[repr(C, align(4096))]
 struct Pool([PageTable; POOL_PAGES]);
@@ -36,12 +37,21 @@ struct State {
     /// Pool pages handed out so far; pool page 0 is the PML4.
     used: usize,
     ram_size: u64,
+    /// Present entries of each pool page used as a last-level table of the user-map window,
+    /// so a table is given back when its last mapping goes.
+    present: [u16; POOL_PAGES],
+    /// Pool pages given back (all zero), to hand out before new ones.
+    free: [u16; POOL_PAGES],
+    nfree: usize,
 }
 
 #[link_section = ".kdata"]
 static STATE: Mutex<State> = Mutex::new(State {
     used: 0,
     ram_size: 0,
+    present: [0; POOL_PAGES],
+    free: [0; POOL_PAGES],
+    nfree: 0,
 });
 
 const TABLE: F = F::PRESENT.union(F::WRITABLE).union(F::USER_ACCESSIBLE);
@@ -66,12 +76,21 @@ fn pool_table(i: usize) -> *mut PageTable {
 
 impl State {
     fn alloc_table(&mut self) -> Option<*mut PageTable> {
+        if self.nfree > 0 {
+            self.nfree -= 1;
+            return Some(pool_table(self.free[self.nfree] as usize));
+        }
         if self.used >= POOL_PAGES {
             return None;
         }
         let t = pool_table(self.used);
         self.used += 1;
         Some(t)
+    }
+
+    /// Pool index of the table at `pt`.
+    fn pool_index(pt: *mut u64) -> usize {
+        ((pt as u64 - pool_table(0) as u64) / PAGE_SIZE) as usize
     }
 
     /// The table that entry `idx` of `parent` points to, made if `create` and missing.
@@ -281,6 +300,7 @@ pub fn map(va: u64, runs: u64, nruns: u64, flags: u64) -> i64 {
     let mut s = STATE.lock();
     let mut v = va;
     let mut err = 0;
+    let mut total = 0u64;
     'runs: for r in 0..nruns {
         // SAFETY: the run list was checked to be ordinary ring-3 RAM.
         let run = unsafe { core::ptr::read_volatile((runs + r * run_size) as *const MapRun) };
@@ -290,7 +310,9 @@ pub fn map(va: u64, runs: u64, nruns: u64, flags: u64) -> i64 {
                 .and_then(|b| base.checked_add(b))
                 .is_some_and(|e| e <= limit)
         };
+        total = total.saturating_add(run.pages);
         if run.pages == 0
+            || total > MAX_PAGES_PER_CALL
             || !s.user_pa_ok(run.pa)
             || !fits(run.pa, s.ram_size)
             || !fits(v, window_end)
@@ -346,6 +368,7 @@ pub fn map(va: u64, runs: u64, nruns: u64, flags: u64) -> i64 {
                     }
                     *ents.add(k) = pa | leaf;
                 }
+                s.present[State::pool_index(ents)] += 1;
                 pa += PAGE_SIZE;
                 v += PAGE_SIZE;
             }
@@ -407,6 +430,7 @@ fn clear(s: &mut State, va: u64, count: u64) -> Option<u64> {
             let ents = (entry & !0xfff & ((1 << 52) - 1)) as *mut u64;
             let first = ((v >> 12) & 511) as usize;
             let n = ((next.min(end) - v) / PAGE_SIZE) as usize;
+            let idx = State::pool_index(ents);
             for k in first..first + n {
                 // SAFETY: k < 512 indexes the page table this directory entry names, a pool
                 // table; we hold the lock.
@@ -414,8 +438,17 @@ fn clear(s: &mut State, va: u64, count: u64) -> Option<u64> {
                     if *ents.add(k) != 0 {
                         *ents.add(k) = 0;
                         mapped += 1;
+                        s.present[idx] = s.present[idx].saturating_sub(1);
                     }
                 }
+            }
+            if s.present[idx] == 0 {
+                // The table maps nothing now: unhook it and keep it (all zero) for reuse. The
+                // TLB flush below also drops cached directory entries for this range.
+                // SAFETY: e is an entry of a pool table; we hold the lock.
+                unsafe { *e = 0 };
+                s.free[s.nfree] = idx as u16;
+                s.nfree += 1;
             }
             v = next.min(end);
         }

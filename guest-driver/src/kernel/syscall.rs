@@ -16,16 +16,25 @@ const UD2_LEN: u64 = 2;
 /// [`USER_RFLAGS`] (so no TF, no IF, no NT, and IOPL stays 0).
 const RESTORABLE_FLAGS: u64 = 0xcd5;
 
+/// End of the lower (user) half of the address space.
+const USER_ADDR_END: u64 = 0x0000_8000_0000_0000;
+
+/// Whether `addr` is in the image's code and constants, where all ring-3 code lives.
+fn is_user_code(addr: u64) -> bool {
+    (super::image::start()..super::image::readonly_end()).contains(&addr)
+}
+
 /// Runs the call in `f` (number in rdi, arguments in rsi, rdx, rcx, r8).
 pub fn handle(f: &mut crate::abi::TrapFrame) {
     let (a0, a1, a2, a3) = (f.rsi, f.rdx, f.rcx, f.r8);
     let ret = match f.rdi {
         SYS_MAP => paging::map(a0, a1, a2, a3),
         SYS_UNMAP => paging::unmap(a0, a1),
-        SYS_SET_FAULT_HANDLER => {
+        SYS_SET_FAULT_HANDLER if a0 == 0 || is_user_code(a0) => {
             FAULT_HANDLER.store(a0, Ordering::Relaxed);
             0
         }
+        SYS_SET_FAULT_HANDLER => EINVAL,
         SYS_FAULT_RETURN => match fault_return(f, a0) {
             Ok(()) => return,
             Err(e) => e,
@@ -80,6 +89,10 @@ fn fault_return(f: &mut TrapFrame, ptr: u64) -> Result<(), i64> {
     }
     // SAFETY: checked to be ordinary ring-3 RAM, aligned.
     let up = unsafe { core::ptr::read(ptr as *const FaultUpcall) };
+    // An iretq to a non-canonical address would fault at ring 0: refuse such a frame.
+    if !is_user_code(up.frame.rip) || up.frame.rsp >= USER_ADDR_END {
+        return Err(EINVAL);
+    }
     *f = up.frame;
     f.cs = gdt::USER_CS as u64;
     f.ss = gdt::USER_SS as u64;

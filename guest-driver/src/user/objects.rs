@@ -142,6 +142,8 @@ struct State {
     views: BTreeMap<u64, u32>,
     /// Next free view address of each task.
     next_view: [u64; MAX_VCPUS as usize],
+    /// View address ranges given back by each task, `(start, len)`, reused first.
+    free_views: [Vec<(u64, u64)>; MAX_VCPUS as usize],
     counters: Counters,
 }
 
@@ -175,6 +177,7 @@ fn start(info: &BootInfo) -> Result<(), ObjError> {
         tick: 0,
         views: BTreeMap::new(),
         next_view,
+        free_views: core::array::from_fn(|_| Vec::new()),
         counters: Counters::default(),
     });
     Ok(())
@@ -204,6 +207,7 @@ pub fn reinit(info: &BootInfo) -> Result<(), ObjError> {
         objs,
         next_id,
         next_view,
+        free_views,
         counters,
         ..
     } = old;
@@ -225,6 +229,7 @@ pub fn reinit(info: &BootInfo) -> Result<(), ObjError> {
         tick: 0,
         views: BTreeMap::new(),
         next_view,
+        free_views,
         counters,
     });
     Ok(())
@@ -404,6 +409,39 @@ impl State {
         self.show_view(id)
     }
 
+    /// View address space for `size` bytes: 2 MiB-aligned (so whole 2 MiB blocks of pages map
+    /// as large pages) with at least one unmapped guard page after it. Ranges given back are
+    /// reused first.
+    fn reserve_view(&mut self, task: Task, size: u64) -> Result<u64, ObjError> {
+        let len = (size + PAGE_SIZE).next_multiple_of(pvgpu_abi::layout::LARGE_PAGE_SIZE);
+        let free = self.free_views.get_mut(task).ok_or(ObjError::NotOwner)?;
+        if let Some(i) = free.iter().position(|&(_, l)| l >= len) {
+            let (va, l) = free[i];
+            if l == len {
+                free.swap_remove(i);
+            } else {
+                free[i] = (va + len, l - len);
+            }
+            return Ok(va);
+        }
+        let va = self.next_view[task];
+        let end = va
+            .checked_add(len)
+            .filter(|&e| e <= view_window(task).1)
+            .ok_or(ObjError::OutOfViews)?;
+        self.next_view[task] = end;
+        Ok(va)
+    }
+
+    /// Gives back the view at `va` of an object of `size` bytes (already unmapped).
+    fn release_view(&mut self, task: Task, va: u64, size: u64) {
+        self.views.remove(&va);
+        let len = (size + PAGE_SIZE).next_multiple_of(pvgpu_abi::layout::LARGE_PAGE_SIZE);
+        if let Some(free) = self.free_views.get_mut(task) {
+            free.push((va, len));
+        }
+    }
+
     fn check_range(
         &mut self,
         task: Task,
@@ -488,7 +526,7 @@ pub fn close(task: Task, h: Handle) -> Result<(), ObjError> {
         st.gpu.submit_one(Cmd::destroy(h.0))?;
         if let Some(o) = st.objs.remove(&h.0) {
             if let Some(va) = o.view {
-                st.views.remove(&va);
+                st.release_view(task, va, o.size);
             }
             o.pages.into_iter().for_each(pages::free);
         }
@@ -559,13 +597,7 @@ pub fn map(task: Task, h: Handle) -> Result<u64, ObjError> {
             return Ok(va);
         }
         let size = o.size;
-        // 2 MiB-aligned, so whole 2 MiB blocks of pages map as large pages.
-        let va = st.next_view[task].next_multiple_of(pvgpu_abi::layout::LARGE_PAGE_SIZE);
-        let end = va.checked_add(size).ok_or(ObjError::OutOfViews)?;
-        if end > view_window(task).1 {
-            return Err(ObjError::OutOfViews);
-        }
-        st.next_view[task] = end + PAGE_SIZE; // a guard page between views
+        let va = st.reserve_view(task, size)?;
         st.obj_by_id(h.0)?.view = Some(va);
         st.views.insert(va, h.0);
         st.show_view(h.0)?;
@@ -578,8 +610,10 @@ pub fn unmap(task: Task, h: Handle) -> Result<(), ObjError> {
     with(|st| {
         st.obj(task, h)?;
         st.hide_view(h.0)?;
-        if let Some(va) = st.obj_by_id(h.0)?.view.take() {
-            st.views.remove(&va);
+        let o = st.obj_by_id(h.0)?;
+        let size = o.size;
+        if let Some(va) = o.view.take() {
+            st.release_view(task, va, size);
         }
         Ok(())
     })

@@ -70,15 +70,78 @@ pub fn map(va: u64, pages: &[u64], writable: bool) -> Result<(), SysError> {
     map_runs(va, &runs, writable)
 }
 
-/// Maps runs of physically contiguous pages at `va`, one after another.
+/// Most pages ring 0 maps or unmaps in one call (kernel::paging::MAX_PAGES_PER_CALL).
+const MAX_PAGES_PER_CALL: u64 = 1 << 18;
+
+/// Maps runs of physically contiguous pages at `va`, one after another, in as many calls as
+/// ring 0's per-call limit needs. On error nothing stays mapped.
 pub fn map_runs(va: u64, runs: &[MapRun], writable: bool) -> Result<(), SysError> {
     let flags = if writable { MAP_WRITE } else { 0 };
-    call(SYS_MAP, va, runs.as_ptr() as u64, runs.len() as u64, flags).map(|_| ())
+    if runs.is_empty() {
+        // Ring 0 refuses an empty map; let it say so.
+        return call(SYS_MAP, va, runs.as_ptr() as u64, 0, flags).map(|_| ());
+    }
+    let mut at = va;
+    let mut batch: alloc::vec::Vec<MapRun> = alloc::vec::Vec::new();
+    let mut pages = 0;
+    let flush = |batch: &mut alloc::vec::Vec<MapRun>, pages: &mut u64, at: &mut u64| {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        call(
+            SYS_MAP,
+            *at,
+            batch.as_ptr() as u64,
+            batch.len() as u64,
+            flags,
+        )?;
+        *at += *pages * pvgpu_abi::layout::PAGE_SIZE;
+        batch.clear();
+        *pages = 0;
+        Ok(())
+    };
+    for r in runs {
+        let mut run = *r;
+        while run.pages > 0 {
+            let n = run.pages.min(MAX_PAGES_PER_CALL - pages);
+            batch.push(MapRun {
+                pa: run.pa,
+                pages: n,
+            });
+            pages += n;
+            run.pa += n * pvgpu_abi::layout::PAGE_SIZE;
+            run.pages -= n;
+            if pages == MAX_PAGES_PER_CALL {
+                if let Err(e) = flush(&mut batch, &mut pages, &mut at) {
+                    let _ = unmap(va, (at - va) / pvgpu_abi::layout::PAGE_SIZE);
+                    return Err(e);
+                }
+            }
+        }
+    }
+    if let Err(e) = flush(&mut batch, &mut pages, &mut at) {
+        if at > va {
+            let _ = unmap(va, (at - va) / pvgpu_abi::layout::PAGE_SIZE);
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
-/// Unmaps `count` pages at `va`.
+/// Unmaps `count` pages at `va` (in as many calls as ring 0's per-call limit needs).
 pub fn unmap(va: u64, count: u64) -> Result<(), SysError> {
-    call(SYS_UNMAP, va, count, 0, 0).map(|_| ())
+    let mut result = Ok(());
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(MAX_PAGES_PER_CALL);
+        let r = call(SYS_UNMAP, va + done * pvgpu_abi::layout::PAGE_SIZE, n, 0, 0).map(|_| ());
+        result = result.and(r);
+        done += n;
+    }
+    if count == 0 {
+        return call(SYS_UNMAP, va, 0, 0, 0).map(|_| ());
+    }
+    result
 }
 
 /// Registers the ring-3 page-fault entry (0 to remove it).

@@ -15,6 +15,8 @@ use crate::user::objects::{self as obj, Handle, ObjError, Placement, Task};
 
 /// Bytes of the object the checks use (16 pages).
 const SIZE: u64 = 16 * PAGE_SIZE;
+/// Views made and dropped in a row: more than ring 0 has page-table pages, so a leak shows.
+const VIEW_CHURN: u64 = 1000;
 
 /// A byte pattern unique to `seed`.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -303,6 +305,24 @@ pub fn run(c: &mut Checker, task: Task) {
         );
         check!(c, obj::close(task, h2).is_ok(), "close the second object");
     }
+
+    // Views come and go without using up page tables or address space.
+    let mut churn_ok = true;
+    for i in 0..VIEW_CHURN {
+        let step = obj::create(task, PAGE_SIZE).and_then(|h| {
+            let va = obj::map(task, h)?;
+            // SAFETY: a present, writable one-page view.
+            unsafe { (va as *mut u64).write_volatile(i) };
+            obj::unmap(task, h)?;
+            obj::close(task, h)
+        });
+        if let Err(e) = step {
+            crate::println!("[selftest cpu {task}] view churn failed at {i}: {e}");
+            churn_ok = false;
+            break;
+        }
+    }
+    check!(c, churn_ok, "{VIEW_CHURN} views made and dropped");
 
     let stats = obj::device_stats();
     check!(
