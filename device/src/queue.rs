@@ -115,6 +115,17 @@ fn handle_chain<M: GuestMemory>(
     engine: &mut CommandEngine,
 ) -> u32 {
     let c = gather(mem, chain);
+    let hdr = CtrlHdr::read_from(&c.request).unwrap_or_default();
+    let room: usize = c.writable.iter().map(|&(_, len)| len).sum();
+    if c.fault.is_none() && room < p::response_size(hdr.type_) {
+        // The answer could not be delivered, so the command must not run (a CLEAN or DESTROY
+        // nobody hears about would leave the driver's books wrong).
+        engine
+            .stats_mut()
+            .count_command(p::command_name(hdr.type_), true);
+        engine.stats_mut().dropped_chains += 1;
+        return 0;
+    }
     let resp = match c.fault {
         None => engine.handle(mem, &c.request),
         Some(_) => {
@@ -138,7 +149,9 @@ pub fn process<M: GuestMemory>(
     mem: &M,
     engine: &mut CommandEngine,
 ) -> Result<bool, QueueError> {
-    if !queue.is_valid(mem) {
+    // virtio-queue treats an avail ring at address 0 as "not set" and pops nothing from it
+    // although its index may show work: that would leave the work pending forever.
+    if !queue.is_valid(mem) || queue.avail_ring() == 0 {
         return Err(QueueError::Invalid);
     }
     // An avail index more than a queue's worth ahead is a broken ring (virtio-queue would
@@ -148,20 +161,26 @@ pub fn process<M: GuestMemory>(
         return Err(QueueError::Invalid);
     }
     let mut used_any = false;
+    // At most a queue's worth of chains per call, so one call cannot run forever (a guest can
+    // keep the ring fed, even by pointing response buffers at the avail index); the caller
+    // sees [`crate::PvgpuDevice::has_pending`] and comes back.
+    let mut budget = queue.size();
     loop {
         queue.disable_notification(mem)?;
         let mut progressed = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while budget > 0 {
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             let len = handle_chain(mem, chain, engine);
             queue.add_used(mem, head, len)?;
             used_any = true;
             progressed = true;
+            budget -= 1;
         }
-        // Stop when no more work arrived, or when the ring is broken (avail index too far
-        // ahead: pop yields nothing although the index moved), so a hostile ring cannot
-        // keep us spinning.
-        if !queue.enable_notification(mem)? || !progressed {
+        let more = queue.enable_notification(mem)?;
+        if budget == 0 || !more || !progressed {
             break;
         }
     }

@@ -51,6 +51,9 @@ pub struct DeviceStats {
     pub errors: u64,
     /// Descriptor chains that could not be answered (no or too small response buffer).
     pub dropped_chains: u64,
+    /// Guest-RAM ranges CLEAN could not punch (a host failure: the data is safe in VRAM, the
+    /// host just keeps those pages).
+    pub punch_failures: u64,
     /// Queue notifications handled.
     pub notifications: u64,
     /// Interrupts raised.

@@ -15,6 +15,7 @@
 //! - **Punch**: CLEAN frees guest pages through the guest-RAM memfd (`MemFd` implements
 //!   `GuestRamPunch`; guest RAM is that memfd at guest-physical 0, so offset = address).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
@@ -73,24 +74,29 @@ pub enum GpuError {
 /// The thread that serves the control queue, with an event loop of its own, so a long
 /// MIGRATE or CLEAN never delays the main loop (timeout, exit, host-memory sampling).
 pub struct DeviceThread {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How often the device thread looks at its stop flag while idle.
 const DEVICE_THREAD_TICK_MS: i32 = 20;
+/// How long stopping waits for the device thread before leaving it behind.
+const DEVICE_THREAD_JOIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl DeviceThread {
-    /// Starts serving `worker` (from [`Gpu::take_queue_worker`]).
-    pub fn spawn(worker: Subscriber) -> Result<Self, GpuError> {
+    /// Starts serving the GPU's control queue, if it has a notify eventfd.
+    pub fn spawn(gpu: &mut Gpu) -> Result<Option<Self>, GpuError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let Some(worker) = gpu.take_queue_worker(stop.clone()) else {
+            return Ok(None);
+        };
         let mut manager = event_manager::EventManager::<Subscriber>::new()?;
         manager.add_subscriber(worker);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("pvgpu-gpu".into())
             .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                while !flag.load(Ordering::Acquire) {
                     if let Err(e) = manager.run_with_timeout(DEVICE_THREAD_TICK_MS) {
                         log::error!("GPU device thread: {e}");
                         break;
@@ -98,20 +104,27 @@ impl DeviceThread {
                 }
             })
             .map_err(GpuError::Thread)?;
-        Ok(DeviceThread {
+        Ok(Some(DeviceThread {
             stop,
             handle: Some(handle),
-        })
+        }))
     }
 }
 
 impl Drop for DeviceThread {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
-        if let Some(h) = self.handle.take() {
-            if h.join().is_err() {
-                log::error!("the GPU device thread panicked");
-            }
+        self.stop.store(true, Ordering::Release);
+        let Some(h) = self.handle.take() else { return };
+        // The worker checks the flag between bounded batches, so this is quick; should the
+        // thread be stuck anyway, leave it behind rather than hang the VMM.
+        let until = std::time::Instant::now() + DEVICE_THREAD_JOIN;
+        while !h.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if !h.is_finished() {
+            log::error!("the GPU device thread did not stop within {DEVICE_THREAD_JOIN:?}");
+        } else if h.join().is_err() {
+            log::error!("the GPU device thread panicked");
         }
     }
 }
@@ -184,6 +197,8 @@ fn lock(m: &Mutex<GpuMmio>) -> MutexGuard<'_, GpuMmio> {
 pub struct QueueWorker {
     notify: EventFd,
     gpu: Arc<Mutex<GpuMmio>>,
+    /// Set when the run ends: a guest that keeps its queue fed must not keep us here.
+    stop: Arc<AtomicBool>,
 }
 
 /// How long the queue worker keeps polling the avail ring after its last request before it
@@ -195,7 +210,8 @@ const POLL_WINDOW: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl MutEventSubscriber for QueueWorker {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        loop {
+        // Each round is bounded: the device serves at most a queue's worth of requests.
+        while !self.stop.load(Ordering::Acquire) {
             // Reset the counter first: a notify that arrives while we process makes the
             // eventfd readable again, so no request is left behind.
             let _ = self.notify.read();
@@ -206,7 +222,7 @@ impl MutEventSubscriber for QueueWorker {
                 if lock(&self.gpu).has_pending() {
                     break;
                 }
-                if last_work.elapsed() > POLL_WINDOW {
+                if last_work.elapsed() > POLL_WINDOW || self.stop.load(Ordering::Acquire) {
                     return;
                 }
                 std::hint::spin_loop();
@@ -327,11 +343,12 @@ impl Gpu {
 
     /// The event-loop subscriber that processes the queue on notify (once; `None` after the
     /// first call, or if there is no ioeventfd).
-    pub fn take_queue_worker(&mut self) -> Option<Subscriber> {
+    pub fn take_queue_worker(&mut self, stop: Arc<AtomicBool>) -> Option<Subscriber> {
         let notify = self.notify.take()?;
         Some(Arc::new(Mutex::new(QueueWorker {
             notify,
             gpu: self.mmio.clone(),
+            stop,
         })))
     }
 
@@ -508,6 +525,7 @@ mod tests {
             .set_interrupt(Box::new(irq.try_clone().unwrap()));
         let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let worker = QueueWorker {
+            stop: Arc::new(AtomicBool::new(false)),
             notify: notify.try_clone().unwrap(),
             gpu: gpu.clone(),
         };

@@ -179,8 +179,8 @@ pub fn run_with_output(
 
     vcpu::install_kick_handler()?;
     let mut event_loop = EventLoop::new(state.clone(), config.timeout)?;
-    let device_thread = match gpu.as_mut().and_then(Gpu::take_queue_worker) {
-        Some(worker) => Some(DeviceThread::spawn(worker)?),
+    let device_thread = match gpu.as_mut() {
+        Some(g) => DeviceThread::spawn(g)?,
         None => None,
     };
     if let Some(every) = config.sample_interval {
@@ -213,6 +213,8 @@ pub fn run_with_output(
 
     let end = event_loop.run();
     let (unjoined, reports) = stop_vcpus(handles, JOIN_DEADLINE);
+    // The device thread stops next, so the final device counters are read from a quiet device.
+    drop(device_thread);
     // Guest output first (ending any partial line), then the failure reports.
     if let Err(e) = serial.lock().unwrap_or_else(|p| p.into_inner()).finish() {
         log::debug!("flushing serial output: {e}");
@@ -245,7 +247,6 @@ pub fn run_with_output(
     // mapping stays alive as long as any vCPU thread might run: one that did not stop above
     // still holds the MMIO bus, which holds the device.
     drop(event_loop);
-    drop(device_thread);
     drop(gpu);
     Ok(RunOutcome {
         end,

@@ -49,8 +49,9 @@
 //! | 0x0a0b | STATS | [`CtrlHdr`] | [`RespStats`] |
 //!
 //! An error response is a bare [`CtrlHdr`] whose type is one of the `RESP_ERR_*` codes. Bytes
-//! of a request past its fixed part (and past its entries) are ignored. A response buffer
-//! smaller than the response gets nothing written (used length 0).
+//! of a request past its fixed part (and past its entries) are ignored. A request whose
+//! response buffers are smaller than its successful response ([`response_size`]) is not run:
+//! nothing is written (used length 0), and it counts as a failed command.
 //!
 //! # Objects and their life cycle
 //!
@@ -195,6 +196,19 @@ pub const fn is_error(resp_type: u32) -> bool {
         || resp_type == RESP_ERR_INVALID_OBJECT_ID
         || resp_type == RESP_ERR_INVALID_PARAMETER
         || (resp_type >= 0x1a80 && resp_type <= 0x1aff)
+}
+
+/// Bytes of the successful response to command `cmd` (error responses are a bare
+/// [`CtrlHdr`], which is never longer). The device does not run a command whose response
+/// buffers are smaller: its effect must never go unreported.
+pub const fn response_size(cmd: u32) -> usize {
+    match cmd {
+        CMD_GET_INFO => core::mem::size_of::<RespInfo>(),
+        CMD_STATS => core::mem::size_of::<RespStats>(),
+        CMD_CHECKSUM => core::mem::size_of::<RespChecksum>(),
+        CMD_MIGRATE => core::mem::size_of::<RespMigrate>(),
+        _ => core::mem::size_of::<CtrlHdr>(),
+    }
 }
 
 /// The name of a command type, for logs and statistics.

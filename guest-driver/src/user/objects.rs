@@ -647,15 +647,23 @@ pub fn evict(task: Task, h: Handle) -> Result<(), ObjError> {
 /// are then migrated one by one, evicting LRU objects.
 pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
     with(|st| {
-        for &h in hs {
+        for (i, &h) in hs.iter().enumerate() {
             let pl = st.obj(task, h)?.placement;
             if pl != Placement::System {
                 return Err(ObjError::WrongPlacement(pl));
             }
+            if hs[..i].contains(&h) {
+                return Err(ObjError::BadHandle);
+            }
+        }
+        for &h in hs {
             st.hide_view(h.0)?;
         }
         let mut cmds: Vec<Cmd> = hs.iter().map(|h| Cmd::migrate(h.0)).collect();
         let _ = st.gpu.submit(&mut cmds);
+        // Record every migration the device did before retrying any, so the driver's books
+        // match the device whatever happens next.
+        let mut retry = Vec::new();
         for (h, c) in hs.iter().zip(&cmds) {
             match c
                 .response::<p::RespMigrate>()
@@ -666,10 +674,18 @@ pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
                     o.placement = Placement::Vram;
                     o.vram_offset = r.vram_offset;
                 }
-                None => st.migrate(h.0, true)?,
+                None => retry.push(h.0),
             }
         }
-        Ok(())
+        // Those that did not fit go one by one, evicting LRU objects; the first error is
+        // returned once every one was tried.
+        let mut first_err = Ok(());
+        for id in retry {
+            if let Err(e) = st.migrate(id, true) {
+                first_err = first_err.and(Err(e));
+            }
+        }
+        first_err
     })
 }
 
