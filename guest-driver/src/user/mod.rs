@@ -28,6 +28,18 @@ pub fn stack_top(cpu: usize) -> u64 {
     core::ptr::addr_of!(USER_STACKS) as u64 + ((cpu as u64 + 1) * USTACK_SIZE as u64)
 }
 
+/// The vCPU this ring-3 code runs on: every vCPU runs ring 3 on its own stack (fault upcalls
+/// too), so the stack pointer says which. This is what tasks are: one per vCPU.
+pub fn current_cpu() -> usize {
+    let rsp: u64;
+    // SAFETY: reads the stack pointer; no memory or flags are touched.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags))
+    };
+    let base = core::ptr::addr_of!(USER_STACKS) as u64;
+    (rsp.wrapping_sub(base) / USTACK_SIZE as u64) as usize
+}
+
 /// The boot info, read from its page (mapped read-only for ring 3).
 pub fn boot_info() -> BootInfo {
     // SAFETY: the boot-info page is identity-mapped and readable at ring 3; the VMM wrote it

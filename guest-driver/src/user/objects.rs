@@ -13,7 +13,8 @@
 //! - When VRAM is full, MIGRATE evicts the least recently used VRAM objects (as TTM does).
 //! - When guest pages run out, idle SYSTEM objects are migrated and cleaned, so VRAM backs
 //!   them.
-//! - Objects belong to the task (vCPU) that made them; other tasks cannot name them.
+//! - Objects belong to the task (vCPU) that made them; other tasks cannot name them, and a
+//!   task can only act as itself (checked against the vCPU it runs on).
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -235,6 +236,15 @@ pub fn reinit(info: &BootInfo) -> Result<(), ObjError> {
     Ok(())
 }
 
+/// Checks that `task` is the task actually running: a task can act only as itself.
+fn caller(task: Task) -> Result<(), ObjError> {
+    if task == super::current_cpu() && task < MAX_VCPUS as usize {
+        Ok(())
+    } else {
+        Err(ObjError::NotOwner)
+    }
+}
+
 fn with<R>(f: impl FnOnce(&mut State) -> Result<R, ObjError>) -> Result<R, ObjError> {
     ensure_started()?;
     let mut g = STATE.lock();
@@ -244,6 +254,7 @@ fn with<R>(f: impl FnOnce(&mut State) -> Result<R, ObjError>) -> Result<R, ObjEr
 
 impl State {
     fn obj(&mut self, task: Task, h: Handle) -> Result<&mut Obj, ObjError> {
+        caller(task)?;
         self.tick += 1;
         let tick = self.tick;
         let o = self.objs.get_mut(&h.0).ok_or(ObjError::BadHandle)?;
@@ -276,8 +287,14 @@ impl State {
         let victim = self
             .objs
             .iter()
+            // Only the caller's own objects: unmapping another task's view here would leave
+            // stale TLB entries on its vCPU (there is no cross-CPU shootdown), and its pages
+            // are about to be freed.
             .filter(|(id, o)| {
-                **id != keep && o.placement == Placement::System && !o.pages.is_empty()
+                **id != keep
+                    && o.owner == super::current_cpu()
+                    && o.placement == Placement::System
+                    && !o.pages.is_empty()
             })
             .min_by_key(|(_, o)| o.last_use)
             .map(|(id, _)| *id);
@@ -485,6 +502,7 @@ impl State {
 
 /// Creates an object of `size` bytes (whole pages) in guest pages, zero-filled.
 pub fn create(task: Task, size: u64) -> Result<Handle, ObjError> {
+    caller(task)?;
     with(|st| {
         if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > st.gpu.info.max_object_size {
             return Err(ObjError::BadSize);

@@ -80,6 +80,15 @@ fn run(task: Task, ncpu: u32) -> Result<(), &'static str> {
         if refused.iter().any(|r| *r != Err(ObjError::NotOwner)) {
             return Err("another task's object was reachable");
         }
+        // Nor can a task pass itself off as the owner.
+        let posing = [
+            obj::read_at(other, h, 0, &mut b),
+            obj::close(other, h),
+            obj::create(other, SIZE).map(|_| ()),
+        ];
+        if posing.iter().any(|r| *r != Err(ObjError::NotOwner)) {
+            return Err("a task acted as another task");
+        }
     }
     for (i, (_, va, _)) in objs.iter().enumerate() {
         if check_view(*va, SIZE, (task as u64) << 32 | i as u64).is_some() {
