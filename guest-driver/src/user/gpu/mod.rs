@@ -54,6 +54,10 @@ pub enum GpuError {
     /// The response is malformed (short, wrong type, or its fence does not match).
     #[error("{0}: malformed response")]
     BadResponse(&'static str),
+    /// The device broke the queue protocol (answered out of order or with a bad id); the
+    /// driver stopped using the queue.
+    #[error("the device broke the queue protocol; the driver stopped")]
+    Broken,
 }
 
 /// The driver.
@@ -69,6 +73,8 @@ pub struct Gpu {
     pub commands: u64,
     /// Notifies sent (one per batch).
     pub notifies: u64,
+    /// Set once the device broke the queue protocol: nothing more is submitted.
+    broken: bool,
 }
 
 impl Gpu {
@@ -112,6 +118,7 @@ impl Gpu {
             next_fence: 1,
             commands: 0,
             notifies: 0,
+            broken: false,
         };
         let mut c = [Cmd::get_info()];
         gpu.submit(&mut c)?;
@@ -126,34 +133,59 @@ impl Gpu {
     /// earlier one failed; the first error is returned, and each command's own outcome is in
     /// [`Cmd::status`].
     pub fn submit(&mut self, cmds: &mut [Cmd]) -> Result<(), GpuError> {
+        if self.broken {
+            return Err(GpuError::Broken);
+        }
         let mut first_err = None;
         for chunk in cmds.chunks_mut(MAX_IN_FLIGHT) {
             let mut tokens = Vec::with_capacity(chunk.len());
+            let mut add_err = None;
             for c in chunk.iter_mut() {
                 c.set_fence(self.next_fence);
                 self.next_fence += 1;
                 // SAFETY: the buffers live in `c`, which is not touched until pop_used below
-                // returns them.
-                let t = unsafe { self.queue.add(&[&c.req], &mut [&mut c.resp]) }
-                    .map_err(GpuError::Queue)?;
-                tokens.push(t);
+                // returns them (or, if the queue breaks, they are leaked to the device).
+                match unsafe { self.queue.add(&[&c.req], &mut [&mut c.resp]) } {
+                    Ok(t) => tokens.push(t),
+                    Err(e) => {
+                        add_err = Some(GpuError::Queue(e));
+                        break;
+                    }
+                }
             }
-            if self.queue.should_notify() {
+            // Whatever was queued is notified and waited for, even if a later add failed: the
+            // device owns those buffers until it gives them back.
+            if !tokens.is_empty() && self.queue.should_notify() {
                 self.transport.notify(p::CONTROLQ);
                 self.notifies += 1;
             }
-            for (c, t) in chunk.iter_mut().zip(tokens) {
+            let queued = tokens.len();
+            for (i, (c, t)) in chunk.iter_mut().zip(tokens).enumerate() {
                 while !self.queue.can_pop() {
                     core::hint::spin_loop();
                 }
                 // SAFETY: same buffers as were added with this token.
-                let used = unsafe { self.queue.pop_used(t, &[&c.req], &mut [&mut c.resp]) }
-                    .map_err(GpuError::Queue)?;
-                c.used = used as usize;
+                match unsafe { self.queue.pop_used(t, &[&c.req], &mut [&mut c.resp]) } {
+                    Ok(used) => c.used = used as usize,
+                    Err(_) => {
+                        // The device answered out of order or with a bad id: its view of the
+                        // queue no longer matches ours. The buffers it may still write are
+                        // leaked rather than freed, and the driver stops.
+                        self.broken = true;
+                        for c in chunk.iter_mut().take(queued).skip(i) {
+                            core::mem::forget(core::mem::take(&mut c.req));
+                            core::mem::forget(core::mem::take(&mut c.resp));
+                        }
+                        return Err(GpuError::Broken);
+                    }
+                }
                 self.commands += 1;
                 if let Err(e) = c.check() {
                     first_err.get_or_insert(e);
                 }
+            }
+            if let Some(e) = add_err {
+                return Err(e);
             }
         }
         first_err.map_or(Ok(()), Err)
