@@ -348,9 +348,10 @@ impl MmioTransport {
             regs::QUEUE_READY
                 if self.queue_sel == u32::from(p::CONTROLQ)
                     && self.status & status::FEATURES_OK != 0
-                    && self.status & status::FAILED == 0 =>
+                    && self.status & (status::DRIVER_OK | status::FAILED) == 0 =>
             {
-                // Ready is checked against guest memory when the queue is first used.
+                // Set up before DRIVER_OK only (no VIRTIO_F_RING_RESET); ready is checked
+                // against guest memory when the queue is first used.
                 self.queue.set_ready(v == 1);
             }
             regs::QUEUE_DESC_LOW if self.queue_writable() => {
@@ -598,6 +599,9 @@ mod tests {
         wr(&mut t, regs::QUEUE_SEL, 0);
         wr(&mut t, regs::STATUS, 15);
         assert!(t.is_live());
+        // After DRIVER_OK the queue cannot be switched off and on (no ring reset offered).
+        wr(&mut t, regs::QUEUE_READY, 0);
+        assert_eq!(rd(&t, regs::QUEUE_READY), 1);
     }
 
     #[test]
