@@ -11,6 +11,7 @@ use std::sync::Arc;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
+use pvgpu_abi::request;
 
 use crate::commands::DeviceConfig;
 use crate::device::{PvgpuDevice, QUEUE_NOTIFY_OFFSET};
@@ -299,27 +300,12 @@ impl SimGuest {
 
     /// CREATE.
     pub fn create(&mut self, id: u32, size: u64) -> u32 {
-        self.cmd_type(
-            p::ReqCreate {
-                hdr: CtrlHdr::new(p::CMD_CREATE),
-                object_id: id,
-                flags: 0,
-                size,
-            }
-            .as_bytes(),
-        )
+        self.cmd_type(&request::create(id, 0, size))
     }
 
     /// A command naming one object (DESTROY, MIGRATE, CLEAN).
     pub fn obj_cmd(&mut self, cmd: u32, id: u32) -> u32 {
-        self.cmd_type(
-            p::ReqObject {
-                hdr: CtrlHdr::new(cmd),
-                object_id: id,
-                padding: 0,
-            }
-            .as_bytes(),
-        )
+        self.cmd_type(&request::object(cmd, id))
     }
 
     /// ATTACH_BACKING or EVICT with a page list.
@@ -329,45 +315,17 @@ impl SimGuest {
 
     /// FILL.
     pub fn fill(&mut self, id: u32, offset: u64, length: u64, value: u32) -> u32 {
-        self.cmd_type(
-            p::ReqFill {
-                hdr: CtrlHdr::new(p::CMD_FILL),
-                object_id: id,
-                value,
-                offset,
-                length,
-            }
-            .as_bytes(),
-        )
+        self.cmd_type(&request::fill(id, offset, length, value))
     }
 
     /// COPY.
     pub fn copy(&mut self, dst: u32, dst_off: u64, src: u32, src_off: u64, len: u64) -> u32 {
-        self.cmd_type(
-            p::ReqCopy {
-                hdr: CtrlHdr::new(p::CMD_COPY),
-                dst_id: dst,
-                src_id: src,
-                dst_offset: dst_off,
-                src_offset: src_off,
-                length: len,
-            }
-            .as_bytes(),
-        )
+        self.cmd_type(&request::copy(dst, dst_off, src, src_off, len))
     }
 
     /// CHECKSUM: Ok(crc) or Err(response type).
     pub fn checksum(&mut self, id: u32, offset: u64, length: u64) -> Result<u32, u32> {
-        let r = self.cmd(
-            p::ReqRange {
-                hdr: CtrlHdr::new(p::CMD_CHECKSUM),
-                object_id: id,
-                padding: 0,
-                offset,
-                length,
-            }
-            .as_bytes(),
-        );
+        let r = self.cmd(&request::checksum(id, offset, length));
         match p::RespChecksum::read_from(&r) {
             Some(c) if c.hdr.type_ == p::RESP_OK_CHECKSUM => Ok(c.crc32c),
             _ => Err(CtrlHdr::read_from(&r).map_or(0, |h| h.type_)),
@@ -381,19 +339,9 @@ impl SimGuest {
     }
 }
 
-/// Encodes an ATTACH_BACKING or EVICT request.
+/// Encodes an ATTACH_BACKING or EVICT request with a consistent entry count.
 pub fn backing_request(cmd: u32, id: u32, entries: &[MemEntry]) -> Vec<u8> {
-    let mut v = p::ReqBacking {
-        hdr: CtrlHdr::new(cmd),
-        object_id: id,
-        nr_entries: entries.len() as u32,
-    }
-    .as_bytes()
-    .to_vec();
-    for e in entries {
-        v.extend_from_slice(e.as_bytes());
-    }
-    v
+    request::backing(cmd, id, entries.len() as u32, entries)
 }
 
 /// Page list of `pages` 4 KiB entries starting at `addr`, one entry per page.

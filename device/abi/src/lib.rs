@@ -11,6 +11,11 @@ pub mod boot_info;
 pub mod crc32c;
 pub mod layout;
 pub mod protocol;
+#[cfg(feature = "alloc")]
+pub mod request;
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
 
 /// Implements vm-memory's `ByteValued` for plain `#[repr(C)]` structs (host side only).
 #[macro_export]

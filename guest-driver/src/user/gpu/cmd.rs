@@ -6,9 +6,9 @@ use alloc::vec::Vec;
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
-use super::request as rq;
 use super::GpuError;
 use core::mem::size_of;
+use pvgpu_abi::request as rq;
 
 /// A command and its response buffer.
 pub struct Cmd {

@@ -7,7 +7,6 @@
 
 pub mod cmd;
 pub mod hal;
-pub mod request;
 
 use alloc::vec::Vec;
 

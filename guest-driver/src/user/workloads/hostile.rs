@@ -29,12 +29,12 @@ use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
 use super::{selftest, EXIT_FAILED, EXIT_OK};
 use crate::user::gpu::cmd::coalesce;
-use crate::user::gpu::request::{
-    backing, checksum, copy, create, fill, header as hdr_only, object as obj,
-};
 use crate::user::gpu::Cmd;
 use crate::user::smp::{self, Job};
 use crate::user::{objects, pages};
+use pvgpu_abi::request::{
+    backing, checksum, copy, create, fill, header as hdr_only, object as obj,
+};
 
 /// Size of the request header.
 const HDR: usize = core::mem::size_of::<CtrlHdr>();

@@ -44,7 +44,7 @@ fn raw_status(c: Cmd) -> u32 {
 }
 
 fn obj_cmd(cmd: u32, id: u32) -> Cmd {
-    Cmd::raw(crate::user::gpu::request::object(cmd, id), 64)
+    Cmd::raw(pvgpu_abi::request::object(cmd, id), 64)
 }
 
 /// Runs the checks for task `task`.

@@ -1,9 +1,10 @@
-//! Request bytes for every pvgpu command, from raw field values. The driver's [`super::Cmd`]
-//! builders use them with valid values; the hostile workload uses them with any values.
+//! Request bytes for every pvgpu command, from raw field values (with the `alloc` feature).
+//! The guest driver's command builders use them with valid values, its hostile workload and
+//! the device's tests with any values: each request is encoded in this one place.
 
 use alloc::vec::Vec;
 
-use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
+use crate::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
 /// A request that is a bare header of type `t`.
 pub fn header(t: u32) -> Vec<u8> {
