@@ -156,3 +156,31 @@ fn an_instruction_the_emulator_lacks_gets_a_clear_report() {
         assert!(r.stdout.contains("#BP"), "{}", r.dump());
     }
 }
+
+#[test]
+fn ring3_stack_overflow_hits_its_guard_page() {
+    for vcpus in ["1", "2"] {
+        let r = boot(&["--vcpus", vcpus], &["stack-overflow"]);
+        assert_eq!(r.code, Some(64 + 14), "{}", r.dump());
+        assert!(
+            r.stdout
+                .contains("FATAL #PF page fault (vector 14) at ring 3"),
+            "{}",
+            r.dump()
+        );
+        // The fault is on a write just below the stack (the guard page), not anywhere else.
+        let cr2 =
+            r.stdout.split("cr2=0x").nth(1).and_then(|s| {
+                u64::from_str_radix(s.split_whitespace().next().unwrap_or(""), 16).ok()
+            });
+        let rsp =
+            r.stdout.split("rsp=0x").nth(1).and_then(|s| {
+                u64::from_str_radix(s.split_whitespace().next().unwrap_or(""), 16).ok()
+            });
+        let (cr2, rsp) = (cr2.expect("cr2"), rsp.expect("rsp"));
+        assert!(
+            cr2 < rsp + 4096 && rsp - cr2 < 4096 + 1024,
+            "cr2 {cr2:#x} rsp {rsp:#x}"
+        );
+    }
+}

@@ -151,6 +151,16 @@ fn identity_run(pa: u64) -> (F, u64) {
             return (flags, end);
         }
     }
+    // The ring-3 stacks: in each slot a guard page (unmapped), then the stack.
+    if pa < image::ustack_end() {
+        let slot = crate::user::USTACK_SLOT as u64;
+        let start = pa - (pa - image::data_end()) % slot;
+        return if pa < start + PAGE_SIZE {
+            (F::empty(), start + PAGE_SIZE)
+        } else {
+            (USER_RW, start + slot)
+        };
+    }
     (F::empty(), u64::MAX)
 }
 
@@ -174,6 +184,14 @@ fn fill_leaves(pt: *mut PageTable, pa: u64, end: u64, flags: F) {
 
 /// Builds every table (vCPU 0 only, before [`activate`]).
 pub fn init(info: &BootInfo) {
+    // The stack guard pages are placed by slot, counting from the start of `.ustack`. (The
+    // compiler assumes distinct symbols have distinct addresses, so compare opaque values.)
+    let base = core::hint::black_box(crate::user::stacks_base());
+    if base != core::hint::black_box(image::data_end()) {
+        super::trap::fatal_message(format_args!(
+            "ring-3 stacks are not at the start of .ustack"
+        ));
+    }
     let mut s = STATE.lock();
     s.ram_size = info.ram_size;
     s.used = 1; // the PML4
@@ -254,13 +272,20 @@ fn window_range_ok(va: u64, count: u64) -> bool {
 }
 
 /// Whether ring 3 may hand ring 0 the buffer `[addr, addr + len)`: writable ring-3 memory of
-/// the identity map, either the image's `.data` or RAM past the ring-0-private area.
+/// the identity map: the image's `.data`, one ring-3 stack (not its guard page), or RAM past
+/// the ring-0-private area.
 pub fn user_buffer_ok(addr: u64, len: u64) -> bool {
     let ram = STATE.lock().ram_size;
     let Some(end) = addr.checked_add(len) else {
         return false;
     };
+    let in_stack = || {
+        let slot = crate::user::USTACK_SLOT as u64;
+        let start = image::data_end() + (addr - image::data_end()) / slot * slot;
+        addr >= start + PAGE_SIZE && end <= start + slot && end <= image::ustack_end()
+    };
     (addr >= image::readonly_end() && end <= image::data_end())
+        || (addr >= image::data_end() && addr < image::ustack_end() && in_stack())
         || (addr >= image::kpriv_end() && end <= ram)
 }
 

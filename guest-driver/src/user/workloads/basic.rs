@@ -35,6 +35,22 @@ pub fn fault_ring3() -> u8 {
     EXIT_FAILED
 }
 
+/// Recurses until the ring-3 stack runs into its guard page: a clean #PF report, not a
+/// silent write over the next vCPU's stack.
+pub fn stack_overflow() -> u8 {
+    crate::println!("[pvgpu-guest] recursing until the stack runs out");
+    fn dive(depth: u64) -> u64 {
+        if core::hint::black_box(depth) == u64::MAX {
+            return 0;
+        }
+        let frame = core::hint::black_box([depth; 64]);
+        frame[depth as usize % 64] + dive(depth + 1)
+    }
+    let n = dive(0);
+    crate::println!("[pvgpu-guest] the stack never ran out ({n})");
+    EXIT_FAILED
+}
+
 /// Spins forever (for testing the VMM's timeout).
 pub fn spin() -> u8 {
     crate::println!("[pvgpu-guest] spinning");
