@@ -140,3 +140,22 @@ fn bad_vram_sizes() {
         );
     }
 }
+
+#[test]
+fn no_kvm_device_is_a_clear_error() {
+    // A private mount namespace where /dev is empty: no /dev/kvm (needs root, as CI runs).
+    let pvgpu = env!("CARGO_BIN_EXE_pvgpu");
+    let script = format!("mount -t tmpfs none /dev && exec {pvgpu} run -- hello");
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .current_dir(common::root())
+        .output()
+        .expect("run unshare (util-linux)");
+    let r = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: Duration::ZERO,
+    };
+    assert_clean_error(&r, "/dev/kvm");
+}
