@@ -159,3 +159,21 @@ fn no_kvm_device_is_a_clear_error() {
     };
     assert_clean_error(&r, "/dev/kvm");
 }
+
+#[test]
+fn a_kvm_node_that_is_not_kvm_is_a_clear_error() {
+    let pvgpu = env!("CARGO_BIN_EXE_pvgpu");
+    let script = format!("mount --bind /dev/null /dev/kvm && exec {pvgpu} run -- hello");
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .current_dir(common::root())
+        .output()
+        .expect("run unshare (util-linux)");
+    let r = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: Duration::ZERO,
+    };
+    assert_clean_error(&r, "does not answer as kvm");
+}

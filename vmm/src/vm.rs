@@ -70,6 +70,14 @@ pub fn run_with_output(
     out: Box<dyn Write + Send>,
 ) -> Result<RunOutcome, VmmError> {
     let kvm = Kvm::new().map_err(|e| VmmError::no_kvm(&e))?;
+    // The one stable KVM API version; anything else is not KVM (e.g. /dev/kvm bound to a file).
+    const KVM_API_VERSION: i32 = 12;
+    let api = kvm.get_api_version();
+    if api != KVM_API_VERSION {
+        return Err(VmmError::NoKvm(format!(
+            "/dev/kvm does not answer as KVM (API version {api}, expected {KVM_API_VERSION})"
+        )));
+    }
     let vm = kvm.create_vm().map_err(|source| VmmError::Kvm {
         what: "KVM_CREATE_VM",
         source,
