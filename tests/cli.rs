@@ -141,39 +141,34 @@ fn bad_vram_sizes() {
     }
 }
 
-#[test]
-fn no_kvm_device_is_a_clear_error() {
-    // A private mount namespace where /dev is empty: no /dev/kvm (needs root, as CI runs).
-    let pvgpu = env!("CARGO_BIN_EXE_pvgpu");
-    let script = format!("mount -t tmpfs none /dev && exec {pvgpu} run -- hello");
+/// Runs `pvgpu run -- hello` in a private mount namespace after `setup` (a shell command that
+/// changes what /dev/kvm is). Needs root, as CI runs.
+fn run_with_mounts(setup: &str) -> Run {
+    let script = format!(
+        "{setup} && exec {} run -- hello",
+        env!("CARGO_BIN_EXE_pvgpu")
+    );
     let out = std::process::Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", &script])
         .current_dir(common::root())
         .output()
         .expect("run unshare (util-linux)");
-    let r = Run {
+    Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         elapsed: Duration::ZERO,
-    };
-    assert_clean_error(&r, "/dev/kvm");
+    }
+}
+
+#[test]
+fn no_kvm_device_is_a_clear_error() {
+    // An empty /dev: no /dev/kvm at all.
+    assert_clean_error(&run_with_mounts("mount -t tmpfs none /dev"), "/dev/kvm");
 }
 
 #[test]
 fn a_kvm_node_that_is_not_kvm_is_a_clear_error() {
-    let pvgpu = env!("CARGO_BIN_EXE_pvgpu");
-    let script = format!("mount --bind /dev/null /dev/kvm && exec {pvgpu} run -- hello");
-    let out = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .current_dir(common::root())
-        .output()
-        .expect("run unshare (util-linux)");
-    let r = Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: Duration::ZERO,
-    };
+    let r = run_with_mounts("mount --bind /dev/null /dev/kvm");
     assert_clean_error(&r, "does not answer as kvm");
 }
