@@ -35,6 +35,37 @@ enum ChainFault {
     Unreadable,
     /// The chain was cut short: a loop, more descriptors than the queue, or a bad `next`.
     Truncated,
+    /// The chain uses an indirect table, a feature the device does not offer.
+    Indirect,
+}
+
+/// Split-ring descriptor flags (virtio 1.x, 2.7.5).
+const DESC_F_NEXT: u16 = 1;
+/// The descriptor points at an indirect table (VIRTIO_F_INDIRECT_DESC).
+const DESC_F_INDIRECT: u16 = 4;
+
+/// Whether the chain from `head` in the descriptor table at `table` (of `size` entries) uses
+/// an indirect table. virtio-queue follows indirect tables whether or not the feature was
+/// negotiated, so the device looks first; it never offers the feature.
+fn uses_indirect<M: GuestMemory>(mem: &M, table: u64, size: u16, head: u16) -> bool {
+    let mut i = head;
+    for _ in 0..size {
+        let at = table.wrapping_add(16 * u64::from(i));
+        let flags: u16 = mem.read_obj(GuestAddress(at.wrapping_add(12))).unwrap_or(0);
+        if flags & DESC_F_INDIRECT != 0 {
+            return true;
+        }
+        if flags & DESC_F_NEXT == 0 {
+            return false;
+        }
+        i = mem
+            .read_obj(GuestAddress(at.wrapping_add(14)))
+            .unwrap_or(size);
+        if i >= size {
+            return false;
+        }
+    }
+    false
 }
 
 struct Chain {
@@ -112,9 +143,13 @@ fn scatter<M: GuestMemory>(mem: &M, writable: &[(GuestAddress, usize)], resp: &[
 fn handle_chain<M: GuestMemory>(
     mem: &M,
     chain: virtio_queue::DescriptorChain<&M>,
+    indirect: bool,
     engine: &mut CommandEngine,
 ) -> u32 {
-    let c = gather(mem, chain);
+    let mut c = gather(mem, chain);
+    if indirect {
+        c.fault = Some(ChainFault::Indirect);
+    }
     let hdr = CtrlHdr::read_from(&c.request).unwrap_or_default();
     let room: usize = c.writable.iter().map(|&(_, len)| len).sum();
     if c.fault.is_none() && room < p::response_size(hdr.type_) {
@@ -173,7 +208,8 @@ pub fn process<M: GuestMemory>(
                 break;
             };
             let head = chain.head_index();
-            let len = handle_chain(mem, chain, engine);
+            let indirect = uses_indirect(mem, queue.desc_table(), queue.size(), head);
+            let len = handle_chain(mem, chain, indirect, engine);
             queue.add_used(mem, head, len)?;
             used_any = true;
             progressed = true;
