@@ -184,3 +184,15 @@ fn ring3_stack_overflow_hits_its_guard_page() {
         );
     }
 }
+
+#[test]
+fn ring0_stack_overflow_is_a_reported_double_fault() {
+    let r = boot(&[], &["fault-ring0", "stack"]);
+    assert_eq!(r.code, Some(64 + 8), "{}", r.dump());
+    assert!(
+        r.stdout
+            .contains("FATAL #DF double fault (vector 8) at ring 0 on cpu 0"),
+        "{}",
+        r.dump()
+    );
+}

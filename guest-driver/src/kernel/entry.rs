@@ -15,15 +15,21 @@ use super::{gdt, idt, paging, trap};
 
 /// Size of each CPU's ring-0 stack.
 pub const KSTACK_SIZE: usize = 16 * 1024;
-const KSTACK_SHIFT: u32 = 14;
-const _: () = assert!(1 << KSTACK_SHIFT == KSTACK_SIZE);
+/// Each ring-0 stack sits in a slot after an unmapped guard page (see paging), so an overflow
+/// becomes a double fault on its own stack, which is reported, not silent corruption.
+pub const KSTACK_SLOT: usize = KSTACK_SIZE + pvgpu_abi::layout::PAGE_SIZE as usize;
 
 #[repr(C, align(4096))]
-pub struct Stacks(pub [[u8; KSTACK_SIZE]; MAX_VCPUS as usize]);
+pub struct Stacks(pub [[u8; KSTACK_SLOT]; MAX_VCPUS as usize]);
 
-/// Ring-0 stacks, one per CPU.
-#[link_section = ".kbss"]
-pub static mut KERNEL_STACKS: Stacks = Stacks([[0; KSTACK_SIZE]; MAX_VCPUS as usize]);
+/// Ring-0 stacks, one per CPU (mapped without the user bit).
+#[link_section = ".kstack"]
+pub static mut KERNEL_STACKS: Stacks = Stacks([[0; KSTACK_SLOT]; MAX_VCPUS as usize]);
+
+/// Where the ring-0 stack slots start (paging checks it is the start of `.kstack`).
+pub fn kstacks_base() -> u64 {
+    core::ptr::addr_of!(KERNEL_STACKS) as u64
+}
 
 /// The validated boot info (vCPU 0 fills it).
 #[link_section = ".kdata"]
@@ -39,9 +45,8 @@ core::arch::global_asm!(
     "    cmp rsi, {max}",
     "    jae 2f",
     "    lea rsp, [rip + {stacks}]",
-    "    mov rax, rsi",
-    "    inc rax",
-    "    shl rax, {shift}",
+    "    lea rax, [rsi + 1]",
+    "    imul rax, rax, {slot}",
     "    add rsp, rax",
     "    xor ebp, ebp",
     "    call {kmain}",
@@ -49,19 +54,19 @@ core::arch::global_asm!(
     "    jmp 2b",
     max = const MAX_VCPUS,
     stacks = sym KERNEL_STACKS,
-    shift = const KSTACK_SHIFT,
+    slot = const KSTACK_SLOT,
     kmain = sym kmain,
 );
 
 /// Top of CPU `cpu`'s ring-0 stack.
 pub fn kstack_top(cpu: usize) -> u64 {
-    core::ptr::addr_of!(KERNEL_STACKS) as u64 + ((cpu as u64 + 1) * KSTACK_SIZE as u64)
+    core::ptr::addr_of!(KERNEL_STACKS) as u64 + ((cpu as u64 + 1) * KSTACK_SLOT as u64)
 }
 
 /// The CPU whose ring-0 stack holds `rsp` (every ring-0 path runs on one).
 pub fn cpu_of_stack(rsp: u64) -> usize {
     let base = core::ptr::addr_of!(KERNEL_STACKS) as u64;
-    (rsp.wrapping_sub(base) / KSTACK_SIZE as u64) as usize
+    (rsp.wrapping_sub(base) / KSTACK_SLOT as u64) as usize
 }
 
 extern "C" fn kmain(boot_ptr: u64, cpu: u64) -> ! {

@@ -27,6 +27,13 @@ struct DfStacks([[u8; DF_STACK_SIZE]; NCPU]);
 #[link_section = ".kbss"]
 static mut DF_STACKS: DfStacks = DfStacks([[0; DF_STACK_SIZE]; NCPU]);
 
+/// The CPU whose double-fault stack holds `rsp`, if it is on one.
+pub fn cpu_of_df_stack(rsp: u64) -> Option<usize> {
+    let base = core::ptr::addr_of!(DF_STACKS) as u64;
+    let cpu = rsp.checked_sub(base)? / DF_STACK_SIZE as u64;
+    (cpu < NCPU as u64).then_some(cpu as usize)
+}
+
 /// IST slot used by the double-fault gate.
 pub const DOUBLE_FAULT_IST: u16 = 0;
 

@@ -17,6 +17,7 @@ pub mod image {
         static __readonly_end: u8;
         static __data_end: u8;
         static __ustack_end: u8;
+        static __kstack_end: u8;
         static __kpriv_start: u8;
         static __kpriv_end: u8;
         static __image_end: u8;
@@ -35,6 +36,7 @@ pub mod image {
     sym_addr!(readonly_end, __readonly_end);
     sym_addr!(data_end, __data_end);
     sym_addr!(ustack_end, __ustack_end);
+    sym_addr!(kstack_end, __kstack_end);
     sym_addr!(kpriv_start, __kpriv_start);
     sym_addr!(kpriv_end, __kpriv_end);
     sym_addr!(end, __image_end);

@@ -151,15 +151,31 @@ fn identity_run(pa: u64) -> (F, u64) {
             return (flags, end);
         }
     }
-    // The ring-3 stacks: in each slot a guard page (unmapped), then the stack.
-    if pa < image::ustack_end() {
-        let slot = crate::user::USTACK_SLOT as u64;
-        let start = pa - (pa - image::data_end()) % slot;
-        return if pa < start + PAGE_SIZE {
-            (F::empty(), start + PAGE_SIZE)
-        } else {
-            (USER_RW, start + slot)
-        };
+    // The stacks: in each slot a guard page (unmapped), then the stack; ring 3's first, then
+    // ring 0's (without the user bit).
+    let stacks = [
+        (
+            image::data_end(),
+            image::ustack_end(),
+            crate::user::USTACK_SLOT,
+            USER_RW,
+        ),
+        (
+            image::ustack_end(),
+            image::kstack_end(),
+            super::entry::KSTACK_SLOT,
+            KERNEL_RW,
+        ),
+    ];
+    for (base, end, slot, flags) in stacks {
+        if pa >= base && pa < end {
+            let start = pa - (pa - base) % slot as u64;
+            return if pa < start + PAGE_SIZE {
+                (F::empty(), start + PAGE_SIZE)
+            } else {
+                (flags, start + slot as u64)
+            };
+        }
     }
     (F::empty(), u64::MAX)
 }
@@ -186,10 +202,13 @@ fn fill_leaves(pt: *mut PageTable, pa: u64, end: u64, flags: F) {
 pub fn init(info: &BootInfo) {
     // The stack guard pages are placed by slot, counting from the start of `.ustack`. (The
     // compiler assumes distinct symbols have distinct addresses, so compare opaque values.)
-    let base = core::hint::black_box(crate::user::stacks_base());
-    if base != core::hint::black_box(image::data_end()) {
+    let ustacks = core::hint::black_box(crate::user::stacks_base());
+    let kstacks = core::hint::black_box(super::entry::kstacks_base());
+    if ustacks != core::hint::black_box(image::data_end())
+        || kstacks != core::hint::black_box(image::ustack_end())
+    {
         super::trap::fatal_message(format_args!(
-            "ring-3 stacks are not at the start of .ustack"
+            "the stacks are not at the start of .ustack and .kstack"
         ));
     }
     let mut s = STATE.lock();

@@ -103,7 +103,9 @@ fn fault_return(f: &mut TrapFrame, ptr: u64) -> Result<(), i64> {
 /// Faults on purpose at ring 0 so tests can check the reports: kind 0 reads page 0 (#PF),
 /// kind 1 executes `ud2` (#UD), kind 2 loads an empty IDT first, so the `ud2` becomes a
 /// triple fault that the VMM must report, kind 3 executes `int3`, which KVM's emulator lacks:
-/// on PVM the VMM must report an emulation failure (elsewhere it is a #BP, reported here).
+/// on PVM the VMM must report an emulation failure (elsewhere it is a #BP, reported here),
+/// kind 4 recurses until the ring-0 stack hits its guard page (a double fault, reported on
+/// its own stack).
 fn fault_ring0(kind: u64) -> i64 {
     // SAFETY: both deliberately raise an exception, which the fatal path reports; neither
     // returns.
@@ -120,6 +122,16 @@ fn fault_ring0(kind: u64) -> i64 {
                 core::arch::asm!("ud2", options(nostack));
             }
             3 => core::arch::asm!("int3", options(nostack)),
+            4 => {
+                fn dive(depth: u64) -> u64 {
+                    if core::hint::black_box(depth) == u64::MAX {
+                        return 0;
+                    }
+                    let frame = core::hint::black_box([depth; 64]);
+                    frame[depth as usize % 64] + dive(depth + 1)
+                }
+                return dive(0) as i64;
+            }
             _ => return EINVAL,
         }
     }

@@ -70,7 +70,8 @@ pub extern "C" fn trap_dispatch(f: &mut TrapFrame) {
 /// Reports an exception nobody handles, then ends the guest with 64 + vector.
 fn fatal(f: &TrapFrame, cr2: u64) -> ! {
     let vector = (f.vector & 31) as usize;
-    let cpu = entry::cpu_of_stack(current_rsp());
+    let rsp = current_rsp();
+    let cpu = super::gdt::cpu_of_df_stack(rsp).unwrap_or_else(|| entry::cpu_of_stack(rsp));
     let mut w = LineWriter::new();
     let _ = write!(
         w,

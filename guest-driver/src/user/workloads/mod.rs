@@ -23,7 +23,7 @@ pub const EXIT_USAGE: u8 = 2;
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
                      [--no-clean] | pressure | concurrent | hostile | bench-migrate [--mib M] \
                      [--object-mib S] | bench-latency [--iters N] | scale [--objects N] | \
-                     density [--mib M] | fault-ring0 [pf|ud|triple|emulator] | fault-ring3 | stack-overflow | spin";
+                     density [--mib M] | fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | stack-overflow | spin";
 
 /// Runs the workload `args` names on vCPU 0 and returns the guest's exit status.
 pub fn run(args: &[&str], info: &BootInfo) -> u8 {
@@ -77,6 +77,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("fault-ring0", ["ud"]) => basic::fault_ring0(1),
         ("fault-ring0", ["triple"]) => basic::fault_ring0(2),
         ("fault-ring0", ["emulator"]) => basic::fault_ring0(3),
+        ("fault-ring0", ["stack"]) => basic::fault_ring0(4),
         ("fault-ring3", []) => basic::fault_ring3(),
         ("stack-overflow", []) => basic::stack_overflow(),
         ("spin", []) => basic::spin(),
