@@ -215,31 +215,34 @@ pub fn init(info: &BootInfo) {
     s.ram_size = info.ram_size;
     s.used = 1; // the PML4
     let fine_end = image::kpriv_start();
+    let (kpriv_end, ram) = (image::kpriv_end(), info.ram_size);
     let mut pa = 0;
-    while pa < info.ram_size {
+    while pa < ram {
+        // One directory (1 GiB) at a time: walking from the PML4 for every 2 MiB entry would
+        // cost ~100 emulated instructions each.
         let Some(pd) = s.walk(pa, 2, true) else { break };
-        let idx = ((pa >> 21) & 511) as usize;
-        if pa < fine_end {
-            let Some(pt) = s.alloc_table() else { break };
-            // SAFETY: pd is a pool table; we hold the lock.
-            unsafe { tbl(pd)[idx].set_addr(PhysAddr::new(pt as u64), TABLE) };
-            let mut p = pa;
-            while p < pa + LARGE_PAGE_SIZE {
-                let (flags, run_end) = identity_run(p);
-                let end = run_end.min(pa + LARGE_PAGE_SIZE);
-                fill_leaves(pt, p, end, flags);
-                p = end;
-            }
-        } else {
-            let flags = if pa < image::kpriv_end() {
-                KERNEL_RW
+        let entries = pd as *mut u64;
+        let gib_end = (((pa >> 30) + 1) << 30).min(ram);
+        while pa < gib_end {
+            let idx = ((pa >> 21) & 511) as usize;
+            if pa < fine_end {
+                let Some(pt) = s.alloc_table() else { return };
+                // SAFETY: idx < 512 indexes the pool table `pd`; we hold the lock.
+                unsafe { entries.add(idx).write(pt as u64 | TABLE.bits()) };
+                let mut p = pa;
+                while p < pa + LARGE_PAGE_SIZE {
+                    let (flags, run_end) = identity_run(p);
+                    let end = run_end.min(pa + LARGE_PAGE_SIZE);
+                    fill_leaves(pt, p, end, flags);
+                    p = end;
+                }
             } else {
-                USER_RW
-            };
-            // SAFETY: pd is a pool table; we hold the lock.
-            unsafe { tbl(pd)[idx].set_addr(PhysAddr::new(pa), flags | F::HUGE_PAGE) };
+                let flags = if pa < kpriv_end { KERNEL_RW } else { USER_RW };
+                // SAFETY: as above.
+                unsafe { entries.add(idx).write(pa | (flags | F::HUGE_PAGE).bits()) };
+            }
+            pa += LARGE_PAGE_SIZE;
         }
-        pa += LARGE_PAGE_SIZE;
     }
     let windows = [
         (
