@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, Wire};
+use pvgpu_abi::request;
 use pvgpu_device::memfd::MemFd;
 use pvgpu_device::transport::{regs, status};
 use pvgpu_device::{DeviceConfig, GuestRamPunch, PvgpuDevice};
@@ -185,16 +186,6 @@ fn run1(
     (ty, len)
 }
 
-fn obj(cmd: u32, id: u32) -> Vec<u8> {
-    p::ReqObject {
-        hdr: CtrlHdr::new(cmd),
-        object_id: id,
-        padding: 0,
-    }
-    .as_bytes()
-    .to_vec()
-}
-
 /// A CLEAN whose host punch fails half way still succeeds for the guest (the data is in VRAM,
 /// the object is CLEANED); the host keeps the page it could not punch, and counts it.
 #[test]
@@ -202,16 +193,8 @@ fn a_failed_punch_does_not_fail_clean() {
     let ramfd = Arc::new(MemFd::new("x", RAM).unwrap());
     let (mem, mut dev, _) = mem_and_dev(Box::new(FailSecond(ramfd, 0.into())));
     bring_up(&mut dev, 16, 0x1000, 0x2000, 0x3000);
-    let create = p::ReqCreate {
-        hdr: CtrlHdr::new(p::CMD_CREATE),
-        object_id: 1,
-        flags: 0,
-        size: 0x2000,
-    };
-    assert_eq!(
-        run1(&mem, &mut dev, 0, create.as_bytes(), 24).0,
-        p::RESP_OK_NODATA
-    );
+    let create = request::create(1, 0, 0x2000);
+    assert_eq!(run1(&mem, &mut dev, 0, &create, 24).0, p::RESP_OK_NODATA);
     // Two non-adjacent pages -> two extents -> two punches.
     let mut att = p::ReqBacking {
         hdr: CtrlHdr::new(p::CMD_ATTACH_BACKING),
@@ -232,10 +215,10 @@ fn a_failed_punch_does_not_fail_clean() {
     }
     assert_eq!(run1(&mem, &mut dev, 1, &att, 24).0, p::RESP_OK_NODATA);
     assert_eq!(
-        run1(&mem, &mut dev, 2, &obj(p::CMD_MIGRATE, 1), 32).0,
+        run1(&mem, &mut dev, 2, &request::object(p::CMD_MIGRATE, 1), 32).0,
         p::RESP_OK_MIGRATE
     );
-    let (ty, _) = run1(&mem, &mut dev, 3, &obj(p::CMD_CLEAN, 1), 24);
+    let (ty, _) = run1(&mem, &mut dev, 3, &request::object(p::CMD_CLEAN, 1), 24);
     assert_eq!(ty, p::RESP_OK_NODATA);
     let o = dev.engine().objects().get(1).unwrap();
     assert_eq!(o.placement, pvgpu_device::object::Placement::Cleaned);
@@ -263,17 +246,9 @@ fn a_command_whose_answer_cannot_be_delivered_does_not_run() {
     let ramfd = Arc::new(MemFd::new("x", RAM).unwrap());
     let (mem, mut dev, _) = mem_and_dev(Box::new(Punch(ramfd)));
     bring_up(&mut dev, 16, 0x1000, 0x2000, 0x3000);
-    let create = p::ReqCreate {
-        hdr: CtrlHdr::new(p::CMD_CREATE),
-        object_id: 1,
-        flags: 0,
-        size: 0x2000,
-    };
-    assert_eq!(
-        run1(&mem, &mut dev, 0, create.as_bytes(), 24).0,
-        p::RESP_OK_NODATA
-    );
-    let (_, len) = run1(&mem, &mut dev, 1, &obj(p::CMD_DESTROY, 1), 8);
+    let create = request::create(1, 0, 0x2000);
+    assert_eq!(run1(&mem, &mut dev, 0, &create, 24).0, p::RESP_OK_NODATA);
+    let (_, len) = run1(&mem, &mut dev, 1, &request::object(p::CMD_DESTROY, 1), 8);
     assert_eq!(len, 0);
     assert!(
         dev.engine().objects().get(1).is_ok(),
@@ -282,7 +257,7 @@ fn a_command_whose_answer_cannot_be_delivered_does_not_run() {
     assert_eq!(dev.stats().dropped_chains, 1);
     // With room for the answer it runs.
     assert_eq!(
-        run1(&mem, &mut dev, 2, &obj(p::CMD_DESTROY, 1), 24).0,
+        run1(&mem, &mut dev, 2, &request::object(p::CMD_DESTROY, 1), 24).0,
         p::RESP_OK_NODATA
     );
     assert!(dev.engine().objects().get(1).is_err());
