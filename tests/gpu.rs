@@ -183,3 +183,26 @@ fn hostile_on_two_vcpus() {
     let r = boot(&["--vcpus", "2"], &["hostile"]);
     check_hostile(&r, 2);
 }
+
+#[test]
+fn random_object_operations_match_a_shadow_copy() {
+    // Small VRAM, so migrations evict least recently used objects as they go.
+    let mut lru_total = 0u64;
+    for seed in ["1", "2", "3"] {
+        let r = boot(
+            &["--vram", "2M"],
+            &["objfuzz", "--ops", "3000", "--seed", seed],
+        );
+        assert_eq!(r.code, Some(0), "seed {seed}: {}", r.dump());
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("objfuzz: PASS"))
+            .unwrap_or_else(|| panic!("seed {seed}: {}", r.dump()));
+        lru_total += line
+            .split(", ")
+            .find_map(|p| p.strip_suffix(" LRU evictions")?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert!(lru_total > 0, "VRAM never filled up");
+}

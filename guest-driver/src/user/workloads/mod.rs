@@ -5,6 +5,7 @@ pub mod bench;
 pub mod concurrent;
 pub mod hostile;
 pub mod object_checks;
+pub mod objfuzz;
 pub mod pressure;
 pub mod selftest;
 pub mod workload;
@@ -21,9 +22,11 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
-                     [--no-clean] | pressure | concurrent | hostile | bench-migrate [--mib M] \
-                     [--object-mib S] | bench-latency [--iters N] | scale [--objects N] | \
-                     density [--mib M] | fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | stack-overflow | spin";
+                     [--no-clean] | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
+                     hostile | bench-migrate [--mib M] [--object-mib S] | \
+                     bench-latency [--iters N] | scale [--objects N] | density [--mib M] | \
+                     fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | \
+                     stack-overflow | spin";
 
 /// Runs the workload `args` names on vCPU 0 and returns the guest's exit status.
 pub fn run(args: &[&str], info: &BootInfo) -> u8 {
@@ -43,6 +46,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         "workload"
             | "pressure"
             | "concurrent"
+            | "objfuzz"
             | "bench-migrate"
             | "bench-latency"
             | "scale"
@@ -83,6 +87,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("spin", []) => basic::spin(),
         ("workload", rest) => workload::run(rest),
         ("pressure", []) => pressure::run(),
+        ("objfuzz", rest) => objfuzz::run(rest),
         ("bench-migrate", rest) => bench::migrate(rest),
         ("bench-latency", rest) => bench::latency(rest),
         ("scale", rest) => bench::scale(rest),
