@@ -200,8 +200,9 @@ fn fill_leaves(pt: *mut PageTable, pa: u64, end: u64, flags: F) {
 
 /// Builds every table (vCPU 0 only, before [`activate`]).
 pub fn init(info: &BootInfo) {
-    // The stack guard pages are placed by slot, counting from the start of `.ustack`. (The
-    // compiler assumes distinct symbols have distinct addresses, so compare opaque values.)
+    // The stack guard pages are placed by slot, counting from the starts of `.ustack` and
+    // `.kstack`. (The compiler assumes distinct symbols have distinct addresses, so compare
+    // opaque values.)
     let ustacks = core::hint::black_box(crate::user::stacks_base());
     let kstacks = core::hint::black_box(super::entry::kstacks_base());
     if ustacks != core::hint::black_box(image::data_end())
@@ -220,13 +221,19 @@ pub fn init(info: &BootInfo) {
     while pa < ram {
         // One directory (1 GiB) at a time: walking from the PML4 for every 2 MiB entry would
         // cost ~100 emulated instructions each.
-        let Some(pd) = s.walk(pa, 2, true) else { break };
+        let Some(pd) = s.walk(pa, 2, true) else {
+            super::trap::fatal_message(format_args!("out of page-table pages for guest RAM"))
+        };
         let entries = pd as *mut u64;
         let gib_end = (((pa >> 30) + 1) << 30).min(ram);
         while pa < gib_end {
             let idx = ((pa >> 21) & 511) as usize;
             if pa < fine_end {
-                let Some(pt) = s.alloc_table() else { return };
+                let Some(pt) = s.alloc_table() else {
+                    super::trap::fatal_message(format_args!(
+                        "out of page-table pages for the image"
+                    ))
+                };
                 // SAFETY: idx < 512 indexes the pool table `pd`; we hold the lock.
                 unsafe { entries.add(idx).write(pt as u64 | TABLE.bits()) };
                 let mut p = pa;
