@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 
 use pvgpu_abi::layout::PAGE_SIZE;
 
+use super::args::flag;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::port;
 use crate::user::clock;
@@ -40,13 +41,6 @@ fn percentile(v: &mut [u64], p: u64) -> u64 {
     v.sort_unstable();
     let rank = (p * v.len() as u64).div_ceil(100).max(1) as usize;
     v[rank.min(v.len()) - 1]
-}
-
-fn flag(args: &[&str], name: &str, default: u64) -> Option<u64> {
-    match args.iter().position(|a| *a == name) {
-        None => Some(default),
-        Some(i) => args.get(i + 1)?.parse().ok(),
-    }
 }
 
 /// `bench-migrate --mib M --object-mib S`: MIGRATE throughput for M MiB in S MiB objects.

@@ -1,5 +1,6 @@
 //! The workloads the guest runs, chosen by the first word of its command line.
 
+pub mod args;
 pub mod basic;
 pub mod bench;
 pub mod concurrent;

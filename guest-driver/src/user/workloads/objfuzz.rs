@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use pvgpu_abi::crc32c::crc32c;
 use pvgpu_abi::layout::PAGE_SIZE;
 
+use super::args::{flag, Rng};
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::user::objects::{self as obj, Handle, ObjError, Placement};
 
@@ -16,32 +17,10 @@ const SLOTS: usize = 6;
 /// Largest object, in pages.
 const MAX_PAGES: u64 = 256;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 struct Slot {
     h: Handle,
     shadow: Vec<u8>,
     view: Option<u64>,
-}
-
-fn flag(args: &[&str], name: &str, default: u64) -> Option<u64> {
-    match args.iter().position(|a| *a == name) {
-        None => Some(default),
-        Some(i) => args.get(i + 1)?.parse().ok(),
-    }
 }
 
 /// Runs the workload on task 0.
@@ -96,7 +75,7 @@ fn fuzz(ops: u64, seed: u64) -> Result<[u64; 3], (u64, &'static str)> {
             0 => {
                 let off = rng.below(size);
                 let len = 1 + rng.below(size - off);
-                let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                 obj::write_at(0, s.h, off, &data).map_err(|_| fail("write_at"))?;
                 s.shadow[off as usize..(off + len) as usize].copy_from_slice(&data);
             }
@@ -119,7 +98,7 @@ fn fuzz(ops: u64, seed: u64) -> Result<[u64; 3], (u64, &'static str)> {
                     if got != s.shadow[k] {
                         return Err(fail("view read returned wrong data"));
                     }
-                    let v = rng.next() as u8;
+                    let v = rng.next_u64() as u8;
                     // SAFETY: as above; the view is writable.
                     unsafe { ((va as *mut u8).add(k)).write_volatile(v) };
                     s.shadow[k] = v;
@@ -157,7 +136,7 @@ fn fuzz(ops: u64, seed: u64) -> Result<[u64; 3], (u64, &'static str)> {
                 if placement != Placement::System {
                     let off = rng.below(size);
                     let len = 1 + rng.below(size - off);
-                    let v = rng.next() as u8;
+                    let v = rng.next_u64() as u8;
                     obj::fill(0, s.h, off, len, v).map_err(|_| fail("fill"))?;
                     s.shadow[off as usize..(off + len) as usize].fill(v);
                 }

@@ -7,21 +7,10 @@ use alloc::vec::Vec;
 use pvgpu_abi::crc32c::crc32c;
 use pvgpu_abi::layout::PAGE_SIZE;
 
+use super::args::Rng;
 use super::workload::{check_view, fill_view, word};
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::user::objects::{self as obj, Handle, ObjError, Placement};
-
-/// A small xorshift generator (deterministic, so a failure can be replayed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// Runs the workload on task 0.
 pub fn run() -> u8 {
@@ -57,9 +46,9 @@ fn pressure() -> Result<(), &'static str> {
     let rounds = 4 * n;
     let (mut migrated, mut cleaned, mut touched) = (0, 0, 0);
     for _ in 0..rounds {
-        let i = (rng.next() % n) as usize;
+        let i = (rng.next_u64() % n) as usize;
         let (h, va, crc) = objs[i];
-        match rng.next() % 3 {
+        match rng.next_u64() % 3 {
             0 => match obj::placement(task, h).map_err(|_| "placement")? {
                 Placement::System => {
                     obj::migrate(task, h).map_err(|_| "migrate under pressure")?;
@@ -81,7 +70,7 @@ fn pressure() -> Result<(), &'static str> {
                 touched += 1;
             }
             _ => {
-                let k = rng.next() % (size / 8);
+                let k = rng.next_u64() % (size / 8);
                 let mut b = [0u8; 8];
                 obj::read_at(task, h, k * 8, &mut b).map_err(|_| "read_at")?;
                 if u64::from_le_bytes(b) != word(i as u64, k) {
