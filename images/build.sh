@@ -6,6 +6,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 for tool in cargo rustup; do
     command -v "$tool" >/dev/null || { echo "images/build.sh: $tool is missing: install rustup (https://rustup.rs); rust-toolchain.toml then installs the pinned toolchain and target" >&2; exit 1; }
 done
+# rust-toolchain.toml pins the toolchain and the guest target. rustup installs them on first use
+# only when auto-install is on (RUSTUP_AUTO_INSTALL=0 is common in CI images), so install both
+# here explicitly: a no-op when they are already there.
+toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$root/rust-toolchain.toml")
+if ! (cd "$root" && rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy --target x86_64-unknown-none >/dev/null 2>&1); then
+    echo "images/build.sh: could not install Rust $toolchain with target x86_64-unknown-none: run 'rustup toolchain install $toolchain --target x86_64-unknown-none --component rustfmt,clippy'" >&2
+    exit 1
+fi
 command -v cc >/dev/null || { echo "images/build.sh: no C compiler/linker (cc) for the host build: apt-get install build-essential" >&2; exit 1; }
 out="$root/images/out"
 mkdir -p "$out"
