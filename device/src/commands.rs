@@ -8,9 +8,10 @@ use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
 use crate::backing_index::BackingIndex;
 use crate::guest_ram::{Extent, GuestRam, GuestRamError, GuestRamPunch};
+use crate::job::{Job, Work};
 use crate::object::{ObjectError, ObjectTable, Op, Placement};
 use crate::stats::DeviceStats;
-use crate::vram::{guest_checksum, Vram, VramError};
+use crate::vram::{Vram, VramError};
 use crate::vram_alloc::{AllocError, VramAllocator};
 
 /// Why a command failed; each maps to one response type.
@@ -110,6 +111,37 @@ impl DeviceConfig {
     }
 }
 
+/// What a checked command still has to do once its data work (a [`Job`]) is finished.
+#[derive(Debug)]
+enum Commit {
+    /// Answer OK_NODATA.
+    Ok,
+    /// Answer OK_CHECKSUM with the job's crc.
+    Checksum,
+    /// The object's data is in VRAM at `off`.
+    Migrate { id: u32, off: u64 },
+    /// The object's data is back in guest pages (`backing`, if new ones were given).
+    Evict {
+        id: u32,
+        off: u64,
+        backing: Option<Vec<Extent>>,
+    },
+}
+
+/// A command whose data work is under way.
+#[derive(Debug)]
+struct Running {
+    hdr: CtrlHdr,
+    job: Job,
+    commit: Commit,
+}
+
+/// What a checked command gives: its response now, or data work first.
+enum Outcome {
+    Reply(Vec<u8>),
+    Work(Job, Commit),
+}
+
 /// The command engine: objects, VRAM and counters.
 pub struct CommandEngine {
     vram: Vram,
@@ -122,6 +154,8 @@ pub struct CommandEngine {
     stats: DeviceStats,
     tick: u64,
     enabled: bool,
+    /// The command whose data work is under way (at most one: the queue is served in order).
+    running: Option<Running>,
 }
 
 impl std::fmt::Debug for CommandEngine {
@@ -183,6 +217,7 @@ impl CommandEngine {
             stats,
             tick: 0,
             enabled: true,
+            running: None,
         })
     }
 
@@ -212,7 +247,19 @@ impl CommandEngine {
     }
 
     /// Destroys every object and frees all VRAM (device reset). Guest pages are untouched.
+    /// A command under way is dropped unanswered.
     pub fn reset(&mut self) {
+        if let Some(Running {
+            commit: Commit::Migrate { id, off },
+            ..
+        }) = self.running.take()
+        {
+            // Its VRAM is allocated but not yet the object's.
+            if let Ok(o) = self.objects.get(id) {
+                let size = o.size;
+                self.free_vram(off, size);
+            }
+        }
         self.backing.clear();
         for o in self.objects.drain() {
             if let Some(off) = o.vram_offset {
@@ -222,20 +269,78 @@ impl CommandEngine {
         self.stats.set_objects(0);
     }
 
-    /// Handles one request and returns the response bytes.
+    /// Handles one request to the end and returns the response bytes.
     pub fn handle<M: GuestMemory + ?Sized>(&mut self, mem: &M, req: &[u8]) -> Vec<u8> {
+        if let Some(resp) = self.start(mem, req) {
+            return resp;
+        }
+        loop {
+            let mut budget = u64::MAX;
+            if let Some(resp) = self.resume(mem, &mut budget) {
+                return resp;
+            }
+        }
+    }
+
+    /// Checks one request and acts on it. Returns the response, or `None` when the command
+    /// has data work to do first: then call [`Self::resume`] until it answers (no other
+    /// request may start meanwhile).
+    pub fn start<M: GuestMemory + ?Sized>(&mut self, mem: &M, req: &[u8]) -> Option<Vec<u8>> {
         self.tick += 1;
         let Some(hdr) = CtrlHdr::read_from(req) else {
             self.stats.count_command("short", true);
-            return CtrlHdr::new(p::RESP_ERR_BAD_REQUEST).as_bytes().to_vec();
+            return Some(CtrlHdr::new(p::RESP_ERR_BAD_REQUEST).as_bytes().to_vec());
         };
-        let name = p::command_name(hdr.type_);
         let result = if self.enabled {
             self.dispatch(mem, &hdr, req)
         } else {
             Err(CommandError::NotNegotiated)
         };
-        self.stats.count_command(name, result.is_err());
+        match result {
+            Ok(Outcome::Reply(resp)) => Some(self.answered(&hdr, Ok(resp))),
+            Ok(Outcome::Work(job, commit)) => {
+                self.running = Some(Running { hdr, job, commit });
+                None
+            }
+            Err(e) => Some(self.answered(&hdr, Err(e))),
+        }
+    }
+
+    /// Whether a command's data work is under way.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Continues the command under way with at most about `budget` bytes of data work
+    /// (at least one slice), and returns its response once it is finished. `None` with no
+    /// command under way too.
+    pub fn resume<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        budget: &mut u64,
+    ) -> Option<Vec<u8>> {
+        let mut r = self.running.take()?;
+        let result = match r.job.run(&self.vram, mem, budget) {
+            Ok(false) => {
+                self.running = Some(r);
+                return None;
+            }
+            Ok(true) => self.commit(&r.hdr, &r.job, r.commit),
+            Err(e) => {
+                if let Commit::Migrate { id, off } = r.commit {
+                    let size = self.objects.get(id).map_or(0, |o| o.size);
+                    self.free_vram(off, size);
+                }
+                Err(e.into())
+            }
+        };
+        Some(self.answered(&r.hdr, result))
+    }
+
+    /// Counts a finished command and encodes its answer.
+    fn answered(&mut self, hdr: &CtrlHdr, result: Result<Vec<u8>, CommandError>) -> Vec<u8> {
+        self.stats
+            .count_command(p::command_name(hdr.type_), result.is_err());
         self.stats.set_objects(self.objects.len() as u64);
         self.stats.set_vram_used(self.alloc.used());
         match result {
@@ -244,18 +349,58 @@ impl CommandEngine {
         }
     }
 
+    /// Finishes a command whose data work is done.
+    fn commit(&mut self, hdr: &CtrlHdr, job: &Job, commit: Commit) -> Result<Vec<u8>, CommandError> {
+        match commit {
+            Commit::Ok => Ok(hdr.response(p::RESP_OK_NODATA).as_bytes().to_vec()),
+            Commit::Checksum => Ok(p::RespChecksum {
+                hdr: hdr.response(p::RESP_OK_CHECKSUM),
+                crc32c: job.crc(),
+                padding: 0,
+            }
+            .as_bytes()
+            .to_vec()),
+            Commit::Migrate { id, off } => {
+                let o = self.objects.touch(id, self.tick)?;
+                o.placement = Placement::Vram;
+                o.vram_offset = Some(off);
+                self.stats.bytes_migrated += o.size;
+                Ok(p::RespMigrate {
+                    hdr: hdr.response(p::RESP_OK_MIGRATE),
+                    vram_offset: off,
+                }
+                .as_bytes()
+                .to_vec())
+            }
+            Commit::Evict { id, off, backing } => {
+                let o = self.objects.touch(id, self.tick)?;
+                if let Some(n) = backing {
+                    self.backing.remove(o.backing.as_deref().unwrap_or(&[]));
+                    self.backing.insert(id, &n);
+                    o.backing = Some(n);
+                }
+                o.placement = Placement::System;
+                o.vram_offset = None;
+                let size = o.size;
+                self.stats.bytes_evicted += size;
+                self.free_vram(off, size);
+                Ok(hdr.response(p::RESP_OK_NODATA).as_bytes().to_vec())
+            }
+        }
+    }
+
     fn dispatch<M: GuestMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        _mem: &M,
         hdr: &CtrlHdr,
         req: &[u8],
-    ) -> Result<Vec<u8>, CommandError> {
+    ) -> Result<Outcome, CommandError> {
         let cmd = hdr.type_;
-        let ok = || hdr.response(p::RESP_OK_NODATA).as_bytes().to_vec();
+        let ok = || Outcome::Reply(hdr.response(p::RESP_OK_NODATA).as_bytes().to_vec());
         match cmd {
             p::CMD_NOP => Ok(ok()),
-            p::CMD_GET_INFO => Ok(self.info(hdr).as_bytes().to_vec()),
-            p::CMD_STATS => Ok(self.wire_stats(hdr).as_bytes().to_vec()),
+            p::CMD_GET_INFO => Ok(Outcome::Reply(self.info(hdr).as_bytes().to_vec())),
+            p::CMD_STATS => Ok(Outcome::Reply(self.wire_stats(hdr).as_bytes().to_vec())),
             p::CMD_CREATE => {
                 let r: p::ReqCreate = need(cmd, req)?;
                 self.create(r.object_id, r.flags, r.size)?;
@@ -274,13 +419,7 @@ impl CommandEngine {
             }
             p::CMD_MIGRATE => {
                 let r: p::ReqObject = need(cmd, req)?;
-                let vram_offset = self.migrate(mem, r.object_id)?;
-                Ok(p::RespMigrate {
-                    hdr: hdr.response(p::RESP_OK_MIGRATE),
-                    vram_offset,
-                }
-                .as_bytes()
-                .to_vec())
+                self.migrate(r.object_id)
             }
             p::CMD_CLEAN => {
                 let r: p::ReqObject = need(cmd, req)?;
@@ -290,29 +429,19 @@ impl CommandEngine {
             p::CMD_EVICT => {
                 let r: p::ReqBacking = need(cmd, req)?;
                 let e = entries(cmd, req, r.nr_entries)?;
-                self.evict(mem, r.object_id, &e)?;
-                Ok(ok())
+                self.evict(r.object_id, &e)
             }
             p::CMD_FILL => {
                 let r: p::ReqFill = need(cmd, req)?;
-                self.fill(r.object_id, r.offset, r.length, r.value)?;
-                Ok(ok())
+                self.fill(r.object_id, r.offset, r.length, r.value)
             }
             p::CMD_COPY => {
                 let r: p::ReqCopy = need(cmd, req)?;
-                self.copy(r.dst_id, r.dst_offset, r.src_id, r.src_offset, r.length)?;
-                Ok(ok())
+                self.copy(r.dst_id, r.dst_offset, r.src_id, r.src_offset, r.length)
             }
             p::CMD_CHECKSUM => {
                 let r: p::ReqRange = need(cmd, req)?;
-                let crc = self.checksum(mem, r.object_id, r.offset, r.length)?;
-                Ok(p::RespChecksum {
-                    hdr: hdr.response(p::RESP_OK_CHECKSUM),
-                    crc32c: crc,
-                    padding: 0,
-                }
-                .as_bytes()
-                .to_vec())
+                self.checksum(r.object_id, r.offset, r.length)
             }
             other => Err(CommandError::UnknownCommand(other)),
         }
@@ -382,21 +511,15 @@ impl CommandEngine {
         Ok(())
     }
 
-    /// Returns the object's VRAM offset.
-    fn migrate<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u32) -> Result<u64, CommandError> {
+    /// Allocates the object's VRAM; the job copies its pages there.
+    fn migrate(&mut self, id: u32) -> Result<Outcome, CommandError> {
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::Migrate)?;
         let size = o.size;
+        let extents = o.backing.clone().unwrap_or_default();
         let off = self.alloc.alloc(size, p::PAGE_SIZE)?;
-        let backing = o.backing.as_deref().unwrap_or(&[]);
-        if let Err(e) = self.vram.copy_from_guest(mem, backing, off) {
-            self.free_vram(off, size);
-            return Err(e.into());
-        }
-        o.placement = Placement::Vram;
-        o.vram_offset = Some(off);
-        self.stats.bytes_migrated += size;
-        Ok(off)
+        let job = Job::new(Work::ToVram { extents, vram: off }, size);
+        Ok(Outcome::Work(job, Commit::Migrate { id, off }))
     }
 
     fn clean(&mut self, id: u32) -> Result<(), CommandError> {
@@ -426,12 +549,7 @@ impl CommandEngine {
         Ok(())
     }
 
-    fn evict<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        id: u32,
-        entries: &[MemEntry],
-    ) -> Result<(), CommandError> {
+    fn evict(&mut self, id: u32, entries: &[MemEntry]) -> Result<Outcome, CommandError> {
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::Evict)?;
         let new_backing: Option<Vec<Extent>> = if entries.is_empty() {
@@ -449,28 +567,28 @@ impl CommandEngine {
             (None, None) => return Err(CommandError::InvalidParameter("nr_entries")),
         };
         let off = o.vram_offset.unwrap_or_default();
-        self.vram.copy_to_guest(mem, target, off)?;
-        if let Some(n) = new_backing {
-            self.backing.remove(o.backing.as_deref().unwrap_or(&[]));
-            self.backing.insert(id, &n);
-            o.backing = Some(n);
-        }
-        o.placement = Placement::System;
-        o.vram_offset = None;
-        let size = o.size;
-        self.stats.bytes_evicted += size;
-        self.free_vram(off, size);
-        Ok(())
+        let job = Job::new(
+            Work::ToGuest {
+                extents: target.to_vec(),
+                vram: off,
+            },
+            o.size,
+        );
+        let commit = Commit::Evict {
+            id,
+            off,
+            backing: new_backing,
+        };
+        Ok(Outcome::Work(job, commit))
     }
 
-    fn fill(&mut self, id: u32, offset: u64, len: u64, value: u32) -> Result<(), CommandError> {
+    fn fill(&mut self, id: u32, offset: u64, len: u64, value: u32) -> Result<Outcome, CommandError> {
         let value = u8::try_from(value).map_err(|_| CommandError::InvalidParameter("value"))?;
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::VramData)?;
         o.check_range(offset, len)?;
-        let base = o.vram_offset.unwrap_or_default();
-        self.vram.fill(base + offset, len, value)?;
-        Ok(())
+        let at = o.vram_offset.unwrap_or_default() + offset;
+        Ok(Outcome::Work(Job::new(Work::Fill { at, value }, len), Commit::Ok))
     }
 
     fn copy(
@@ -480,7 +598,7 @@ impl CommandEngine {
         src_id: u32,
         src_off: u64,
         len: u64,
-    ) -> Result<(), CommandError> {
+    ) -> Result<Outcome, CommandError> {
         let s = self.objects.touch(src_id, self.tick)?;
         s.check(Op::VramData)?;
         s.check_range(src_off, len)?;
@@ -489,25 +607,25 @@ impl CommandEngine {
         d.check(Op::VramData)?;
         d.check_range(dst_off, len)?;
         let dst = d.vram_offset.unwrap_or_default() + dst_off;
-        self.vram.copy_within(src, dst, len)?;
-        Ok(())
+        Ok(Outcome::Work(
+            Job::new(Work::Copy { src, dst }, len),
+            Commit::Ok,
+        ))
     }
 
-    fn checksum<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        id: u32,
-        offset: u64,
-        len: u64,
-    ) -> Result<u32, CommandError> {
+    fn checksum(&mut self, id: u32, offset: u64, len: u64) -> Result<Outcome, CommandError> {
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::Read)?;
         o.check_range(offset, len)?;
-        match (o.vram_offset, &o.backing) {
-            (Some(base), _) => Ok(self.vram.checksum_append(0, base + offset, len)?),
-            (None, Some(b)) => Ok(guest_checksum(mem, b, offset, len)?),
-            (None, None) => Err(CommandError::InvalidParameter("no data")),
-        }
+        let work = match (o.vram_offset, &o.backing) {
+            (Some(base), _) => Work::VramChecksum { at: base + offset },
+            (None, Some(b)) => Work::GuestChecksum {
+                extents: b.clone(),
+                offset,
+            },
+            (None, None) => return Err(CommandError::InvalidParameter("no data")),
+        };
+        Ok(Outcome::Work(Job::new(work, len), Commit::Checksum))
     }
 
     /// Refuses a page list that overlaps itself or the backing of another live object: the

@@ -53,6 +53,8 @@ pub struct PvgpuDevice {
     transport: MmioTransport,
     engine: CommandEngine,
     irq: Option<Box<dyn InterruptSink>>,
+    /// The chain whose command is under way (its data work runs in bounded steps).
+    inflight: Option<queue::InFlight>,
 }
 
 impl std::fmt::Debug for PvgpuDevice {
@@ -76,6 +78,7 @@ impl PvgpuDevice {
             transport,
             engine,
             irq: None,
+            inflight: None,
         })
     }
 
@@ -96,6 +99,7 @@ impl PvgpuDevice {
             MmioEvent::None => false,
             MmioEvent::QueueNotify => true,
             MmioEvent::Reset => {
+                self.inflight = None;
                 self.engine.reset();
                 false
             }
@@ -109,18 +113,45 @@ impl PvgpuDevice {
         }
     }
 
-    /// Handles every request on the control queue. Returns whether an interrupt was raised
-    /// (INTERRUPT_STATUS set and the sink, if any, triggered). A broken queue sets
-    /// DEVICE_NEEDS_RESET and raises a configuration interrupt instead.
+    /// Handles the requests on the control queue (a queue's worth at most), each to the end.
+    /// Returns whether an interrupt was raised (INTERRUPT_STATUS set and the sink, if any,
+    /// triggered). A broken queue sets DEVICE_NEEDS_RESET and raises a configuration
+    /// interrupt instead. This can take as long as the guest's commands take: a thread that
+    /// must stay responsive uses [`Self::process_queue_step`].
     pub fn process_queue<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, DeviceError> {
+        let mut raised = self.process_queue_step(mem)?;
+        while self.inflight.is_some() {
+            raised |= self.step(mem, u64::MAX)?;
+        }
+        Ok(raised)
+    }
+
+    /// Like [`Self::process_queue`], but does about [`queue::STEP_BUDGET`] bytes of data
+    /// work at most (and at most a queue's worth of chains), so it returns within a bounded
+    /// time whatever the guest queued: a long command stays in flight, and
+    /// [`Self::has_pending`] is true until it is done. Call it again to go on.
+    pub fn process_queue_step<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, DeviceError> {
         if !self.transport.is_live() {
             return Ok(false);
         }
-        self.engine.stats_mut().notifications += 1;
-        let bits = match queue::process(self.transport.queue_mut(), mem, &mut self.engine) {
+        if self.inflight.is_none() {
+            self.engine.stats_mut().notifications += 1;
+        }
+        self.step(mem, queue::STEP_BUDGET)
+    }
+
+    fn step<M: GuestMemory>(&mut self, mem: &M, budget: u64) -> Result<bool, DeviceError> {
+        let bits = match queue::process(
+            self.transport.queue_mut(),
+            mem,
+            &mut self.engine,
+            &mut self.inflight,
+            budget,
+        ) {
             Ok(true) => transport::INT_VRING,
             Ok(false) => 0,
             Err(QueueError::Invalid) | Err(QueueError::Virtqueue(_)) => {
+                self.inflight = None;
                 self.transport.set_needs_reset();
                 transport::INT_CONFIG
             }
@@ -142,6 +173,9 @@ impl PvgpuDevice {
     pub fn has_pending<M: GuestMemory>(&self, mem: &M) -> bool {
         if !self.transport.is_live() {
             return false;
+        }
+        if self.inflight.is_some() {
+            return true;
         }
         let q = self.transport.queue();
         virtio_queue::QueueT::avail_idx(q, mem, std::sync::atomic::Ordering::Acquire)

@@ -8,7 +8,7 @@
 //!
 //! One concern per module: [`transport`] (registers), [`queue`] (descriptor chains),
 //! [`commands`] (requests → responses), [`object`] (life cycle), [`vram`] (VRAM memory and
-//! copies), [`vram_alloc`] (VRAM ranges), [`guest_ram`] (RAM ranges, page lists, punching), [`backing_index`] (which pages back
+//! copies), [`vram_alloc`] (VRAM ranges), [`job`] (long data work in slices), [`guest_ram`] (RAM ranges, page lists, punching), [`backing_index`] (which pages back
 //! which object),
 //! [`stats`] (counters), [`memfd`].
 
@@ -16,6 +16,7 @@ pub mod backing_index;
 pub mod commands;
 pub mod device;
 pub mod guest_ram;
+pub mod job;
 pub mod memfd;
 pub mod object;
 pub mod queue;

@@ -1,17 +1,31 @@
-//! Control-queue processing: pops descriptor chains (virtio-queue checks indices, loops
-//! and indirect tables), gathers the device-readable request bytes, runs the command and
-//! writes the response into the device-writable buffers, then decides whether to interrupt.
+//! Control-queue processing: pops descriptor chains, walks them (one read of each
+//! descriptor decides everything about it), gathers the device-readable request bytes, runs
+//! the command and writes the response into the device-writable buffers, then decides
+//! whether to interrupt.
 //!
 //! Chains are checked: readable descriptors must all come before writable ones, the request
-//! may not exceed `MAX_REQUEST_BYTES`, every buffer must be guest memory, and the response
-//! must fit the writable buffers (otherwise nothing is written and the used length is 0).
+//! may not exceed `MAX_REQUEST_BYTES`, indirect tables (not offered) are refused, every
+//! buffer must be guest memory, and the response must fit the writable buffers. A chain whose
+//! response cannot be delivered (too small, or a writable buffer outside guest memory) is not
+//! run at all: nothing is written and the used length is 0.
+//!
+//! Work is bounded: one call handles at most a queue's worth of chains and about a
+//! [`STEP_BUDGET`] of data bytes. A long command (a FILL of all VRAM, say) stays in flight
+//! across calls, its chain unused, until its data work is done.
 
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, Wire};
 
 use crate::commands::CommandEngine;
+
+/// About how many bytes of data work one bounded call does (whole slices of
+/// [`crate::job::SLICE_BYTES`]; at least one).
+pub const STEP_BUDGET: u64 = 16 << 20;
+/// What a chain counts against the budget at least, so a queue of small commands is one step.
+const CHAIN_COST: u64 = 4096;
 
 /// Errors that make the queue unusable (the device then needs a reset).
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +47,8 @@ enum ChainFault {
     TooLong,
     /// A readable buffer is not guest memory.
     Unreadable,
-    /// The chain was cut short: a loop, more descriptors than the queue, or a bad `next`.
+    /// The chain was cut short: a loop, more descriptors than the queue, a bad `next`, a
+    /// descriptor outside guest memory, or more than 4 GiB in all.
     Truncated,
     /// The chain uses an indirect table, a feature the device does not offer.
     Indirect,
@@ -41,31 +56,55 @@ enum ChainFault {
 
 /// Split-ring descriptor flags (virtio 1.x, 2.7.5).
 const DESC_F_NEXT: u16 = 1;
+/// The buffer is device-writable.
+const DESC_F_WRITE: u16 = 2;
 /// The descriptor points at an indirect table (VIRTIO_F_INDIRECT_DESC).
 const DESC_F_INDIRECT: u16 = 4;
 
-/// Whether the chain from `head` in the descriptor table at `table` (of `size` entries) uses
-/// an indirect table. virtio-queue follows indirect tables whether or not the feature was
-/// negotiated, so the device looks first; it never offers the feature.
-fn uses_indirect<M: GuestMemory>(mem: &M, table: u64, size: u16, head: u16) -> bool {
+/// One descriptor as read, once, from the table.
+#[derive(Debug, Clone, Copy)]
+struct Desc {
+    addr: GuestAddress,
+    len: u32,
+    flags: u16,
+}
+
+/// Walks the chain from `head` in the descriptor table at `table` (`size` entries), reading
+/// each descriptor once: that one read decides its buffer, its direction, whether it names an
+/// indirect table and where the chain goes next, so a vCPU rewriting the table meanwhile
+/// cannot make two looks disagree. (virtio-queue's own walk would follow indirect tables
+/// whether or not the feature was negotiated.)
+fn walk<M: GuestMemory>(mem: &M, table: u64, size: u16, head: u16) -> (Vec<Desc>, Option<ChainFault>) {
+    let mut out = Vec::new();
     let mut i = head;
+    let mut total = 0u32;
     for _ in 0..size {
-        let at = table.wrapping_add(16 * u64::from(i));
-        let flags: u16 = mem.read_obj(GuestAddress(at.wrapping_add(12))).unwrap_or(0);
-        if flags & DESC_F_INDIRECT != 0 {
-            return true;
-        }
-        if flags & DESC_F_NEXT == 0 {
-            return false;
-        }
-        i = mem
-            .read_obj(GuestAddress(at.wrapping_add(14)))
-            .unwrap_or(size);
         if i >= size {
-            return false;
+            return (out, Some(ChainFault::Truncated));
         }
+        let at = GuestAddress(table.wrapping_add(16 * u64::from(i)));
+        let Ok(d) = mem.read_obj::<Descriptor>(at) else {
+            return (out, Some(ChainFault::Truncated));
+        };
+        if d.flags() & DESC_F_INDIRECT != 0 {
+            return (out, Some(ChainFault::Indirect));
+        }
+        let Some(t) = total.checked_add(d.len()) else {
+            return (out, Some(ChainFault::Truncated));
+        };
+        total = t;
+        out.push(Desc {
+            addr: d.addr(),
+            len: d.len(),
+            flags: d.flags(),
+        });
+        if d.flags() & DESC_F_NEXT == 0 {
+            return (out, None);
+        }
+        i = d.next();
     }
-    false
+    // More descriptors than the queue has: a loop.
+    (out, Some(ChainFault::Truncated))
 }
 
 struct Chain {
@@ -74,18 +113,16 @@ struct Chain {
     fault: Option<ChainFault>,
 }
 
-fn gather<M: GuestMemory>(mem: &M, chain: virtio_queue::DescriptorChain<&M>) -> Chain {
+fn gather<M: GuestMemory>(mem: &M, descs: &[Desc], fault: Option<ChainFault>) -> Chain {
     let mut c = Chain {
         request: Vec::new(),
         writable: Vec::new(),
         fault: None,
     };
-    let mut more = false;
-    for desc in chain {
-        more = desc.has_next();
-        let len = desc.len() as usize;
-        if desc.is_write_only() {
-            c.writable.push((desc.addr(), len));
+    for d in descs {
+        let len = d.len as usize;
+        if d.flags & DESC_F_WRITE != 0 {
+            c.writable.push((d.addr, len));
             continue;
         }
         if c.fault.is_some() {
@@ -104,26 +141,34 @@ fn gather<M: GuestMemory>(mem: &M, chain: virtio_queue::DescriptorChain<&M>) -> 
             continue;
         };
         c.request.resize(end, 0);
-        if mem
-            .read_slice(&mut c.request[start..end], desc.addr())
-            .is_err()
-        {
+        if mem.read_slice(&mut c.request[start..end], d.addr).is_err() {
             c.fault = Some(ChainFault::Unreadable);
         }
     }
-    if more && c.fault.is_none() {
-        c.fault = Some(ChainFault::Truncated);
+    if c.fault.is_none() {
+        c.fault = fault;
     }
     c
 }
 
-/// Writes `resp` across the writable buffers; returns the used length (0 if it does not fit
-/// or cannot be written).
+/// Whether every writable buffer is guest memory and together they hold `need` bytes: only
+/// then can a response be delivered whole.
+fn deliverable<M: GuestMemory>(mem: &M, writable: &[(GuestAddress, usize)], need: usize) -> bool {
+    let mut room = 0usize;
+    for &(addr, len) in writable {
+        if len > 0 && !mem.check_range(addr, len, Permissions::Write) {
+            return false;
+        }
+        room = room.saturating_add(len);
+    }
+    room >= need
+}
+
+/// Writes `resp` across the writable buffers; returns the used length. Nothing is written
+/// unless every buffer is guest memory and the response fits ([`deliverable`]), so a
+/// response is delivered whole or not at all.
 fn scatter<M: GuestMemory>(mem: &M, writable: &[(GuestAddress, usize)], resp: &[u8]) -> u32 {
-    let room = writable
-        .iter()
-        .fold(0usize, |acc, (_, l)| acc.saturating_add(*l));
-    if room < resp.len() {
+    if !deliverable(mem, writable, resp.len()) {
         return 0;
     }
     let mut done = 0usize;
@@ -133,61 +178,124 @@ fn scatter<M: GuestMemory>(mem: &M, writable: &[(GuestAddress, usize)], resp: &[
         }
         let n = len.min(resp.len() - done);
         if mem.write_slice(&resp[done..done + n], addr).is_err() {
+            // Checked above: guest memory does not shrink under a running VM.
             return 0;
         }
         done += n;
     }
-    done as u32
+    u32::try_from(done).unwrap_or(0)
+}
+
+/// A chain whose command is under way: its head and its (checked) response buffers.
+#[derive(Debug)]
+pub struct InFlight {
+    head: u16,
+    writable: Vec<(GuestAddress, usize)>,
+}
+
+/// What handling a chain gave.
+enum Handled {
+    /// The used length to report.
+    Used(u32),
+    /// The command is under way.
+    Running(InFlight),
 }
 
 fn handle_chain<M: GuestMemory>(
     mem: &M,
-    chain: virtio_queue::DescriptorChain<&M>,
-    indirect: bool,
+    head: u16,
+    descs: &[Desc],
+    fault: Option<ChainFault>,
     engine: &mut CommandEngine,
-) -> u32 {
-    let mut c = gather(mem, chain);
-    if indirect {
-        c.fault = Some(ChainFault::Indirect);
-    }
+    budget: &mut u64,
+) -> Handled {
+    let c = gather(mem, descs, fault);
     let hdr = CtrlHdr::read_from(&c.request).unwrap_or_default();
-    let room: usize = c.writable.iter().map(|&(_, len)| len).sum();
-    if c.fault.is_none() && room < p::response_size(hdr.type_) {
+    let need = if c.fault.is_none() {
+        p::response_size(hdr.type_)
+    } else {
+        std::mem::size_of::<CtrlHdr>()
+    };
+    if !deliverable(mem, &c.writable, need) {
         // The answer could not be delivered, so the command must not run (a CLEAN or DESTROY
         // nobody hears about would leave the driver's books wrong).
         engine
             .stats_mut()
             .count_command(p::command_name(hdr.type_), true);
         engine.stats_mut().dropped_chains += 1;
-        return 0;
+        return Handled::Used(0);
     }
     let resp = match c.fault {
-        None => engine.handle(mem, &c.request),
+        None => match engine.start(mem, &c.request) {
+            Some(resp) => resp,
+            None => match engine.resume(mem, budget) {
+                Some(resp) => resp,
+                None => {
+                    return Handled::Running(InFlight {
+                        head,
+                        writable: c.writable,
+                    })
+                }
+            },
+        },
         Some(_) => {
-            let hdr = CtrlHdr::read_from(&c.request).unwrap_or_default();
             engine
                 .stats_mut()
                 .count_command(p::command_name(hdr.type_), true);
             hdr.response(p::RESP_ERR_BAD_REQUEST).as_bytes().to_vec()
         }
     };
-    let used = scatter(mem, &c.writable, &resp);
+    Handled::Used(complete(mem, &c.writable, &resp, engine))
+}
+
+/// Delivers a response; counts it as dropped if it could not be.
+fn complete<M: GuestMemory>(
+    mem: &M,
+    writable: &[(GuestAddress, usize)],
+    resp: &[u8],
+    engine: &mut CommandEngine,
+) -> u32 {
+    let used = scatter(mem, writable, resp);
     if used == 0 {
         engine.stats_mut().dropped_chains += 1;
     }
     used
 }
 
-/// Processes every available chain; returns whether the driver should be interrupted.
+/// Processes available chains, at most a queue's worth and about `budget` bytes of data work
+/// (the command in flight, if any, goes first). A command that is not finished when the
+/// budget runs out is left in `inflight`. Returns whether the driver should be interrupted.
 pub fn process<M: GuestMemory>(
     queue: &mut Queue,
     mem: &M,
     engine: &mut CommandEngine,
+    inflight: &mut Option<InFlight>,
+    budget: u64,
 ) -> Result<bool, QueueError> {
     // virtio-queue treats an avail ring at address 0 as "not set" and pops nothing from it
     // although its index may show work: that would leave the work pending forever.
     if !queue.is_valid(mem) || queue.avail_ring() == 0 {
         return Err(QueueError::Invalid);
+    }
+    let mut budget = budget.max(1);
+    let mut used_any = false;
+    if let Some(f) = inflight.take() {
+        match engine.resume(mem, &mut budget) {
+            Some(resp) => {
+                let len = complete(mem, &f.writable, &resp, engine);
+                queue.add_used(mem, f.head, len)?;
+                used_any = true;
+            }
+            None if engine.is_running() => {
+                *inflight = Some(f);
+                return Ok(false);
+            }
+            // Nothing under way after all (cannot happen: a reset clears both).
+            None => {}
+        }
+        if budget == 0 {
+            return Ok(used_any && queue.needs_notification(mem)?);
+        }
     }
     // An avail index more than a queue's worth ahead is a broken ring (virtio-queue would
     // silently refuse to pop anything, leaving the driver waiting forever).
@@ -195,28 +303,35 @@ pub fn process<M: GuestMemory>(
     if (avail - std::num::Wrapping(queue.next_avail())).0 > queue.size() {
         return Err(QueueError::Invalid);
     }
-    let mut used_any = false;
     // At most a queue's worth of chains per call, so one call cannot run forever (a guest can
     // keep the ring fed, even by pointing response buffers at the avail index); the caller
     // sees [`crate::PvgpuDevice::has_pending`] and comes back.
-    let mut budget = queue.size();
+    let mut chains = queue.size();
     loop {
         queue.disable_notification(mem)?;
         let mut progressed = false;
-        while budget > 0 {
+        while chains > 0 && budget > 0 {
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 break;
             };
             let head = chain.head_index();
-            let indirect = uses_indirect(mem, queue.desc_table(), queue.size(), head);
-            let len = handle_chain(mem, chain, indirect, engine);
-            queue.add_used(mem, head, len)?;
-            used_any = true;
+            let (descs, fault) = walk(mem, queue.desc_table(), queue.size(), head);
+            budget = budget.saturating_sub(CHAIN_COST);
+            chains -= 1;
             progressed = true;
-            budget -= 1;
+            match handle_chain(mem, head, &descs, fault, engine, &mut budget) {
+                Handled::Used(len) => {
+                    queue.add_used(mem, head, len)?;
+                    used_any = true;
+                }
+                Handled::Running(f) => {
+                    *inflight = Some(f);
+                    return Ok(used_any && queue.needs_notification(mem)?);
+                }
+            }
         }
         let more = queue.enable_notification(mem)?;
-        if budget == 0 || !more || !progressed {
+        if chains == 0 || budget == 0 || !more || !progressed {
             break;
         }
     }
@@ -270,7 +385,7 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(process(&mut q, &mem, &mut engine).unwrap());
+        assert!(process(&mut q, &mem, &mut engine, &mut None, u64::MAX).unwrap());
         let e0 = vq.used().ring().ref_at(0).unwrap().load();
         let e1 = vq.used().ring().ref_at(1).unwrap().load();
         assert_eq!((e0.id(), e0.len()), (0, 64));
@@ -289,7 +404,7 @@ mod tests {
         // Descriptor 0 -> 1 -> 0 ...: virtio-queue stops after queue-size descriptors.
         vq.add_desc_chains(&[desc(0x10_0000, 24, 1, 1), desc(0x20_0000, 64, 3, 0)], 0)
             .unwrap();
-        process(&mut q, &mem, &mut engine).unwrap();
+        process(&mut q, &mem, &mut engine, &mut None, u64::MAX).unwrap();
         let e0 = vq.used().ring().ref_at(0).unwrap().load();
         assert_eq!(e0.id(), 0);
         assert_eq!(e0.len(), 24); // readable-after-writable: BAD_REQUEST
@@ -302,7 +417,7 @@ mod tests {
         let (mem, mut engine) = setup();
         let mut q = Queue::new(16).unwrap();
         assert!(matches!(
-            process(&mut q, &mem, &mut engine),
+            process(&mut q, &mem, &mut engine, &mut None, u64::MAX),
             Err(QueueError::Invalid)
         ));
     }

@@ -312,7 +312,19 @@ pub fn guest_checksum<M: GuestMemory + ?Sized>(
     offset: u64,
     len: u64,
 ) -> Result<u32, VramError> {
-    let mut crc = 0;
+    guest_checksum_append(mem, 0, extents, offset, len)
+}
+
+/// Continues crc32c `crc` over bytes `[offset, offset + len)` of the data held in the guest
+/// pages `extents`.
+pub fn guest_checksum_append<M: GuestMemory + ?Sized>(
+    mem: &M,
+    crc: u32,
+    extents: &[Extent],
+    offset: u64,
+    len: u64,
+) -> Result<u32, VramError> {
+    let mut crc = crc;
     let mut skip = offset;
     let mut left = len;
     for x in extents {

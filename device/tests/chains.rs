@@ -177,8 +177,19 @@ fn indirect_tables() {
         flags: DESC_F_INDIRECT,
         next: 0,
     };
-    // The device does not offer VIRTIO_F_INDIRECT_DESC: a well-formed table is refused.
-    assert_eq!(run(&mut g, &[head]), (24, p::RESP_ERR_BAD_REQUEST));
+    // The device does not offer VIRTIO_F_INDIRECT_DESC: a well-formed table is not followed,
+    // so this chain has no response buffer of its own and is dropped (nothing written in
+    // the table's buffer either).
+    g.mem.write_obj(0u32, GuestAddress(RESP)).unwrap();
+    let dropped = g.dev.stats().dropped_chains;
+    assert_eq!(run(&mut g, &[head]).0, 0);
+    assert_eq!(g.dev.stats().dropped_chains, dropped + 1);
+    let untouched: u32 = g.mem.read_obj(GuestAddress(RESP)).unwrap();
+    assert_eq!(untouched, 0);
+    // With a response buffer in the chain itself, before the indirect descriptor, the
+    // refusal is delivered there.
+    let own = [r(REQ, 24, Some(1)), w(RESP, 64, Some(2)), head];
+    assert_eq!(run(&mut g, &own), (24, p::RESP_ERR_BAD_REQUEST));
     // Bad table length, table outside memory, huge table: no response, no crash.
     for (addr, len) in [(table, 31), (64 * MIB, 32), (table, !15)] {
         let bad = RawDesc { addr, len, ..head };

@@ -262,3 +262,200 @@ fn a_command_whose_answer_cannot_be_delivered_does_not_run() {
     );
     assert!(dev.engine().objects().get(1).is_err());
 }
+
+/// Queues one chain at ring slot `n` (head 0): the request at 0x4000, then the writable
+/// buffers `(addr, len)`; processes the queue and returns the used length.
+fn run_chain(
+    mem: &GuestMemoryMmap,
+    dev: &mut PvgpuDevice,
+    n: u16,
+    req: &[u8],
+    writable: &[(u64, u32)],
+) -> u32 {
+    const DESC: u64 = 0x1000;
+    const AVAIL: u64 = 0x2000;
+    const USED: u64 = 0x3000;
+    mem.write_slice(req, GuestAddress(0x4000)).unwrap();
+    desc(mem, DESC, 0, 0x4000, req.len() as u32, 1, 1);
+    for (i, &(addr, len)) in writable.iter().enumerate() {
+        let last = i + 1 == writable.len();
+        let flags = if last { 2 } else { 2 | 1 };
+        desc(mem, DESC, 1 + i as u64, addr, len, flags, 2 + i as u16);
+    }
+    mem.write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * u64::from(n % 16)))
+        .unwrap();
+    mem.write_obj(n + 1, GuestAddress(AVAIL + 2)).unwrap();
+    dev.process_queue(mem).unwrap();
+    mem.read_obj(GuestAddress(USED + 4 + 8 * u64::from(n % 16) + 4))
+        .unwrap()
+}
+
+/// A response buffer outside guest memory: DESTROY, and CLEAN of a VRAM object, must not
+/// run (nothing destroyed, nothing punched). A response split into a good 8-byte buffer and
+/// one outside memory: nothing is written at all, and the command does not run either.
+#[test]
+fn a_response_buffer_outside_memory_means_the_command_does_not_run() {
+    let ramfd = Arc::new(MemFd::new("x", RAM).unwrap());
+    let (mem, mut dev, ram) = mem_and_dev(Box::new(Punch(ramfd)));
+    let _ = ram;
+    bring_up(&mut dev, 16, 0x1000, 0x2000, 0x3000);
+    let good = [(0x8000u64, 64u32)];
+    let outside = [(RAM + 0x1000, 64u32)];
+    let split = [(0x8000u64, 8u32), (RAM - 8, 64u32)];
+    let mut n = 0u16;
+    let mut run = |mem: &GuestMemoryMmap, dev: &mut PvgpuDevice, req: &[u8], wr: &[(u64, u32)]| {
+        let len = run_chain(mem, dev, n, req, wr);
+        n += 1;
+        len
+    };
+    assert_eq!(run(&mem, &mut dev, &request::create(1, 0, 0x2000), &good), 24);
+    // DESTROY answered into nowhere: not run.
+    assert_eq!(
+        run(&mem, &mut dev, &request::object(p::CMD_DESTROY, 1), &outside),
+        0
+    );
+    assert!(dev.engine().objects().get(1).is_ok(), "destroyed unanswered");
+    // A VRAM object whose pages hold data.
+    mem.write_slice(&[0x5au8; 0x2000], GuestAddress(0x10_0000))
+        .unwrap();
+    let entries = [p::MemEntry {
+        addr: 0x10_0000,
+        length: 0x2000,
+        padding: 0,
+    }];
+    assert_eq!(
+        run(
+            &mem,
+            &mut dev,
+            &request::backing(p::CMD_ATTACH_BACKING, 1, 1, &entries),
+            &good
+        ),
+        24
+    );
+    assert_eq!(
+        run(&mem, &mut dev, &request::object(p::CMD_MIGRATE, 1), &good),
+        32
+    );
+    let cleaned = dev.stats().bytes_cleaned;
+    assert_eq!(
+        run(&mem, &mut dev, &request::object(p::CMD_CLEAN, 1), &outside),
+        0
+    );
+    assert_eq!(dev.stats().bytes_cleaned, cleaned, "pages punched unanswered");
+    assert_eq!(
+        dev.engine().objects().get(1).unwrap().placement,
+        pvgpu_device::object::Placement::Vram
+    );
+    // Split: 8 good bytes, then a buffer running out of RAM. Nothing may be written.
+    mem.write_slice(&[0xeeu8; 64], GuestAddress(0x8000)).unwrap();
+    for req in [
+        request::object(p::CMD_DESTROY, 1),
+        request::object(p::CMD_CLEAN, 1),
+    ] {
+        assert_eq!(run(&mem, &mut dev, &req, &split), 0);
+        let mut b = [0u8; 8];
+        mem.read_slice(&mut b, GuestAddress(0x8000)).unwrap();
+        assert_eq!(b, [0xee; 8], "part of a response was written");
+    }
+    let o = dev.engine().objects().get(1).unwrap();
+    assert_eq!(o.placement, pvgpu_device::object::Placement::Vram);
+    assert_eq!(dev.stats().bytes_cleaned, cleaned);
+    // With a good buffer the same CLEAN runs.
+    assert_eq!(
+        run(&mem, &mut dev, &request::object(p::CMD_CLEAN, 1), &good),
+        24
+    );
+    assert_eq!(dev.stats().bytes_cleaned, cleaned + 0x2000);
+}
+
+/// The whole queue names one big FILL (the same head in every slot, legal): a bounded step
+/// does at most a few slices of it, the register window answers between steps, and the work
+/// completes, correctly, over many steps. A reset in the middle of a MIGRATE drops it and
+/// leaks no VRAM.
+#[test]
+fn a_queue_of_huge_fills_is_served_in_bounded_steps() {
+    const BIG_RAM: u64 = 64 << 20;
+    const VRAM: u64 = 64 << 20;
+    const OBJ: u64 = 32 << 20;
+    let ram = Arc::new(MemFd::new("r", BIG_RAM).unwrap());
+    let file = ram.file().try_clone().unwrap();
+    let mem = GuestMemoryMmap::from_ranges_with_files([(
+        GuestAddress(0),
+        BIG_RAM as usize,
+        Some(FileOffset::new(file, 0)),
+    )])
+    .unwrap();
+    let cfg = DeviceConfig::new(BIG_RAM, VRAM).unwrap();
+    let mut dev = PvgpuDevice::new(cfg, Box::new(Punch(ram.clone()))).unwrap();
+    bring_up(&mut dev, 16, 0x1000, 0x2000, 0x3000);
+    let good = [(0x8000u64, 64u32)];
+    let pages = [p::MemEntry {
+        addr: 16 << 20,
+        length: OBJ as u32,
+        padding: 0,
+    }];
+    let setup = [
+        request::create(1, 0, OBJ),
+        request::backing(p::CMD_ATTACH_BACKING, 1, 1, &pages),
+    ];
+    for (n, req) in setup.iter().enumerate() {
+        assert_eq!(run_chain(&mem, &mut dev, n as u16, req, &good), 24);
+    }
+    assert_eq!(
+        run_chain(&mem, &mut dev, 2, &request::object(p::CMD_MIGRATE, 1), &good),
+        32
+    );
+    // Sixteen FILLs of the whole object, from one descriptor chain.
+    mem.write_slice(&request::fill(1, 0, OBJ, 0x77), GuestAddress(0x4000))
+        .unwrap();
+    desc(&mem, 0x1000, 0, 0x4000, 48, 1, 1);
+    desc(&mem, 0x1000, 1, 0x8000, 24, 2, 0);
+    for slot in 0..16u64 {
+        mem.write_obj(0u16, GuestAddress(0x2000 + 4 + 2 * slot))
+            .unwrap();
+    }
+    let used0: u16 = mem.read_obj(GuestAddress(0x3002)).unwrap();
+    mem.write_obj(used0.wrapping_add(16), GuestAddress(0x2002))
+        .unwrap();
+    let mut steps = 0;
+    while dev.has_pending(&mem) {
+        dev.process_queue_step(&mem).unwrap();
+        steps += 1;
+        // The registers answer between steps (the VMM's vCPUs take the same lock).
+        let mut id = [0u8; 4];
+        dev.mmio_read(regs::DEVICE_ID, &mut id);
+        assert_eq!(u32::from_le_bytes(id), 16);
+        assert!(steps < 1000);
+    }
+    // 512 MiB of FILL in steps of at most 16 MiB.
+    assert!(steps >= 32, "{steps} steps for 16 FILLs of 32 MiB");
+    let used: u16 = mem.read_obj(GuestAddress(0x3002)).unwrap();
+    assert_eq!(used, used0.wrapping_add(16));
+    assert_eq!(dev.stats().errors, 0);
+    let len = run_chain(&mem, &mut dev, used, &request::checksum(1, 0, OBJ), &good);
+    assert_eq!(len, 32);
+    let got: u32 = mem.read_obj(GuestAddress(0x8000 + 24)).unwrap();
+    assert_eq!(got, pvgpu_abi::crc32c::crc32c(&vec![0x77; OBJ as usize]));
+
+    // A MIGRATE cut short by a reset leaks no VRAM.
+    mem.write_slice(&[0u8; 0x1000], GuestAddress(0x2000)).unwrap();
+    mem.write_slice(&[0u8; 0x1000], GuestAddress(0x3000)).unwrap();
+    bring_up(&mut dev, 16, 0x1000, 0x2000, 0x3000);
+    assert_eq!(dev.stats().vram_used, 0);
+    for (n, req) in setup.iter().enumerate() {
+        assert_eq!(run_chain(&mem, &mut dev, n as u16, req, &good), 24);
+    }
+    mem.write_slice(&request::object(p::CMD_MIGRATE, 1), GuestAddress(0x4000))
+        .unwrap();
+    desc(&mem, 0x1000, 0, 0x4000, 32, 1, 1);
+    desc(&mem, 0x1000, 1, 0x8000, 32, 2, 0);
+    mem.write_obj(0u16, GuestAddress(0x2000 + 4 + 4)).unwrap();
+    mem.write_obj(3u16, GuestAddress(0x2002)).unwrap();
+    dev.process_queue_step(&mem).unwrap();
+    assert!(dev.has_pending(&mem), "a 32 MiB MIGRATE done in one step");
+    assert!(dev.engine().is_running());
+    w(&mut dev, regs::STATUS, 0);
+    assert_eq!(dev.stats().vram_used, 0);
+    assert!(!dev.engine().is_running());
+    assert!(!dev.has_pending(&mem));
+}
