@@ -98,15 +98,30 @@ pub struct DeviceConfig {
     pub ram: GuestRam,
     /// Most live objects (at most `protocol::MAX_OBJECTS`).
     pub max_objects: u32,
+    /// Most bytes of data work (FILL, COPY, CHECKSUM, MIGRATE, EVICT) between two looks at
+    /// the queue's budget ([`crate::job::SLICE_BYTES`]; smaller only in tests and the fuzzer).
+    pub slice_bytes: u64,
+}
+
+/// The object cap for a configuration: one object per 4 KiB page of guest RAM plus VRAM (as
+/// many objects as could all hold data at once), at most `protocol::MAX_OBJECTS`. Each live
+/// object costs about 130 bytes of host bookkeeping, so a 16 MiB guest with 2 MiB of VRAM
+/// gets 4,608 objects (0.6 MiB) instead of 262,144 (33 MiB).
+pub fn object_cap(ram_size: u64, vram_size: u64) -> u32 {
+    let pages = ram_size.saturating_add(vram_size) / p::PAGE_SIZE;
+    u32::try_from(pages)
+        .unwrap_or(u32::MAX)
+        .clamp(1, p::MAX_OBJECTS)
 }
 
 impl DeviceConfig {
-    /// The pvgpu layout: RAM is `[0, ram_size)`.
+    /// The pvgpu layout: RAM is `[0, ram_size)`; the object cap is [`object_cap`].
     pub fn new(ram_size: u64, vram_size: u64) -> Result<Self, GuestRamError> {
         Ok(DeviceConfig {
             vram_size,
             ram: GuestRam::from_size(ram_size)?,
-            max_objects: p::MAX_OBJECTS,
+            max_objects: object_cap(ram_size, vram_size),
+            slice_bytes: crate::job::SLICE_BYTES,
         })
     }
 }
@@ -156,6 +171,7 @@ pub struct CommandEngine {
     enabled: bool,
     /// The command whose data work is under way (at most one: the queue is served in order).
     running: Option<Running>,
+    slice_bytes: u64,
 }
 
 impl std::fmt::Debug for CommandEngine {
@@ -218,6 +234,7 @@ impl CommandEngine {
             tick: 0,
             enabled: true,
             running: None,
+            slice_bytes: config.slice_bytes.max(p::PAGE_SIZE),
         })
     }
 
@@ -306,6 +323,11 @@ impl CommandEngine {
         }
     }
 
+    /// Bytes of data work in one slice.
+    pub fn slice_bytes(&self) -> u64 {
+        self.slice_bytes
+    }
+
     /// Whether a command's data work is under way.
     pub fn is_running(&self) -> bool {
         self.running.is_some()
@@ -320,7 +342,7 @@ impl CommandEngine {
         budget: &mut u64,
     ) -> Option<Vec<u8>> {
         let mut r = self.running.take()?;
-        let result = match r.job.run(&self.vram, mem, budget) {
+        let result = match r.job.run(&self.vram, mem, self.slice_bytes, budget) {
             Ok(false) => {
                 self.running = Some(r);
                 return None;

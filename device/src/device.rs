@@ -126,8 +126,8 @@ impl PvgpuDevice {
         Ok(raised)
     }
 
-    /// Like [`Self::process_queue`], but does about [`queue::STEP_BUDGET`] bytes of data
-    /// work at most (and at most a queue's worth of chains), so it returns within a bounded
+    /// Like [`Self::process_queue`], but does [`queue::STEP_SLICES`] slices of data work at
+    /// most (and at most a queue's worth of chains), so it returns within a bounded
     /// time whatever the guest queued: a long command stays in flight, and
     /// [`Self::has_pending`] is true until it is done. Call it again to go on.
     pub fn process_queue_step<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, DeviceError> {
@@ -137,7 +137,8 @@ impl PvgpuDevice {
         if self.inflight.is_none() {
             self.engine.stats_mut().notifications += 1;
         }
-        self.step(mem, queue::STEP_BUDGET)
+        let budget = self.engine.slice_bytes().saturating_mul(queue::STEP_SLICES);
+        self.step(mem, budget)
     }
 
     fn step<M: GuestMemory>(&mut self, mem: &M, budget: u64) -> Result<bool, DeviceError> {

@@ -11,7 +11,7 @@ use vm_memory::GuestMemory;
 use crate::guest_ram::Extent;
 use crate::vram::{guest_checksum_append, Vram, VramError};
 
-/// Most bytes one slice of a job moves.
+/// Most bytes one slice of a job moves (the default of `DeviceConfig::slice_bytes`).
 pub const SLICE_BYTES: u64 = 4 << 20;
 
 /// What a job does with its bytes.
@@ -111,19 +111,21 @@ impl Job {
         self.crc
     }
 
-    /// Runs slices until the job is finished or `budget` bytes are used up (at least one
-    /// slice runs if any work is left). Returns whether the job is finished.
+    /// Runs slices of at most `slice` bytes until the job is finished or `budget` bytes are
+    /// used up (at least one slice runs if any work is left). Returns whether the job is
+    /// finished.
     pub fn run<M: GuestMemory + ?Sized>(
         &mut self,
         vram: &Vram,
         mem: &M,
+        slice: u64,
         budget: &mut u64,
     ) -> Result<bool, VramError> {
         loop {
             if self.finished() {
                 return Ok(true);
             }
-            let n = SLICE_BYTES.min(self.len - self.done);
+            let n = slice.max(1).min(self.len - self.done);
             self.slice(vram, mem, n)?;
             self.done += n;
             *budget = budget.saturating_sub(n);
@@ -224,7 +226,7 @@ mod tests {
             loop {
                 let mut budget = SLICE_BYTES;
                 steps += 1;
-                if job.run(&v, &mem, &mut budget).unwrap() {
+                if job.run(&v, &mem, SLICE_BYTES, &mut budget).unwrap() {
                     break;
                 }
             }
@@ -243,7 +245,7 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let mut job = Job::new(Work::VramChecksum { at: 5 }, 3 * SLICE_BYTES - 5);
         let mut budget = 1;
-        while !job.run(&v, &mem, &mut budget).unwrap() {
+        while !job.run(&v, &mem, SLICE_BYTES, &mut budget).unwrap() {
             budget = 1;
         }
         assert_eq!(

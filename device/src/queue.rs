@@ -10,7 +10,7 @@
 //! run at all: nothing is written and the used length is 0.
 //!
 //! Work is bounded: one call handles at most a queue's worth of chains and about a
-//! [`STEP_BUDGET`] of data bytes. A long command (a FILL of all VRAM, say) stays in flight
+//! [`STEP_SLICES`] slices of data work. A long command (a FILL of all VRAM, say) stays in flight
 //! across calls, its chain unused, until its data work is done.
 
 use virtio_queue::desc::split::Descriptor;
@@ -21,9 +21,9 @@ use pvgpu_abi::protocol::{self as p, CtrlHdr, Wire};
 
 use crate::commands::CommandEngine;
 
-/// About how many bytes of data work one bounded call does (whole slices of
-/// [`crate::job::SLICE_BYTES`]; at least one).
-pub const STEP_BUDGET: u64 = 16 << 20;
+/// How many slices of data work one bounded call does at most (16 MiB with the default
+/// 4 MiB slices; at least one slice).
+pub const STEP_SLICES: u64 = 4;
 /// What a chain counts against the budget at least, so a queue of small commands is one step.
 const CHAIN_COST: u64 = 4096;
 

@@ -94,6 +94,17 @@ impl SimGuest {
 
     /// As [`Self::new`], choosing whether the driver accepts the pvgpu feature.
     pub fn with_features(ram_size: u64, vram_size: u64, pvgpu: bool) -> Result<Self, SimError> {
+        Self::with_slices(ram_size, vram_size, pvgpu, crate::job::SLICE_BYTES)
+    }
+
+    /// As [`Self::with_features`], with data work in slices of `slice_bytes` (small slices
+    /// leave long commands in flight across bounded steps: tests and the fuzzer).
+    pub fn with_slices(
+        ram_size: u64,
+        vram_size: u64,
+        pvgpu: bool,
+        slice_bytes: u64,
+    ) -> Result<Self, SimError> {
         let setup = |e: &dyn std::fmt::Display| SimError::Setup(e.to_string());
         let ram = Arc::new(MemFd::new("sim-ram", ram_size).map_err(|e| setup(&e))?);
         let file = ram.file().try_clone().map_err(|e| setup(&e))?;
@@ -103,7 +114,10 @@ impl SimGuest {
             Some(FileOffset::new(file, 0)),
         )])
         .map_err(|e| setup(&e))?;
-        let config = DeviceConfig::new(ram_size, vram_size).map_err(|e| setup(&e))?;
+        let config = DeviceConfig {
+            slice_bytes,
+            ..DeviceConfig::new(ram_size, vram_size).map_err(|e| setup(&e))?
+        };
         let dev = PvgpuDevice::new(config, Box::new(ram.clone())).map_err(|e| setup(&e))?;
         let mut g = SimGuest {
             ram,

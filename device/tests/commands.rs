@@ -439,3 +439,33 @@ fn pages_backing_a_live_object_cannot_back_another() {
         Ok(crc32c::crc32c(&pattern(size as usize, 2)))
     );
 }
+
+/// The object cap scales with the configuration: a 16 MiB guest with 2 MiB of VRAM gets one
+/// object per page of RAM + VRAM (4,608), reported by GET_INFO and enforced by CREATE.
+#[test]
+fn the_object_cap_follows_ram_and_vram() {
+    let mut g = SimGuest::new(16 * MIB, 2 * MIB).unwrap();
+    let cap = ((16 + 2) * MIB / PAGE) as u32;
+    let info = g.cmd(CtrlHdr::new(p::CMD_GET_INFO).as_bytes());
+    let info = p::RespInfo::read_from(&info).unwrap();
+    assert_eq!(info.max_objects, cap);
+    let reqs: Vec<Vec<u8>> = (1..=cap + 1)
+        .map(|id| pvgpu_abi::request::create(id, 0, PAGE))
+        .collect();
+    let mut types = Vec::new();
+    for batch in reqs.chunks(100) {
+        let refs: Vec<&[u8]> = batch.iter().map(|r| r.as_slice()).collect();
+        for r in g.submit(&refs).unwrap() {
+            types.push(CtrlHdr::read_from(&r).unwrap().type_);
+        }
+    }
+    assert!(types[..cap as usize]
+        .iter()
+        .all(|&t| t == p::RESP_OK_NODATA));
+    assert_eq!(types[cap as usize], p::RESP_ERR_TOO_MANY_OBJECTS);
+    // The largest configurations stop at the protocol's cap.
+    assert_eq!(
+        pvgpu_device::commands::object_cap(3 << 30, 64 << 30),
+        p::MAX_OBJECTS
+    );
+}

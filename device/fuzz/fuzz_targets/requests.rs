@@ -135,7 +135,23 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
 }
 
 fn step(g: &mut SimGuest, inp: &mut Input) -> Option<()> {
-    match inp.u8()? % 8 {
+    match inp.u8()? % 9 {
+        // One bounded step only: a long command stays in flight into the next steps
+        // (register writes, resets, more requests).
+        8 => {
+            let c = command(inp)?;
+            let _ = g.mem.write_slice(&c, GuestAddress(SCRATCH_START + 0x1000));
+            g.write_desc(200, RawDesc { addr: SCRATCH_START + 0x1000, len: c.len() as u32, flags: 1, next: 201 });
+            g.write_desc(201, RawDesc { addr: SCRATCH_START + 0x2000, len: 64, flags: 2, next: 0 });
+            for _ in 0..=(inp.u8()? % 4) {
+                g.push_avail(200);
+            }
+            if g.w32(pvgpu_device::QUEUE_NOTIFY_OFFSET, 0) {
+                for _ in 0..=(inp.u8()? % 3) {
+                    let _ = g.dev.process_queue_step(&g.mem);
+                }
+            }
+        }
         // Well-formed command with fuzzed fields, possibly truncated.
         0..=2 => {
             let mut c = command(inp)?;
@@ -213,7 +229,9 @@ fn step(g: &mut SimGuest, inp: &mut Input) -> Option<()> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut g) = SimGuest::new(RAM, VRAM) else {
+    // Page-sized slices, so FILL/COPY/CHECKSUM/MIGRATE/EVICT of more than a few pages stay in
+    // flight across bounded steps.
+    let Ok(mut g) = SimGuest::with_slices(RAM, VRAM, true, 4096) else {
         return;
     };
     let mut inp = Input(data);
@@ -221,6 +239,13 @@ fuzz_target!(|data: &[u8]| {
         if step(&mut g, &mut inp).is_none() {
             break;
         }
+    }
+    // Finish what is in flight; it must end.
+    let mut rounds = 0;
+    while g.dev.engine().is_running() {
+        let _ = g.dev.process_queue_step(&g.mem);
+        rounds += 1;
+        assert!(rounds < 100_000, "a job does not end");
     }
     // Bookkeeping invariants.
     let e = g.dev.engine();
