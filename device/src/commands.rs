@@ -372,7 +372,12 @@ impl CommandEngine {
     }
 
     /// Finishes a command whose data work is done.
-    fn commit(&mut self, hdr: &CtrlHdr, job: &Job, commit: Commit) -> Result<Vec<u8>, CommandError> {
+    fn commit(
+        &mut self,
+        hdr: &CtrlHdr,
+        job: &Job,
+        commit: Commit,
+    ) -> Result<Vec<u8>, CommandError> {
         match commit {
             Commit::Ok => Ok(hdr.response(p::RESP_OK_NODATA).as_bytes().to_vec()),
             Commit::Checksum => Ok(p::RespChecksum {
@@ -604,13 +609,22 @@ impl CommandEngine {
         Ok(Outcome::Work(job, commit))
     }
 
-    fn fill(&mut self, id: u32, offset: u64, len: u64, value: u32) -> Result<Outcome, CommandError> {
+    fn fill(
+        &mut self,
+        id: u32,
+        offset: u64,
+        len: u64,
+        value: u32,
+    ) -> Result<Outcome, CommandError> {
         let value = u8::try_from(value).map_err(|_| CommandError::InvalidParameter("value"))?;
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::VramData)?;
         o.check_range(offset, len)?;
         let at = o.vram_offset.unwrap_or_default() + offset;
-        Ok(Outcome::Work(Job::new(Work::Fill { at, value }, len), Commit::Ok))
+        Ok(Outcome::Work(
+            Job::new(Work::Fill { at, value }, len),
+            Commit::Ok,
+        ))
     }
 
     fn copy(

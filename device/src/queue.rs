@@ -74,7 +74,12 @@ struct Desc {
 /// indirect table and where the chain goes next, so a vCPU rewriting the table meanwhile
 /// cannot make two looks disagree. (virtio-queue's own walk would follow indirect tables
 /// whether or not the feature was negotiated.)
-fn walk<M: GuestMemory>(mem: &M, table: u64, size: u16, head: u16) -> (Vec<Desc>, Option<ChainFault>) {
+fn walk<M: GuestMemory>(
+    mem: &M,
+    table: u64,
+    size: u16,
+    head: u16,
+) -> (Vec<Desc>, Option<ChainFault>) {
     let mut out = Vec::new();
     let mut i = head;
     let mut total = 0u32;

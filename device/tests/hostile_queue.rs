@@ -308,13 +308,24 @@ fn a_response_buffer_outside_memory_means_the_command_does_not_run() {
         n += 1;
         len
     };
-    assert_eq!(run(&mem, &mut dev, &request::create(1, 0, 0x2000), &good), 24);
+    assert_eq!(
+        run(&mem, &mut dev, &request::create(1, 0, 0x2000), &good),
+        24
+    );
     // DESTROY answered into nowhere: not run.
     assert_eq!(
-        run(&mem, &mut dev, &request::object(p::CMD_DESTROY, 1), &outside),
+        run(
+            &mem,
+            &mut dev,
+            &request::object(p::CMD_DESTROY, 1),
+            &outside
+        ),
         0
     );
-    assert!(dev.engine().objects().get(1).is_ok(), "destroyed unanswered");
+    assert!(
+        dev.engine().objects().get(1).is_ok(),
+        "destroyed unanswered"
+    );
     // A VRAM object whose pages hold data.
     mem.write_slice(&[0x5au8; 0x2000], GuestAddress(0x10_0000))
         .unwrap();
@@ -341,13 +352,18 @@ fn a_response_buffer_outside_memory_means_the_command_does_not_run() {
         run(&mem, &mut dev, &request::object(p::CMD_CLEAN, 1), &outside),
         0
     );
-    assert_eq!(dev.stats().bytes_cleaned, cleaned, "pages punched unanswered");
+    assert_eq!(
+        dev.stats().bytes_cleaned,
+        cleaned,
+        "pages punched unanswered"
+    );
     assert_eq!(
         dev.engine().objects().get(1).unwrap().placement,
         pvgpu_device::object::Placement::Vram
     );
     // Split: 8 good bytes, then a buffer running out of RAM. Nothing may be written.
-    mem.write_slice(&[0xeeu8; 64], GuestAddress(0x8000)).unwrap();
+    mem.write_slice(&[0xeeu8; 64], GuestAddress(0x8000))
+        .unwrap();
     for req in [
         request::object(p::CMD_DESTROY, 1),
         request::object(p::CMD_CLEAN, 1),
@@ -402,7 +418,13 @@ fn a_queue_of_huge_fills_is_served_in_bounded_steps() {
         assert_eq!(run_chain(&mem, &mut dev, n as u16, req, &good), 24);
     }
     assert_eq!(
-        run_chain(&mem, &mut dev, 2, &request::object(p::CMD_MIGRATE, 1), &good),
+        run_chain(
+            &mem,
+            &mut dev,
+            2,
+            &request::object(p::CMD_MIGRATE, 1),
+            &good
+        ),
         32
     );
     // Sixteen FILLs of the whole object, from one descriptor chain.
@@ -438,8 +460,10 @@ fn a_queue_of_huge_fills_is_served_in_bounded_steps() {
     assert_eq!(got, pvgpu_abi::crc32c::crc32c(&vec![0x77; OBJ as usize]));
 
     // A MIGRATE cut short by a reset leaks no VRAM.
-    mem.write_slice(&[0u8; 0x1000], GuestAddress(0x2000)).unwrap();
-    mem.write_slice(&[0u8; 0x1000], GuestAddress(0x3000)).unwrap();
+    mem.write_slice(&[0u8; 0x1000], GuestAddress(0x2000))
+        .unwrap();
+    mem.write_slice(&[0u8; 0x1000], GuestAddress(0x3000))
+        .unwrap();
     bring_up(&mut dev, 16, 0x1000, 0x2000, 0x3000);
     assert_eq!(dev.stats().vram_used, 0);
     for (n, req) in setup.iter().enumerate() {

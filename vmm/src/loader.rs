@@ -5,13 +5,14 @@
 //! `p_filesz`) needs no clearing, and is left untouched so that it costs no host pages.
 
 use std::fs::File;
+use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use linux_loader::loader::{elf::Elf, KernelLoader};
 use pvgpu_abi::boot_info::BootInfo;
 use pvgpu_abi::layout;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, ReadVolatile};
 
 const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
 const ELFCLASS64: u8 = 2;
@@ -51,6 +52,28 @@ pub enum LoaderError {
         /// Guest RAM size.
         ram: u64,
     },
+    /// A PT_LOAD segment with file bytes but no memory size (linux-loader would still copy
+    /// them, outside every checked range).
+    #[error(
+        "guest kernel segment at {start:#x} has {filesz:#x} file bytes but a memory size of 0"
+    )]
+    EmptySegmentWithData {
+        /// Segment start (physical).
+        start: u64,
+        /// Its p_filesz.
+        filesz: u64,
+    },
+    /// A PT_LOAD segment whose file bytes exceed its memory size (they would be copied past
+    /// the checked span).
+    #[error("guest kernel segment at {start:#x} has more file bytes ({filesz:#x}) than memory ({memsz:#x})")]
+    FileLargerThanMemory {
+        /// Segment start (physical).
+        start: u64,
+        /// Its p_filesz.
+        filesz: u64,
+        /// Its p_memsz.
+        memsz: u64,
+    },
     /// The entry point is not inside a loaded segment.
     #[error("guest kernel entry point {0:#x} is not inside a loaded segment")]
     BadEntry(u64),
@@ -86,14 +109,33 @@ pub struct LoadedKernel {
     pub end: u64,
 }
 
-/// The span `[start, end)` (physical addresses, .bss included) of the PT_LOAD segments of an
-/// x86-64 ELF image, each checked to lie in `[KERNEL_MIN_ADDR, ram_size)`. `read_at` reads
-/// the file at an offset.
-pub fn load_span(
+/// The checked layout of a kernel image: its PT_LOAD segments and entry point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayout {
+    /// `[start, end)` of each PT_LOAD segment (physical, .bss included).
+    pub segments: Vec<(u64, u64)>,
+    /// The ELF entry point (e_entry), inside one of the segments.
+    pub entry: u64,
+}
+
+impl ImageLayout {
+    /// `[lowest start, highest end)` of the segments.
+    pub fn span(&self) -> (u64, u64) {
+        let start = self.segments.iter().map(|s| s.0).min().unwrap_or(0);
+        let end = self.segments.iter().map(|s| s.1).max().unwrap_or(0);
+        (start, end)
+    }
+}
+
+/// Checks the headers of an x86-64 ELF image before anything is loaded: each PT_LOAD segment
+/// lies in `[KERNEL_MIN_ADDR, ram_size)` and has no more file bytes than memory (none at all
+/// for an empty one), and the entry point lies inside a segment (not in a gap between two).
+/// `read_at` reads the file at an offset.
+pub fn check_image(
     path: &Path,
     read_at: &dyn Fn(&mut [u8], u64) -> std::io::Result<()>,
     ram_size: u64,
-) -> Result<(u64, u64), LoaderError> {
+) -> Result<ImageLayout, LoaderError> {
     let not_elf = |why| LoaderError::NotElf {
         path: path.to_owned(),
         why,
@@ -109,13 +151,14 @@ pub fn load_span(
     if u16::from_le_bytes([eh[18], eh[19]]) != EM_X86_64 {
         return Err(not_elf("not x86-64"));
     }
+    let entry = u64::from_le_bytes(eh[24..32].try_into().unwrap_or_default());
     let phoff = u64::from_le_bytes(eh[32..40].try_into().unwrap_or_default());
     let phentsize = u16::from_le_bytes([eh[54], eh[55]]);
     let phnum = u16::from_le_bytes([eh[56], eh[57]]);
     if usize::from(phentsize) != PHDR_SIZE || phnum == 0 || phnum > MAX_PHDRS {
         return Err(not_elf("bad program headers"));
     }
-    let mut span: Option<(u64, u64)> = None;
+    let mut segments = Vec::new();
     for i in 0..u64::from(phnum) {
         let mut ph = [0u8; PHDR_SIZE];
         let off = phoff
@@ -124,8 +167,24 @@ pub fn load_span(
         read_at(&mut ph, off).map_err(|_| not_elf("truncated program headers"))?;
         let field = |o: usize| u64::from_le_bytes(ph[o..o + 8].try_into().unwrap_or_default());
         let p_type = u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]);
-        let (paddr, memsz) = (field(24), field(40));
-        if p_type != PT_LOAD || memsz == 0 {
+        let (paddr, filesz, memsz) = (field(24), field(32), field(40));
+        if p_type != PT_LOAD {
+            continue;
+        }
+        if memsz == 0 && filesz > 0 {
+            return Err(LoaderError::EmptySegmentWithData {
+                start: paddr,
+                filesz,
+            });
+        }
+        if filesz > memsz {
+            return Err(LoaderError::FileLargerThanMemory {
+                start: paddr,
+                filesz,
+                memsz,
+            });
+        }
+        if memsz == 0 {
             continue;
         }
         let end = paddr.saturating_add(memsz);
@@ -136,12 +195,23 @@ pub fn load_span(
                 ram: ram_size,
             });
         }
-        span = Some(match span {
-            None => (paddr, end),
-            Some((s, e)) => (s.min(paddr), e.max(end)),
-        });
+        segments.push((paddr, end));
     }
-    span.ok_or(not_elf("no loadable segment"))
+    if segments.is_empty() {
+        return Err(not_elf("no loadable segment"));
+    }
+    let img = ImageLayout { segments, entry };
+    if !img.contains(entry) {
+        return Err(LoaderError::BadEntry(entry));
+    }
+    Ok(img)
+}
+
+impl ImageLayout {
+    /// Whether `addr` lies inside one of the segments.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.segments.iter().any(|&(s, e)| (s..e).contains(&addr))
+    }
 }
 
 /// Loads the kernel ELF at `path` into guest memory.
@@ -150,15 +220,36 @@ pub fn load_kernel(
     ram_size: u64,
     path: &Path,
 ) -> Result<LoadedKernel, LoaderError> {
-    let mut file = File::open(path).map_err(|source| LoaderError::Read {
+    let read_err = |source| LoaderError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    let (start, end) = load_span(path, &|buf, off| file.read_exact_at(buf, off), ram_size)?;
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    let headers = file.try_clone().map_err(read_err)?;
+    load_image(
+        mem,
+        ram_size,
+        path,
+        &|buf, off| headers.read_exact_at(buf, off),
+        &mut file,
+    )
+}
+
+/// Loads a kernel ELF image into guest memory: [`check_image`] first (through `read_at`),
+/// then linux-loader (through `image`, the same bytes). `path` names the image in errors.
+pub fn load_image<F: Read + ReadVolatile + Seek>(
+    mem: &GuestMemoryMmap,
+    ram_size: u64,
+    path: &Path,
+    read_at: &dyn Fn(&mut [u8], u64) -> std::io::Result<()>,
+    image: &mut F,
+) -> Result<LoadedKernel, LoaderError> {
+    let img = check_image(path, read_at, ram_size)?;
+    let (start, end) = img.span();
     let result = Elf::load(
         mem,
         None,
-        &mut file,
+        image,
         Some(GuestAddress(layout::KERNEL_MIN_ADDR)),
     )
     .map_err(|source| LoaderError::Load {
@@ -166,7 +257,7 @@ pub fn load_kernel(
         source,
     })?;
     let entry = result.kernel_load.0;
-    if !(start..end).contains(&entry) {
+    if !img.contains(entry) {
         return Err(LoaderError::BadEntry(entry));
     }
     Ok(LoadedKernel { entry, start, end })
@@ -207,7 +298,13 @@ mod tests {
 
     /// A minimal ELF64: one PT_LOAD of `code` at `paddr` with `bss` extra bytes, entry at it.
     fn tiny_elf(paddr: u64, code: &[u8], bss: u64) -> Vec<u8> {
-        let mut f = vec![0u8; EHDR_SIZE + PHDR_SIZE];
+        elf(paddr, &[(paddr, code, code.len() as u64 + bss)])
+    }
+
+    /// An ELF64 with entry `entry` and PT_LOAD segments `(paddr, file bytes, p_memsz)`.
+    pub(crate) fn elf(entry: u64, segs: &[(u64, &[u8], u64)]) -> Vec<u8> {
+        let n = segs.len();
+        let mut f = vec![0u8; EHDR_SIZE + n * PHDR_SIZE];
         f[0..4].copy_from_slice(&ELF_MAGIC);
         f[4] = ELFCLASS64;
         f[5] = ELFDATA2LSB;
@@ -215,21 +312,23 @@ mod tests {
         f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
         f[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
         f[20..24].copy_from_slice(&1u32.to_le_bytes());
-        f[24..32].copy_from_slice(&paddr.to_le_bytes()); // e_entry
+        f[24..32].copy_from_slice(&entry.to_le_bytes()); // e_entry
         f[32..40].copy_from_slice(&(EHDR_SIZE as u64).to_le_bytes()); // e_phoff
         f[52..54].copy_from_slice(&(EHDR_SIZE as u16).to_le_bytes());
         f[54..56].copy_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
-        f[56..58].copy_from_slice(&1u16.to_le_bytes());
-        let p = EHDR_SIZE;
-        let off = (EHDR_SIZE + PHDR_SIZE) as u64;
-        f[p..p + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
-        f[p + 4..p + 8].copy_from_slice(&7u32.to_le_bytes());
-        f[p + 8..p + 16].copy_from_slice(&off.to_le_bytes());
-        f[p + 16..p + 24].copy_from_slice(&paddr.to_le_bytes());
-        f[p + 24..p + 32].copy_from_slice(&paddr.to_le_bytes());
-        f[p + 32..p + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
-        f[p + 40..p + 48].copy_from_slice(&(code.len() as u64 + bss).to_le_bytes());
-        f.extend_from_slice(code);
+        f[56..58].copy_from_slice(&(n as u16).to_le_bytes());
+        for (i, (paddr, code, memsz)) in segs.iter().enumerate() {
+            let p = EHDR_SIZE + i * PHDR_SIZE;
+            let off = f.len() as u64;
+            f[p..p + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+            f[p + 4..p + 8].copy_from_slice(&7u32.to_le_bytes());
+            f[p + 8..p + 16].copy_from_slice(&off.to_le_bytes());
+            f[p + 16..p + 24].copy_from_slice(&paddr.to_le_bytes());
+            f[p + 24..p + 32].copy_from_slice(&paddr.to_le_bytes());
+            f[p + 32..p + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+            f[p + 40..p + 48].copy_from_slice(&memsz.to_le_bytes());
+            f.extend_from_slice(code);
+        }
         f
     }
 
@@ -290,6 +389,91 @@ mod tests {
             load_kernel(&m, layout::RAM_MIN, Path::new("/nonexistent/kernel")),
             Err(LoaderError::Read { .. })
         ));
+    }
+
+    /// Three shapes linux-loader would load although our checks did not cover them: each is
+    /// refused with its own error, and guest memory stays untouched.
+    #[test]
+    fn refuses_segments_and_entries_the_checks_did_not_cover() {
+        let load = |name: &str, image: Vec<u8>| {
+            let m = mem();
+            let p = temp_file(name, &image);
+            let r = load_kernel(&m, layout::RAM_MIN, &p);
+            std::fs::remove_file(p).unwrap();
+            let mut low = vec![0u8; 0x1000];
+            m.read_slice(&mut low, GuestAddress(0)).unwrap();
+            assert!(
+                low.iter().all(|&b| b == 0),
+                "{name}: loaded below the kernel area"
+            );
+            r
+        };
+        let code = [0x90u8; 64];
+        // p_memsz 0 with file bytes, below the kernel area: linux-loader would copy them.
+        let r = load(
+            "memsz0",
+            elf(0x20_0000, &[(0x20_0000, &code, 0x1000), (0x0, &code, 0)]),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(LoaderError::EmptySegmentWithData {
+                    start: 0,
+                    filesz: 64
+                })
+            ),
+            "{r:?}"
+        );
+        // p_filesz > p_memsz: the bytes past p_memsz lie outside the checked span.
+        let r = load("filesz", elf(0x20_0000, &[(0x20_0000, &code, 16)]));
+        assert!(
+            matches!(
+                r,
+                Err(LoaderError::FileLargerThanMemory {
+                    filesz: 64,
+                    memsz: 16,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // The entry point in the gap between two segments.
+        let r = load(
+            "gap",
+            elf(
+                0x30_0000,
+                &[(0x20_0000, &code, 0x1000), (0x40_0000, &code, 0x1000)],
+            ),
+        );
+        assert!(matches!(r, Err(LoaderError::BadEntry(0x30_0000))), "{r:?}");
+        // Each error is one line.
+        for e in [
+            LoaderError::EmptySegmentWithData {
+                start: 0,
+                filesz: 64,
+            },
+            LoaderError::FileLargerThanMemory {
+                start: 0x20_0000,
+                filesz: 64,
+                memsz: 16,
+            },
+            LoaderError::BadEntry(0x30_0000),
+        ] {
+            assert!(!e.to_string().contains('\n'));
+        }
+        // Two segments with the entry in the second one load.
+        let ok = load(
+            "two",
+            elf(
+                0x40_0010,
+                &[(0x20_0000, &code, 0x1000), (0x40_0000, &code, 0x1000)],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.entry, ok.start, ok.end),
+            (0x40_0010, 0x20_0000, 0x40_1000)
+        );
     }
 
     #[test]
