@@ -206,3 +206,59 @@ fn random_object_operations_match_a_shadow_copy() {
     }
     assert!(lru_total > 0, "VRAM never filled up");
 }
+
+/// A guest that posts a queue's worth of FILLs, each over an object as large as VRAM, with one
+/// notify (legal, just a lot of work: minutes of it): `--timeout` still ends the run on time,
+/// with the summary line and the stats JSON, device counters included. The device works in
+/// bounded slices and looks at its stop flag between them, the vCPUs get the device between
+/// slices, and the final counters are read with a deadline.
+#[test]
+fn timeout_holds_against_a_busy_device() {
+    let img = common::guest_image();
+    let path = std::env::temp_dir().join(format!("pvgpu-busy-{}.json", std::process::id()));
+    let timeout = 8;
+    let args = [
+        "run",
+        "--kernel",
+        img.to_str().unwrap(),
+        "--mem",
+        "576M",
+        "--vram",
+        "512M",
+        "--timeout",
+        "8",
+        "--stats-json",
+        path.to_str().unwrap(),
+        "--",
+        "busy-device",
+    ];
+    let r = common::pvgpu_with_limit(&args, std::time::Duration::from_secs(60));
+    assert_eq!(r.code, Some(124), "{}", r.dump());
+    assert!(
+        r.stdout.contains("FILLs of 512 MiB queued"),
+        "the device was never made busy (setup too slow?)\n{}",
+        r.dump()
+    );
+    assert!(!r.stdout.contains("FILLs done"), "{}", r.dump());
+    let limit = std::time::Duration::from_millis(timeout * 1000 + 1500);
+    assert!(
+        r.elapsed < limit,
+        "--timeout {timeout} took {:?}\n{}",
+        r.elapsed,
+        r.dump()
+    );
+    assert!(
+        r.stderr.contains("guest timed out after 8 s"),
+        "{}",
+        r.dump()
+    );
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("stats: {e}\n{}", r.dump()));
+    let _ = std::fs::remove_file(&path);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
+    assert_eq!(
+        v.pointer("/guest/exit_reason").and_then(|x| x.as_str()),
+        Some("timeout")
+    );
+    assert!(num(&v, "/device/by_command/migrate/count") >= 1.0, "{v}");
+}

@@ -150,10 +150,18 @@ impl GpuMmio {
         GpuMmio { device, mem }
     }
 
-    /// Handles every request on the control queue. A failure (only the interrupt can fail)
-    /// is logged: the guest polls, so it still sees its completions.
+    /// Handles every request on the control queue, each to the end. A failure (only the
+    /// interrupt can fail) is logged: the guest polls, so it still sees its completions.
     pub fn process_queue(&mut self) {
         if let Err(e) = self.device.process_queue(&self.mem) {
+            log::warn!("GPU: {e}");
+        }
+    }
+
+    /// One bounded step of queue work (a few slices of data work at most, so the lock is
+    /// held briefly whatever the guest queued); [`Self::has_pending`] says whether to go on.
+    pub fn process_queue_step(&mut self) {
+        if let Err(e) = self.device.process_queue_step(&self.mem) {
             log::warn!("GPU: {e}");
         }
     }
@@ -193,6 +201,25 @@ fn lock(m: &Mutex<GpuMmio>) -> MutexGuard<'_, GpuMmio> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Locks the adapter if that is possible within `deadline`; `None` if it stayed busy.
+fn lock_within(
+    m: &Mutex<GpuMmio>,
+    deadline: std::time::Duration,
+) -> Option<MutexGuard<'_, GpuMmio>> {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        if std::time::Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// The event-loop subscriber that processes the control queue when the guest notifies.
 pub struct QueueWorker {
     notify: EventFd,
@@ -210,12 +237,14 @@ const POLL_WINDOW: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl MutEventSubscriber for QueueWorker {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        // Each round is bounded: the device serves at most a queue's worth of requests.
+        // Each round is bounded: the device serves at most a queue's worth of requests and a
+        // few slices of data work, then the lock is released (vCPU register accesses get in)
+        // and the stop flag is looked at again. A long command goes on in the next round.
         while !self.stop.load(Ordering::Acquire) {
             // Reset the counter first: a notify that arrives while we process makes the
             // eventfd readable again, so no request is left behind.
             let _ = self.notify.read();
-            lock(&self.gpu).process_queue();
+            lock(&self.gpu).process_queue_step();
             let last_work = std::time::Instant::now();
             // Poll for the next request for a short while.
             loop {
@@ -379,6 +408,12 @@ impl Gpu {
     /// The device counters now.
     pub fn stats(&self) -> DeviceStats {
         lock(&self.mmio).device().stats()
+    }
+
+    /// The device counters, if the device can be had within `deadline` (a thread that did
+    /// not stop may still hold it); `None` otherwise.
+    pub fn stats_within(&self, deadline: std::time::Duration) -> Option<DeviceStats> {
+        lock_within(&self.mmio, deadline).map(|g| g.device().stats())
     }
 
     /// The adapter (shared with the MMIO bus and the queue worker).

@@ -36,6 +36,8 @@ use crate::vcpu::{self, EntryState, StartGate, VcpuShared, VcpuThread};
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(2);
 /// How often to repeat the kick while waiting.
 const KICK_INTERVAL: Duration = Duration::from_millis(10);
+/// How long reading the final device counters may wait for the device.
+pub const STATS_DEADLINE: Duration = Duration::from_millis(500);
 
 /// The result of a run.
 #[derive(Debug)]
@@ -244,13 +246,19 @@ pub fn run_with_output(
             .sample_interval
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
-    let stats = RunStats::collect(
-        &timeline,
-        &end,
-        shape,
-        probe.snapshot(),
-        gpu.as_ref().map(Gpu::stats),
-    );
+    let device_stats = match gpu.as_ref() {
+        Some(g) => {
+            let s = g.stats_within(STATS_DEADLINE);
+            if s.is_none() {
+                eprintln!(
+                    "pvgpu: warning: the GPU device stayed busy for {STATS_DEADLINE:?}; its counters are not in the stats"
+                );
+            }
+            s
+        }
+        None => None,
+    };
+    let stats = RunStats::collect(&timeline, &end, shape, probe.snapshot(), device_stats);
     // The queue worker and the GPU go before the VM (declared first, dropped last). The VRAM
     // mapping stays alive as long as any vCPU thread might run: one that did not stop above
     // still holds the MMIO bus, which holds the device.

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod basic;
 pub mod bench;
+pub mod busy;
 pub mod concurrent;
 pub mod hostile;
 pub mod object_checks;
@@ -26,6 +27,7 @@ const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [
                      [--no-clean] | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
                      hostile | bench-migrate [--mib M] [--object-mib S] | \
                      bench-latency [--iters N] | scale [--objects N] | density [--mib M] | \
+                     busy-device [--mib M] | \
                      fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | \
                      stack-overflow | spin";
 
@@ -52,6 +54,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
             | "bench-latency"
             | "scale"
             | "density"
+            | "busy-device"
     );
     if needs_gpu {
         if let Err(e) = crate::user::objects::ensure_started() {
@@ -93,6 +96,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("bench-latency", rest) => bench::latency(rest),
         ("scale", rest) => bench::scale(rest),
         ("density", rest) => bench::density(rest),
+        ("busy-device", rest) => busy::run(rest),
         _ => usage(args),
     }
 }
