@@ -172,3 +172,37 @@ fn a_kvm_node_that_is_not_kvm_is_a_clear_error() {
     let r = run_with_mounts("mount --bind /dev/null /dev/kvm");
     assert_clean_error(&r, "does not answer as kvm");
 }
+
+/// A `--timeout` too large for the timer is a usage error naming the range (it used to get
+/// as far as the timerfd and fail with "Invalid argument").
+#[test]
+fn a_huge_timeout_is_a_range_error() {
+    let img = guest_image();
+    let img = img.to_str().unwrap();
+    for huge in ["9223372036854775808", "18446744073709551615", "4294967296"] {
+        let r = run(&["run", "--kernel", img, "--timeout", huge, "--", "exit", "0"]);
+        assert_eq!(r.code, Some(2), "--timeout {huge}: {}", r.dump());
+        assert!(r.stderr.contains("4294967295"), "{}", r.dump());
+        assert!(!r.stderr.contains("Invalid argument"), "{}", r.dump());
+    }
+}
+
+/// Stats that were asked for and could not be written make the run fail (exit 1), even when
+/// the guest itself passed; the summary line is still printed.
+#[test]
+fn an_unwritable_stats_file_fails_the_run() {
+    let img = guest_image();
+    let img = img.to_str().unwrap();
+    let r = run(&[
+        "run",
+        "--kernel",
+        img,
+        "--stats-json",
+        "/nonexistent/dir/stats.json",
+        "--",
+        "exit",
+        "0",
+    ]);
+    assert_clean_error(&r, "/nonexistent/dir/stats.json");
+    assert!(r.stderr.contains("pvgpu: guest exit 0"), "{}", r.dump());
+}

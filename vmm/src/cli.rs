@@ -18,6 +18,9 @@ use crate::size::{format_size, parse_size, SizeError};
 pub const DEFAULT_KERNEL: &str = "images/out/pvgpu-guest";
 /// Default `--timeout` in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+/// Largest `--timeout` in seconds (about 136 years; the timerfd refuses times past 2^63 ns
+/// from its clock's epoch, so larger values are a usage error instead of "Invalid argument").
+pub const MAX_TIMEOUT_SECS: u64 = u32::MAX as u64;
 /// Default `--sample-ms`: how often host memory is sampled into the stats.
 pub const DEFAULT_SAMPLE_MS: u64 = 50;
 
@@ -53,8 +56,13 @@ pub struct RunArgs {
     /// Number of vCPUs (1..=8)
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub vcpus: u32,
-    /// Stop the guest after SECS seconds (exit 124); 0 means never
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS)]
+    /// Stop the guest after SECS seconds (exit 124); 0 means never; at most 4294967295
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = DEFAULT_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS)
+    )]
     pub timeout: u64,
     /// Write run statistics as JSON to PATH at exit
     #[arg(long, value_name = "PATH")]
@@ -381,6 +389,9 @@ mod tests {
         assert!(parse(&[]).is_err());
         assert!(parse(&["run", "--vcpus", "two"]).is_err());
         assert!(parse(&["run", "--timeout", "-1"]).is_err());
+        assert!(parse(&["run", "--timeout", "9223372036854775808"]).is_err());
+        assert!(parse(&["run", "--timeout", "4294967296"]).is_err());
+        assert!(parse(&["run", "--timeout", "4294967295"]).is_ok());
         assert!(parse(&["run", "--bogus"]).is_err());
         assert!(parse(&["run", "stray"]).is_err());
         assert!(parse(&["fly"]).is_err());

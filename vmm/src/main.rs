@@ -33,13 +33,18 @@ fn run(args: &RunArgs, start: Instant) -> i32 {
         Ok(o) => o,
         Err(e) => return fail(&e),
     };
+    let mut status = outcome.end.status();
     if let Some(path) = &config.stats_json {
         if let Err(e) = outcome.stats.write(path) {
             eprintln!("pvgpu: error: cannot write {}: {e}", path.display());
+            // The stats were asked for and are lost: not a success, whatever the guest said.
+            if status == 0 {
+                status = STATUS_VMM_ERROR;
+            }
         }
     }
     eprintln!("pvgpu: {}", outcome.stats.summary(&outcome.end));
-    outcome.end.status()
+    status
 }
 
 fn fail(e: &dyn std::fmt::Display) -> i32 {
