@@ -48,6 +48,27 @@ impl MutEventSubscriber for RunStateEvents {
     }
 }
 
+/// Ends the run when a stop signal (SIGINT, SIGTERM, SIGHUP) arrives.
+struct SignalEvents {
+    evt: &'static vmm_sys_util::eventfd::EventFd,
+    state: Arc<RunState>,
+}
+
+impl MutEventSubscriber for SignalEvents {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.evt.read();
+        if let Some(sig) = crate::signals::received() {
+            self.state.finish(GuestEnd::Signal(sig));
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(self.evt, EventSet::IN)) {
+            log::error!("cannot watch the stop signals: {e}");
+        }
+    }
+}
+
 /// Ends the run when `--timeout` expires.
 struct GuestTimer {
     timer: TimerFd,
@@ -134,6 +155,13 @@ impl EventLoop {
         manager.add_subscriber(Arc::new(Mutex::new(RunStateEvents {
             state: state.clone(),
         })));
+        // With the stop-signal handlers installed (`pvgpu run`), a signal ends the run.
+        if let Some(evt) = crate::signals::event() {
+            manager.add_subscriber(Arc::new(Mutex::new(SignalEvents {
+                evt,
+                state: state.clone(),
+            })));
+        }
         if let Some(after) = timeout {
             let mut timer = TimerFd::new().map_err(EventLoopError::Timer)?;
             timer.reset(after, None).map_err(EventLoopError::Timer)?;

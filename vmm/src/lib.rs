@@ -12,6 +12,7 @@
 //! [`error`], and [`vm`] which puts them together. On top: [`bench`] (`pvgpu bench`), [`demo`]
 //! (`pvgpu demo`), [`plot`] (the host-memory PNG) and [`measure`] (percentiles, ratios).
 
+pub mod atomic_file;
 pub mod bench;
 pub mod bus;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod plot;
 pub mod report;
 pub mod run_state;
 pub mod serial;
+pub mod signals;
 pub mod size;
 pub mod stats;
 pub mod vcpu;

@@ -29,6 +29,10 @@ fn run(args: &RunArgs, start: Instant) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    // SIGINT, SIGTERM and SIGHUP end the run the orderly way (summary, stats, 128 + signal).
+    if let Err(e) = pvgpu::signals::install() {
+        return fail(&e);
+    }
     let outcome = match pvgpu::run(&config, Arc::new(Timeline::new(start))) {
         Ok(o) => o,
         Err(e) => return fail(&e),

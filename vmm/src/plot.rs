@@ -111,8 +111,21 @@ fn mib(b: u64) -> f64 {
 }
 
 impl MemoryPlot {
-    /// Draws the plot into a PNG at `path`.
+    /// Draws the plot into a PNG at `path` (through a temporary name, so an interrupted or
+    /// failed run never leaves a half-written picture).
     pub fn draw_png(&self, path: &Path) -> Result<(), PlotError> {
+        crate::atomic_file::write_with(
+            path,
+            |tmp| self.draw_png_at(tmp, path),
+            |e| PlotError::Draw {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            },
+        )
+    }
+
+    /// Draws the plot into `file` (errors name `path`).
+    fn draw_png_at(&self, file: &Path, path: &Path) -> Result<(), PlotError> {
         register_font()?;
         let err = |e: &dyn std::fmt::Display| PlotError::Draw {
             path: path.display().to_string(),
@@ -137,7 +150,7 @@ impl MemoryPlot {
         // Head room above the peak for the phase labels and the legend.
         let y_max = (peak * 1.32).ceil();
 
-        let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+        let root = BitMapBackend::new(file, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let mut chart = ChartBuilder::on(&root)
             .caption(&self.title, (FONT, 30))

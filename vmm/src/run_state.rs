@@ -80,6 +80,8 @@ pub enum GuestEnd {
     Timeout(Duration),
     /// The VMM itself failed while the guest ran.
     VmmError(String),
+    /// A stop signal (SIGINT, SIGTERM, SIGHUP) ended the run.
+    Signal(i32),
 }
 
 impl GuestEnd {
@@ -96,6 +98,7 @@ impl GuestEnd {
             GuestEnd::AllHalted => STATUS_UNEXPECTED,
             GuestEnd::Timeout(_) => STATUS_TIMEOUT,
             GuestEnd::VmmError(_) => STATUS_VMM_ERROR,
+            GuestEnd::Signal(sig) => 128 + sig,
         }
     }
 
@@ -113,6 +116,7 @@ impl GuestEnd {
             GuestEnd::AllHalted => "all-vcpus-halted",
             GuestEnd::Timeout(_) => "timeout",
             GuestEnd::VmmError(_) => "vmm-error",
+            GuestEnd::Signal(_) => "signal",
         }
     }
 
@@ -124,6 +128,7 @@ impl GuestEnd {
             GuestEnd::AllHalted => "every vCPU halted without an exit".to_owned(),
             GuestEnd::Timeout(d) => format!("guest timed out after {} s", d.as_secs()),
             GuestEnd::VmmError(e) => format!("VMM error: {e}"),
+            GuestEnd::Signal(sig) => format!("stopped by {}", crate::signals::name(*sig)),
         }
     }
 }

@@ -323,7 +323,7 @@ impl RunStats {
     /// Writes the JSON to `path`.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, json + "\n")
+        crate::atomic_file::write(path, (json + "\n").as_bytes())
     }
 
     /// The one-line summary, e.g. `guest exit 0 in 84.2 ms (entry 3.1 ms, first output 12.5

@@ -265,7 +265,7 @@ pub fn write_json(report: &BenchReport, path: &Path) -> Result<(), BenchError> {
         path: path.to_path_buf(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(path, json + "\n").map_err(|source| BenchError::Write {
+    crate::atomic_file::write(path, (json + "\n").as_bytes()).map_err(|source| BenchError::Write {
         path: path.to_path_buf(),
         source,
     })

@@ -1,0 +1,78 @@
+//! SIGINT, SIGTERM and SIGHUP on `pvgpu run`: the vCPUs stop, the summary line and the stats
+//! JSON (exit reason `signal`) are written, and the exit status is 128 + the signal.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Boots `spin` with a stats file, sends `sig` once the guest runs, and checks the ending.
+fn stop_with(sig: i32, status: i32, name: &str) {
+    let img = common::guest_image();
+    let path = std::env::temp_dir().join(format!("pvgpu-sig-{sig}-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pvgpu"))
+        .args(["run", "--kernel", img.to_str().unwrap(), "--timeout", "60"])
+        .args(["--stats-json", path.to_str().unwrap(), "--", "spin"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pvgpu");
+    // Wait for the guest's first line, so the signal lands while the guest runs.
+    let mut out = child.stdout.take().expect("piped");
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("spinning") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the guest never ran"
+        );
+        let n = out.read(&mut buf).expect("read stdout");
+        assert!(n > 0, "pvgpu ended before the signal");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    let sent = Instant::now();
+    let code = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st.code();
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("pvgpu did not stop within 10 s of {name}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().expect("piped").read_to_string(&mut err);
+    assert_eq!(code, Some(status), "{name}: {err}");
+    assert!(
+        err.contains(&format!("stopped by {name} (status {status})")),
+        "no summary line: {err}"
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("stats: {e}\n{err}"));
+    let _ = std::fs::remove_file(&path);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
+    assert_eq!(v["guest"]["exit_reason"], "signal", "{v}");
+    assert_eq!(v["guest"]["exit_code"], status, "{v}");
+    assert!(v.get("device").is_some_and(|d| !d.is_null()), "{v}");
+}
+
+#[test]
+fn sigint_stops_the_run_with_summary_and_stats() {
+    stop_with(libc::SIGINT, 130, "SIGINT");
+}
+
+#[test]
+fn sigterm_stops_the_run_with_summary_and_stats() {
+    stop_with(libc::SIGTERM, 143, "SIGTERM");
+}
+
+#[test]
+fn sighup_stops_the_run_with_summary_and_stats() {
+    stop_with(libc::SIGHUP, 129, "SIGHUP");
+}
