@@ -81,6 +81,18 @@ pub struct RunArgs {
     /// Sample host memory into the stats every N ms; 0 means never
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_MS)]
     pub sample_ms: u64,
+    /// Run without the seccomp filters (every thread is filtered by default; for debugging)
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// DEBUG ONLY: make THREAD's first system call after its seccomp filter a forbidden one
+    /// (shows, and lets the tests check, how a forbidden call ends the run)
+    #[arg(
+        long,
+        value_name = "THREAD",
+        hide = true,
+        conflicts_with = "no_seccomp"
+    )]
+    pub debug_forbidden_syscall: Option<crate::seccomp::ThreadKind>,
     /// The guest's command line (e.g. `-- exit 7`, `-- hello`, `-- selftest`)
     #[arg(last = true, value_name = "GUEST ARGS")]
     pub guest_args: Vec<String>,
@@ -152,6 +164,8 @@ pub struct RunConfig {
     pub vram_bytes: Option<u64>,
     /// How often to sample host memory into the stats, if at all.
     pub sample_interval: Option<Duration>,
+    /// Which threads run under a seccomp filter.
+    pub seccomp: crate::seccomp::Policy,
 }
 
 impl RunConfig {
@@ -168,6 +182,8 @@ impl RunConfig {
             cmdline: String::new(),
             vram_bytes: Some(layout::VRAM_DEFAULT),
             sample_interval: Some(Duration::from_millis(DEFAULT_SAMPLE_MS)),
+            // The caller's main thread goes on after the run: filter the run's own threads.
+            seccomp: crate::seccomp::Policy::THREADS,
         }
     }
 
@@ -200,6 +216,14 @@ impl RunConfig {
             cmdline,
             vram_bytes,
             sample_interval: (args.sample_ms > 0).then(|| Duration::from_millis(args.sample_ms)),
+            seccomp: if args.no_seccomp {
+                crate::seccomp::Policy::OFF
+            } else {
+                crate::seccomp::Policy {
+                    provoke: args.debug_forbidden_syscall,
+                    ..crate::seccomp::Policy::PROCESS
+                }
+            },
         })
     }
 }

@@ -63,6 +63,9 @@ pub enum VmmError {
     /// The GPU device.
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// The seccomp filters could not be set up.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// Host-memory accounting.
     #[error(transparent)]
     Stats(#[from] StatsError),

@@ -69,6 +69,9 @@ pub enum GpuError {
     /// The device thread could not be started.
     #[error("cannot start the GPU device thread: {0}")]
     Thread(std::io::Error),
+    /// The device thread's seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// The thread that serves the control queue, with an event loop of its own, so a long
@@ -84,8 +87,9 @@ const DEVICE_THREAD_TICK_MS: i32 = 20;
 const DEVICE_THREAD_JOIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl DeviceThread {
-    /// Starts serving the GPU's control queue, if it has a notify eventfd.
-    pub fn spawn(gpu: &mut Gpu) -> Result<Option<Self>, GpuError> {
+    /// Starts serving the GPU's control queue, if it has a notify eventfd. The thread
+    /// installs its seccomp filter (per `seccomp`) before it serves anything.
+    pub fn spawn(gpu: &mut Gpu, seccomp: crate::seccomp::Policy) -> Result<Option<Self>, GpuError> {
         let stop = Arc::new(AtomicBool::new(false));
         let Some(worker) = gpu.take_queue_worker(stop.clone()) else {
             return Ok(None);
@@ -93,9 +97,16 @@ impl DeviceThread {
         let mut manager = event_manager::EventManager::<Subscriber>::new()?;
         manager.add_subscriber(worker);
         let flag = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("pvgpu-gpu".into())
             .spawn(move || {
+                let filtered = seccomp.enter(crate::seccomp::ThreadKind::Device, 0);
+                let ok = filtered.is_ok();
+                let _ = ready_tx.send(filtered);
+                if !ok {
+                    return;
+                }
                 while !flag.load(Ordering::Acquire) {
                     if let Err(e) = manager.run_with_timeout(DEVICE_THREAD_TICK_MS) {
                         log::error!("GPU device thread: {e}");
@@ -104,10 +115,17 @@ impl DeviceThread {
                 }
             })
             .map_err(GpuError::Thread)?;
-        Ok(Some(DeviceThread {
+        let thread = DeviceThread {
             stop,
             handle: Some(handle),
-        }))
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Some(thread)),
+            Ok(Err(e)) => Err(GpuError::Seccomp(e)),
+            Err(_) => Err(GpuError::Thread(std::io::Error::other(
+                "the GPU device thread ended before it started",
+            ))),
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub mod measure;
 pub mod plot;
 pub mod report;
 pub mod run_state;
+pub mod seccomp;
 pub mod serial;
 pub mod signals;
 pub mod size;

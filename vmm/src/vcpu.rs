@@ -189,6 +189,8 @@ pub struct VcpuShared {
     pub timeline: Arc<Timeline>,
     /// Guest memory, for failure reports.
     pub mem: GuestMemoryMmap,
+    /// Whether (and how) vCPU threads filter their system calls.
+    pub seccomp: crate::seccomp::Policy,
 }
 
 /// A vCPU thread; it yields the failure report if the guest failed on this vCPU.
@@ -206,6 +208,15 @@ pub fn spawn(
         .spawn(move || {
             let vcpu = Vcpu { index, fd, shared };
             gate.wait();
+            // Set-up is done: from here on only the vCPU allow-list.
+            if let Err(e) = vcpu
+                .shared
+                .seccomp
+                .enter(crate::seccomp::ThreadKind::Vcpu, index)
+            {
+                vcpu.shared.state.finish(GuestEnd::VmmError(e.to_string()));
+                return None;
+            }
             vcpu.run()
         })
         .map_err(|source| VcpuError::Spawn { index, source })

@@ -188,9 +188,12 @@ pub fn run_with_output(
     loader::write_boot_info(mem, &info)?;
 
     vcpu::install_kick_handler()?;
+    if config.seccomp.any() {
+        crate::seccomp::install_sigsys_handler()?;
+    }
     let mut event_loop = EventLoop::new(state.clone(), config.timeout)?;
     let device_thread = match gpu.as_mut() {
-        Some(g) => DeviceThread::spawn(g)?,
+        Some(g) => DeviceThread::spawn(g, config.seccomp)?,
         None => None,
     };
     if let Some(every) = config.sample_interval {
@@ -207,6 +210,7 @@ pub fn run_with_output(
         state: state.clone(),
         timeline: timeline.clone(),
         mem: mem.clone(),
+        seccomp: config.seccomp,
     };
     let gate = Arc::new(StartGate::default());
     let mut handles = Vec::with_capacity(fds.len());
@@ -220,6 +224,10 @@ pub fn run_with_output(
         }
     }
     gate.open();
+    // Set-up is done: the main thread's own allow-list from here (`pvgpu run` only).
+    if let Err(e) = config.seccomp.enter(crate::seccomp::ThreadKind::Main, 0) {
+        state.finish(GuestEnd::VmmError(e.to_string()));
+    }
 
     let end = event_loop.run();
     let (unjoined, reports) = stop_vcpus(handles, JOIN_DEADLINE);

@@ -1,0 +1,142 @@
+//! The system calls each thread of `pvgpu run` may make once its filter is installed (after
+//! set-up, before the guest runs). Everything else traps (SIGSYS) and ends the run with a
+//! message naming the call. Built from `strace -f` of every guest workload; one entry per
+//! syscall group, with what needs it. To extend: add the call to the group (or a new group)
+//! of the thread that makes it, and say why.
+
+use libc::c_ulong;
+use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iowr_nr};
+
+/// Which thread a list is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThreadKind {
+    /// The main thread: event loop, timeout, host-memory sampling, the end of the run.
+    Main,
+    /// A vCPU thread: KVM_RUN, port I/O and MMIO exits, phase markers, failure reports.
+    Vcpu,
+    /// The GPU device thread: the control queue and its data paths.
+    Device,
+}
+
+/// A system call, allowed whatever its arguments, or (for ioctl) only with these requests.
+pub enum Allow {
+    /// Any arguments.
+    Any(i64),
+    /// ioctl with one of these request numbers (argument 1).
+    Ioctl(Vec<c_ulong>),
+}
+
+const KVMIO: u32 = kvm_bindings::KVMIO;
+ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_bindings::kvm_regs);
+ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
+ioctl_iowr_nr!(KVM_TRANSLATE, KVMIO, 0x85, kvm_bindings::kvm_translation);
+
+/// Every thread, whatever it does: memory, locks, sleeping, logging to stderr, thread exit.
+fn common() -> Vec<Allow> {
+    use Allow::Any;
+    vec![
+        // Heap and thread stacks (malloc, Vec growth, arenas, freeing a finished thread).
+        Any(libc::SYS_mmap),
+        Any(libc::SYS_munmap),
+        Any(libc::SYS_mremap),
+        Any(libc::SYS_mprotect),
+        Any(libc::SYS_madvise),
+        Any(libc::SYS_brk),
+        // Locks, condition variables, joins, parking; bounded waits and back-off.
+        Any(libc::SYS_futex),
+        Any(libc::SYS_sched_yield),
+        Any(libc::SYS_nanosleep),
+        Any(libc::SYS_clock_nanosleep),
+        Any(libc::SYS_clock_gettime),
+        // Log lines and errors on stderr.
+        Any(libc::SYS_write),
+        Any(libc::SYS_writev),
+        // Dropping descriptors (epoll sets, eventfds, files) and leaving the thread.
+        Any(libc::SYS_close),
+        Any(libc::SYS_rt_sigprocmask),
+        Any(libc::SYS_sigaltstack),
+        Any(libc::SYS_rt_sigreturn),
+        Any(libc::SYS_exit),
+        Any(libc::SYS_exit_group),
+        Any(libc::SYS_gettid),
+        Any(libc::SYS_getpid),
+    ]
+}
+
+/// Reading host memory: fstat of the RAM and VRAM memfds (st_blocks), /proc/self/status (RSS).
+fn host_memory_probe() -> Vec<Allow> {
+    use Allow::Any;
+    vec![
+        Any(libc::SYS_openat),
+        Any(libc::SYS_read),
+        Any(libc::SYS_fstat),
+        Any(libc::SYS_newfstatat),
+        Any(libc::SYS_statx),
+        Any(libc::SYS_lseek),
+    ]
+}
+
+/// The device's data paths: MIGRATE/EVICT (pwritev/preadv on the VRAM memfd), CLEAN and
+/// freed VRAM (fallocate PUNCH_HOLE), the notify eventfd (read) and the irqfd (write).
+fn device_data_path() -> Vec<Allow> {
+    use Allow::Any;
+    vec![
+        Any(libc::SYS_pwritev),
+        Any(libc::SYS_preadv),
+        Any(libc::SYS_pwrite64),
+        Any(libc::SYS_pread64),
+        Any(libc::SYS_fallocate),
+        Any(libc::SYS_read),
+    ]
+}
+
+/// The list for `kind`.
+pub fn allowed(kind: ThreadKind) -> Vec<Allow> {
+    use Allow::Any;
+    let mut v = common();
+    match kind {
+        ThreadKind::Main => {
+            // The event loop: epoll, the run-state/signal eventfds, the timeout and sampling
+            // timerfds, dropping a subscriber's fd from the set.
+            v.extend([
+                Any(libc::SYS_epoll_wait),
+                Any(libc::SYS_epoll_pwait),
+                Any(libc::SYS_epoll_ctl),
+                Any(libc::SYS_timerfd_settime),
+            ]);
+            // Stopping the vCPUs: the kick signal to each vCPU thread.
+            v.extend([Any(libc::SYS_tgkill)]);
+            // Sampling host memory, and the stats JSON at the end (a temporary name renamed
+            // into place, removed if the write fails).
+            v.extend(host_memory_probe());
+            v.extend([
+                Any(libc::SYS_rename),
+                Any(libc::SYS_renameat),
+                Any(libc::SYS_renameat2),
+                Any(libc::SYS_unlink),
+                Any(libc::SYS_unlinkat),
+                Any(libc::SYS_fcntl),
+            ]);
+        }
+        ThreadKind::Vcpu => {
+            // KVM_RUN, and the registers and translated RIP for a failure report.
+            v.push(Allow::Ioctl(vec![
+                KVM_RUN(),
+                KVM_GET_REGS(),
+                KVM_GET_SREGS(),
+                KVM_TRANSLATE(),
+            ]));
+            // Phase markers snapshot host memory on the vCPU that writes them.
+            v.extend(host_memory_probe());
+            // A queue notify that the ioeventfd did not catch is served on the vCPU thread.
+            v.extend(device_data_path());
+        }
+        ThreadKind::Device => {
+            // Its own event loop on the notify eventfd.
+            v.extend([Any(libc::SYS_epoll_wait), Any(libc::SYS_epoll_pwait)]);
+            v.extend(device_data_path());
+        }
+    }
+    v
+}

@@ -1,0 +1,313 @@
+//! Seccomp filters, as Firecracker does it: each thread of a run (main, every vCPU, the GPU
+//! device thread) installs its own seccomp-bpf allow-list ([`allowlist`]), compiled with the
+//! `seccompiler` crate, after its set-up and before the guest runs. A system call outside the
+//! list traps (SECCOMP_RET_TRAP): the SIGSYS handler writes one line naming the call and the
+//! thread, with async-signal-safe calls only, and ends the process with status 1. Nothing is
+//! killed silently.
+//!
+//! `pvgpu run` filters every thread; `--no-seccomp` turns the filters off (for debugging).
+//! Library callers (bench, demo, tests), whose main thread goes on to other work after a
+//! run, filter the vCPU and device threads only (those end with the run).
+
+pub mod allowlist;
+pub mod syscall_names;
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+
+use libc::{c_int, c_void, siginfo_t};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use vmm_sys_util::signal::register_signal_handler;
+
+pub use allowlist::ThreadKind;
+use allowlist::{allowed, Allow};
+
+/// Exit status after a forbidden system call (a VMM error).
+pub const STATUS_FORBIDDEN_SYSCALL: c_int = 1;
+
+/// Errors building or installing a filter.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// The allow-list could not be compiled.
+    #[error("seccomp filter of the {thread} thread: {message}")]
+    Build {
+        /// Which thread.
+        thread: &'static str,
+        /// seccompiler's error.
+        message: String,
+    },
+    /// The filter could not be installed.
+    #[error("cannot install the seccomp filter of the {thread} thread: {message}")]
+    Apply {
+        /// Which thread.
+        thread: &'static str,
+        /// seccompiler's error.
+        message: String,
+    },
+    /// The SIGSYS handler could not be installed.
+    #[error("cannot install the SIGSYS handler: {0}")]
+    Handler(vmm_sys_util::errno::Error),
+}
+
+/// Which threads a run filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// vCPU and device threads.
+    pub threads: bool,
+    /// The main thread too (only when the process ends with the run: `pvgpu run`).
+    pub main: bool,
+    /// Debug/test hook (`pvgpu run --debug-forbidden-syscall THREAD`): that thread makes a
+    /// forbidden call right after installing its filter, to show what happens.
+    pub provoke: Option<ThreadKind>,
+}
+
+impl Policy {
+    /// No filters at all.
+    pub const OFF: Policy = Policy {
+        threads: false,
+        main: false,
+        provoke: None,
+    };
+    /// Every thread (`pvgpu run`).
+    pub const PROCESS: Policy = Policy {
+        threads: true,
+        main: true,
+        provoke: None,
+    };
+    /// vCPU and device threads (library callers).
+    pub const THREADS: Policy = Policy {
+        threads: true,
+        main: false,
+        provoke: None,
+    };
+
+    /// Whether any thread is filtered.
+    pub fn any(&self) -> bool {
+        self.threads || self.main
+    }
+
+    /// Installs the filter of the calling thread, a `kind` thread (vCPU `index`), if the
+    /// policy filters it; then makes the forbidden call if asked to.
+    pub fn enter(&self, kind: ThreadKind, index: u32) -> Result<(), SeccompError> {
+        let on = match kind {
+            ThreadKind::Main => self.main,
+            ThreadKind::Vcpu | ThreadKind::Device => self.threads,
+        };
+        if !on {
+            return Ok(());
+        }
+        apply(kind, index)?;
+        if self.provoke == Some(kind) {
+            provoke();
+        }
+        Ok(())
+    }
+}
+
+fn label(kind: ThreadKind) -> &'static str {
+    match kind {
+        ThreadKind::Main => "main",
+        ThreadKind::Vcpu => "vCPU",
+        ThreadKind::Device => "GPU device",
+    }
+}
+
+/// Compiles the allow-list of `kind` (trap on anything else).
+pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+    let build = |e: &dyn std::fmt::Display| SeccompError::Build {
+        thread: label(kind),
+        message: e.to_string(),
+    };
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for a in allowed(kind) {
+        match a {
+            // An empty rule list matches the call whatever its arguments.
+            Allow::Any(nr) => {
+                rules.insert(nr, Vec::new());
+            }
+            Allow::Ioctl(requests) => {
+                let mut v = Vec::with_capacity(requests.len());
+                for req in requests {
+                    let cond = SeccompCondition::new(
+                        1,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Eq,
+                        u64::from(req as u32),
+                    )
+                    .map_err(|e| build(&e))?;
+                    v.push(SeccompRule::new(vec![cond]).map_err(|e| build(&e))?);
+                }
+                rules.insert(libc::SYS_ioctl, v);
+            }
+        }
+    }
+    let f = SeccompFilter::new(
+        rules,
+        SeccompAction::Trap,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(|e| build(&e))?;
+    f.try_into()
+        .map_err(|e: seccompiler::BackendError| build(&e))
+}
+
+thread_local! {
+    /// What the calling thread is, for the SIGSYS message (0 main, 1 vCPU, 2 device).
+    static KIND: Cell<u8> = const { Cell::new(0) };
+    /// The vCPU index.
+    static INDEX: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Installs the filter of `kind` on the calling thread.
+pub fn apply(kind: ThreadKind, index: u32) -> Result<(), SeccompError> {
+    let prog = filter(kind)?;
+    KIND.with(|k| {
+        k.set(match kind {
+            ThreadKind::Main => 0,
+            ThreadKind::Vcpu => 1,
+            ThreadKind::Device => 2,
+        })
+    });
+    INDEX.with(|i| i.set(index));
+    seccompiler::apply_filter(&prog).map_err(|e| SeccompError::Apply {
+        thread: label(kind),
+        message: e.to_string(),
+    })
+}
+
+/// Installs the SIGSYS handler (before any filter).
+pub fn install_sigsys_handler() -> Result<(), SeccompError> {
+    register_signal_handler(libc::SIGSYS, on_sigsys).map_err(SeccompError::Handler)
+}
+
+/// A system call no thread's list allows (the kernel log's size: harmless if it ran).
+fn provoke() {
+    // SAFETY: syslog(SYSLOG_ACTION_SIZE_BUFFER) reads nothing and writes nothing of ours.
+    unsafe { libc::syscall(libc::SYS_syslog, 10, std::ptr::null_mut::<c_void>(), 0) };
+}
+
+/// A fixed buffer for the handler's message (no allocation in a signal handler).
+struct Line {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Line {
+    fn push(&mut self, s: &[u8]) {
+        for &b in s {
+            if self.len < self.buf.len() {
+                self.buf[self.len] = b;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn push_num(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+}
+
+/// Byte offset of `si_syscall` in a SIGSYS siginfo on x86-64: after si_signo, si_errno,
+/// si_code (and padding) comes `_sigsys { void *_call_addr; int _syscall; unsigned _arch; }`.
+const SI_OFF_SYSCALL: usize = 0x18;
+
+extern "C" fn on_sigsys(_: c_int, info: *mut siginfo_t, _: *mut c_void) {
+    let nr = if info.is_null() {
+        -1
+    } else {
+        // SAFETY: the kernel passes a valid siginfo for SIGSYS (SA_SIGINFO), and for a
+        // seccomp trap it fills the _sigsys member, whose `_syscall` int sits at
+        // SI_OFF_SYSCALL; the read is in bounds of the 128-byte siginfo.
+        unsafe { std::ptr::read_unaligned(info.cast::<u8>().add(SI_OFF_SYSCALL).cast::<i32>()) }
+    };
+    let mut line = Line {
+        buf: [0; 256],
+        len: 0,
+    };
+    line.push(b"pvgpu: error: the ");
+    let kind = KIND.with(|k| k.get());
+    match kind {
+        1 => {
+            line.push(b"vCPU ");
+            line.push_num(u64::from(INDEX.with(|i| i.get())));
+        }
+        2 => line.push(b"GPU device"),
+        _ => line.push(b"main"),
+    }
+    line.push(b" thread made system call ");
+    let name = syscall_names::name(i64::from(nr));
+    line.push(if name.is_empty() {
+        b"?"
+    } else {
+        name.as_bytes()
+    });
+    line.push(b" (");
+    line.push_num(u64::try_from(nr).unwrap_or(0));
+    line.push(b"), which its seccomp filter forbids; the run is stopped (--no-seccomp turns the filters off)\n");
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is a local array.
+    unsafe {
+        libc::write(2, line.buf.as_ptr().cast::<c_void>(), line.len);
+        libc::_exit(STATUS_FORBIDDEN_SYSCALL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_list_compiles() {
+        for k in [ThreadKind::Main, ThreadKind::Vcpu, ThreadKind::Device] {
+            let p = filter(k).unwrap();
+            assert!(!p.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_lists_are_tight() {
+        let has = |k, nr| {
+            allowed(k)
+                .iter()
+                .any(|a| matches!(a, Allow::Any(n) if *n == nr))
+        };
+        // Nobody may start processes, open sockets or make VMs once the guest runs.
+        for k in [ThreadKind::Main, ThreadKind::Vcpu, ThreadKind::Device] {
+            for nr in [
+                libc::SYS_execve,
+                libc::SYS_clone,
+                libc::SYS_clone3,
+                libc::SYS_fork,
+                libc::SYS_socket,
+                libc::SYS_ptrace,
+                libc::SYS_syslog,
+                libc::SYS_ioctl,
+            ] {
+                assert!(!has(k, nr), "{k:?} allows {}", syscall_names::name(nr));
+            }
+        }
+        // Only the vCPU threads make ioctls, and only KVM's vCPU ones.
+        assert!(allowed(ThreadKind::Vcpu)
+            .iter()
+            .any(|a| matches!(a, Allow::Ioctl(r) if r.len() == 4)));
+        assert!(!allowed(ThreadKind::Device)
+            .iter()
+            .any(|a| matches!(a, Allow::Ioctl(_))));
+        // The device thread cannot open files or rename them.
+        assert!(!has(ThreadKind::Device, libc::SYS_openat));
+        assert!(has(ThreadKind::Device, libc::SYS_fallocate));
+    }
+}
