@@ -26,10 +26,10 @@ use pvgpu_device::{DeviceConfig, DeviceError, DeviceStats, PvgpuDevice, QUEUE_NO
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::{Bus, BusDevice, BusError};
-use crate::event_loop::Subscriber;
-use crate::guest_ram::GuestRam;
-use crate::stats::{MemoryProbe, StatsError};
+use crate::devices::bus::{Bus, BusDevice, BusError};
+use crate::run::event_loop::Subscriber;
+use crate::run::stats::{MemoryProbe, RunStatsError};
+use crate::vstate::guest_ram::GuestRam;
 
 /// Guest-physical address of the QueueNotify register, where the ioeventfd sits.
 pub const QUEUE_NOTIFY_ADDR: u64 = layout::VIRTIO_MMIO_BASE + QUEUE_NOTIFY_OFFSET;
@@ -62,7 +62,7 @@ pub enum GpuError {
     Bus(#[from] BusError),
     /// Host-memory accounting of VRAM could not be set up.
     #[error(transparent)]
-    Stats(#[from] StatsError),
+    Stats(#[from] RunStatsError),
     /// The device thread's epoll set could not be made.
     #[error("GPU device thread: {0}")]
     Events(#[from] event_manager::Error),
@@ -390,7 +390,7 @@ impl Gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::SharedDevice;
+    use crate::devices::bus::SharedDevice;
     use event_manager::SubscriberOps;
     use pvgpu_abi::protocol as p;
     use pvgpu_abi::virtio_mmio::{regs, status, INT_VRING, MMIO_MAGIC, MMIO_VERSION};
