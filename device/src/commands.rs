@@ -7,7 +7,7 @@ use vm_memory::GuestMemory;
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
 use crate::backing_index::BackingIndex;
-use crate::guest_ram::{Extent, GuestRam, GuestRamError, GuestRamPunch};
+use crate::guest_ram::{Extent, GuestRamError, GuestRamPunch, RamRanges};
 use crate::job::{Job, Work};
 use crate::object::{ObjectError, ObjectTable, Op, Placement};
 use crate::stats::DeviceStats;
@@ -95,7 +95,7 @@ pub struct DeviceConfig {
     /// VRAM size in bytes (page multiple, at most `layout::VRAM_MAX`).
     pub vram_size: u64,
     /// Which guest-physical ranges are RAM (backing pages must lie inside).
-    pub ram: GuestRam,
+    pub ram: RamRanges,
     /// Most live objects (at most `protocol::MAX_OBJECTS`).
     pub max_objects: u32,
     /// Most bytes of data work (FILL, COPY, CHECKSUM, MIGRATE, EVICT) between two looks at
@@ -119,7 +119,7 @@ impl DeviceConfig {
     pub fn new(ram_size: u64, vram_size: u64) -> Result<Self, GuestRamError> {
         Ok(DeviceConfig {
             vram_size,
-            ram: GuestRam::from_size(ram_size)?,
+            ram: RamRanges::from_size(ram_size)?,
             max_objects: object_cap(ram_size, vram_size),
             slice_bytes: crate::job::SLICE_BYTES,
         })
@@ -162,7 +162,7 @@ pub struct CommandEngine {
     vram: Vram,
     alloc: VramAllocator,
     objects: ObjectTable,
-    ram: GuestRam,
+    ram: RamRanges,
     punch: Box<dyn GuestRamPunch + Send>,
     /// The backing pages of every live object, to refuse lists that would share them.
     backing: BackingIndex,

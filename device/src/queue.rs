@@ -18,6 +18,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, Wire};
+use pvgpu_abi::virtio_mmio::desc;
 
 use crate::commands::CommandEngine;
 
@@ -54,13 +55,6 @@ enum ChainFault {
     Indirect,
 }
 
-/// Split-ring descriptor flags (virtio 1.x, 2.7.5).
-const DESC_F_NEXT: u16 = 1;
-/// The buffer is device-writable.
-const DESC_F_WRITE: u16 = 2;
-/// The descriptor points at an indirect table (VIRTIO_F_INDIRECT_DESC).
-const DESC_F_INDIRECT: u16 = 4;
-
 /// One descriptor as read, once, from the table.
 #[derive(Debug, Clone, Copy)]
 struct Desc {
@@ -91,7 +85,7 @@ fn walk<M: GuestMemory>(
         let Ok(d) = mem.read_obj::<Descriptor>(at) else {
             return (out, Some(ChainFault::Truncated));
         };
-        if d.flags() & DESC_F_INDIRECT != 0 {
+        if d.flags() & desc::F_INDIRECT != 0 {
             return (out, Some(ChainFault::Indirect));
         }
         let Some(t) = total.checked_add(d.len()) else {
@@ -103,7 +97,7 @@ fn walk<M: GuestMemory>(
             len: d.len(),
             flags: d.flags(),
         });
-        if d.flags() & DESC_F_NEXT == 0 {
+        if d.flags() & desc::F_NEXT == 0 {
             return (out, None);
         }
         i = d.next();
@@ -126,7 +120,7 @@ fn gather<M: GuestMemory>(mem: &M, descs: &[Desc], fault: Option<ChainFault>) ->
     };
     for d in descs {
         let len = d.len as usize;
-        if d.flags & DESC_F_WRITE != 0 {
+        if d.flags & desc::F_WRITE != 0 {
             c.writable.push((d.addr, len));
             continue;
         }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use pvgpu_abi::protocol as p;
 use pvgpu_abi::request;
+use pvgpu_abi::virtio_mmio::desc::{F_INDIRECT as INDIRECT, F_NEXT as NEXT, F_WRITE as WRITE};
 use pvgpu_device::memfd::MemFd;
-use pvgpu_device::transport::regs;
+use pvgpu_device::sim_driver::{start_driver, QueueRings};
 use pvgpu_device::{DeviceConfig, PvgpuDevice};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 
@@ -19,13 +20,6 @@ const USED: u64 = 0x3000;
 const TABLE: u64 = 0x6000;
 const CREATE: u64 = 0x5000;
 const QSIZE: u16 = 16;
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
-const INDIRECT: u16 = 4;
-
-fn w(dev: &mut PvgpuDevice, off: u64, v: u32) {
-    dev.mmio_write(off, &v.to_le_bytes());
-}
 
 fn desc(mem: &GuestMemoryMmap, table: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16) {
     let a = table + 16 * i;
@@ -48,24 +42,17 @@ fn a_flag_flipped_during_the_walk_never_reaches_an_indirect_table() {
     let cfg = DeviceConfig::new(RAM, 4 << 20).unwrap();
     let mut dev = PvgpuDevice::new(cfg, Box::new(ram.clone())).unwrap();
     let f: u64 = (1 << p::VIRTIO_F_VERSION_1) | (1 << p::VIRTIO_GPU_F_PVGPU_MEM);
-    for (off, v) in [
-        (regs::STATUS, 0),
-        (regs::STATUS, 1),
-        (regs::STATUS, 3),
-        (regs::DRIVER_FEATURES_SEL, 0),
-        (regs::DRIVER_FEATURES, f as u32),
-        (regs::DRIVER_FEATURES_SEL, 1),
-        (regs::DRIVER_FEATURES, (f >> 32) as u32),
-        (regs::STATUS, 11),
-        (regs::QUEUE_NUM, u32::from(QSIZE)),
-        (regs::QUEUE_DESC_LOW, DESC as u32),
-        (regs::QUEUE_DRIVER_LOW, AVAIL as u32),
-        (regs::QUEUE_DEVICE_LOW, USED as u32),
-        (regs::QUEUE_READY, 1),
-        (regs::STATUS, 15),
-    ] {
-        w(&mut dev, off, v);
-    }
+    let rings = QueueRings {
+        size: QSIZE,
+        desc: DESC,
+        avail: AVAIL,
+        used: USED,
+    };
+    start_driver(
+        |off, v| _ = dev.mmio_write(off, &v.to_le_bytes()),
+        f,
+        &rings,
+    );
     // The indirect table: CREATE object 9, then a response buffer. Never to be followed.
     let create = request::create(9, 0, 0x1000);
     mem.write_slice(&create, GuestAddress(CREATE)).unwrap();

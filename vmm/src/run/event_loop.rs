@@ -10,8 +10,8 @@ use std::time::Duration;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::run_state::{GuestEnd, RunState};
-use crate::stats::{MemoryProbe, Sample, Timeline};
+use crate::run::state::{GuestEnd, RunState};
+use crate::run::stats::{MemoryProbe, Sample, Timeline};
 
 /// A subscriber as the loop holds it.
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
@@ -57,7 +57,7 @@ struct SignalEvents {
 impl MutEventSubscriber for SignalEvents {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
         let _ = self.evt.read();
-        if let Some(sig) = crate::signals::received() {
+        if let Some(sig) = crate::run::signals::received() {
             self.state.finish(GuestEnd::Signal(sig));
         }
     }
@@ -156,7 +156,7 @@ impl EventLoop {
             state: state.clone(),
         })));
         // With the stop-signal handlers installed (`pvgpu run`), a signal ends the run.
-        if let Some(evt) = crate::signals::event() {
+        if let Some(evt) = crate::run::signals::event() {
             manager.add_subscriber(Arc::new(Mutex::new(SignalEvents {
                 evt,
                 state: state.clone(),

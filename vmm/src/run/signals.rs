@@ -1,6 +1,6 @@
 //! SIGINT, SIGTERM and SIGHUP end a `pvgpu run` the orderly way: the handler records the
 //! signal and wakes the event loop through an eventfd; the loop ends the run with
-//! [`GuestEnd::Signal`](crate::run_state::GuestEnd::Signal), so the vCPUs are stopped, the
+//! [`GuestEnd::Signal`](crate::run::state::GuestEnd::Signal), so the vCPUs are stopped, the
 //! device thread is joined (bounded), and the summary line and the stats JSON (exit reason
 //! `signal`) are written. The exit status is 128 + the signal number, as a shell reports a
 //! process killed by it: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.

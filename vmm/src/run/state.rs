@@ -128,7 +128,7 @@ impl GuestEnd {
             GuestEnd::AllHalted => "every vCPU halted without an exit".to_owned(),
             GuestEnd::Timeout(d) => format!("guest timed out after {} s", d.as_secs()),
             GuestEnd::VmmError(e) => format!("VMM error: {e}"),
-            GuestEnd::Signal(sig) => format!("stopped by {}", crate::signals::name(*sig)),
+            GuestEnd::Signal(sig) => format!("stopped by {}", crate::run::signals::name(*sig)),
         }
     }
 }
