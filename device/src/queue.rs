@@ -293,6 +293,9 @@ pub fn process<M: GuestMemory>(
             None => {}
         }
         if budget == 0 {
+            // Nothing in flight any more: the driver must be able to notify again (the
+            // pass that started this command left notifications off).
+            queue.enable_notification(mem)?;
             return Ok(used_any && queue.needs_notification(mem)?);
         }
     }
@@ -324,6 +327,9 @@ pub fn process<M: GuestMemory>(
                     used_any = true;
                 }
                 Handled::Running(f) => {
+                    // Notifications stay off while the device is busy with it: the caller
+                    // sees `has_pending` and comes back; the pass that finishes it turns
+                    // them on again.
                     *inflight = Some(f);
                     return Ok(used_any && queue.needs_notification(mem)?);
                 }

@@ -332,7 +332,19 @@ mod tests {
         let c = RunConfig::from_args(&r).unwrap();
         assert_eq!(c.vram_bytes, Some(layout::VRAM_DEFAULT));
         assert_eq!(c.sample_interval, Some(Duration::from_millis(50)));
-        assert_eq!(c, RunConfig::with_defaults(PathBuf::from(this_file())));
+        // `pvgpu run` filters every thread; library callers only the run's own threads.
+        assert_eq!(c.seccomp, crate::seccomp::Policy::PROCESS);
+        assert_eq!(
+            c,
+            RunConfig {
+                seccomp: crate::seccomp::Policy::PROCESS,
+                ..RunConfig::with_defaults(PathBuf::from(this_file()))
+            }
+        );
+        assert!(!r.no_seccomp);
+        r.no_seccomp = true;
+        let c = RunConfig::from_args(&r).unwrap();
+        assert_eq!(c.seccomp, crate::seccomp::Policy::OFF);
     }
 
     #[test]

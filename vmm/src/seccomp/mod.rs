@@ -99,6 +99,10 @@ impl Policy {
         if !on {
             return Ok(());
         }
+        // The thread's first allocation attaches it to a malloc arena, and glibc counts the
+        // CPUs (opening /sys/devices/system/cpu/online) when it first needs one more arena:
+        // let that happen now, before the filter, not in the middle of the run.
+        std::hint::black_box(vec![0u8; 64]);
         apply(kind, index)?;
         if self.provoke == Some(kind) {
             provoke();
@@ -115,6 +119,39 @@ fn label(kind: ThreadKind) -> &'static str {
     }
 }
 
+/// Compiles the filters of `kind`: the allow-list (trap on anything else) and, if the list
+/// refuses some calls with EACCES, a second filter that does that (seccomp applies the
+/// strictest answer of all filters: a refused call passes the first and fails in the second).
+pub fn filters(kind: ThreadKind) -> Result<Vec<BpfProgram>, SeccompError> {
+    let mut progs = vec![filter(kind)?];
+    let refused: Vec<i64> = allowed(kind)
+        .iter()
+        .filter_map(|a| match a {
+            Allow::Refuse(nr) => Some(*nr),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        let build = |e: &dyn std::fmt::Display| SeccompError::Build {
+            thread: label(kind),
+            message: e.to_string(),
+        };
+        let rules = refused.into_iter().map(|nr| (nr, Vec::new())).collect();
+        let f = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EACCES as u32),
+            TargetArch::x86_64,
+        )
+        .map_err(|e| build(&e))?;
+        progs.push(
+            f.try_into()
+                .map_err(|e: seccompiler::BackendError| build(&e))?,
+        );
+    }
+    Ok(progs)
+}
+
 /// Compiles the allow-list of `kind` (trap on anything else).
 pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
     let build = |e: &dyn std::fmt::Display| SeccompError::Build {
@@ -125,7 +162,7 @@ pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
     for a in allowed(kind) {
         match a {
             // An empty rule list matches the call whatever its arguments.
-            Allow::Any(nr) => {
+            Allow::Any(nr) | Allow::Refuse(nr) => {
                 rules.insert(nr, Vec::new());
             }
             Allow::Ioctl(requests) => {
@@ -162,9 +199,9 @@ thread_local! {
     static INDEX: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Installs the filter of `kind` on the calling thread.
+/// Installs the filters of `kind` on the calling thread.
 pub fn apply(kind: ThreadKind, index: u32) -> Result<(), SeccompError> {
-    let prog = filter(kind)?;
+    let progs = filters(kind)?;
     KIND.with(|k| {
         k.set(match kind {
             ThreadKind::Main => 0,
@@ -173,10 +210,14 @@ pub fn apply(kind: ThreadKind, index: u32) -> Result<(), SeccompError> {
         })
     });
     INDEX.with(|i| i.set(index));
-    seccompiler::apply_filter(&prog).map_err(|e| SeccompError::Apply {
-        thread: label(kind),
-        message: e.to_string(),
-    })
+    // The allow-list last: installing a filter takes prctl and seccomp, which it forbids.
+    for prog in progs.iter().rev() {
+        seccompiler::apply_filter(prog).map_err(|e| SeccompError::Apply {
+            thread: label(kind),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Installs the SIGSYS handler (before any filter).
@@ -306,8 +347,14 @@ mod tests {
         assert!(!allowed(ThreadKind::Device)
             .iter()
             .any(|a| matches!(a, Allow::Ioctl(_))));
-        // The device thread cannot open files or rename them.
+        // The device thread cannot open files (its openat is refused) or rename them.
         assert!(!has(ThreadKind::Device, libc::SYS_openat));
+        assert!(!has(ThreadKind::Device, libc::SYS_rename));
+        assert!(allowed(ThreadKind::Device)
+            .iter()
+            .any(|a| matches!(a, Allow::Refuse(n) if *n == libc::SYS_openat)));
+        assert_eq!(filters(ThreadKind::Device).unwrap().len(), 2);
+        assert_eq!(filters(ThreadKind::Vcpu).unwrap().len(), 1);
         assert!(has(ThreadKind::Device, libc::SYS_fallocate));
     }
 }
