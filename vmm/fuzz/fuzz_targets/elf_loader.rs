@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pvgpu::loader::load_image;
+use pvgpu::vstate::loader::load_image;
 use pvgpu_abi::layout::KERNEL_MIN_ADDR;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 

@@ -41,7 +41,11 @@ pub fn run(args: &[&str]) -> u8 {
     };
     let size = pages.len() as u64 * PAGE_SIZE;
     // The pages are not touched by the guest: the device reads them (as zeros) on MIGRATE.
-    let mut setup = [Cmd::create(ID, size), Cmd::attach(ID, &pages), Cmd::migrate(ID)];
+    let mut setup = [
+        Cmd::create(ID, size),
+        Cmd::attach(ID, &pages),
+        Cmd::migrate(ID),
+    ];
     match objects::with_gpu(|g| g.submit(&mut setup)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
