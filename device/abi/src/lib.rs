@@ -10,6 +10,7 @@
 pub mod boot_info;
 pub mod crc32c;
 pub mod layout;
+pub mod pattern;
 pub mod protocol;
 #[cfg(feature = "alloc")]
 pub mod request;
