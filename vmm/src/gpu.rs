@@ -22,13 +22,16 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOp
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use pvgpu_abi::layout;
-use pvgpu_device::{DeviceConfig, DeviceError, DeviceStats, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
+use pvgpu_device::{
+    DeviceConfig, DeviceError, DeviceStats, DisplayMode, PvgpuDevice, QUEUE_NOTIFY_OFFSET,
+};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{Bus, BusDevice, BusError};
 use crate::event_loop::Subscriber;
 use crate::guest_ram::GuestRam;
+use crate::screenshot::{Screenshot, ScreenshotError};
 use crate::stats::{MemoryProbe, StatsError};
 
 /// Guest-physical address of the QueueNotify register, where the ioeventfd sits.
@@ -84,8 +87,13 @@ const DEVICE_THREAD_TICK_MS: i32 = 20;
 const DEVICE_THREAD_JOIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl DeviceThread {
-    /// Starts serving the GPU's control queue, if it has a notify eventfd.
-    pub fn spawn(gpu: &mut Gpu) -> Result<Option<Self>, GpuError> {
+    /// Starts serving the GPU's queues, if it has a notify eventfd. With `screenshot`, the
+    /// thread also writes the scanout as a PNG when the guest flushes it (rate-limited).
+    pub fn spawn(
+        gpu: &mut Gpu,
+        screenshot: Option<Arc<Mutex<Screenshot>>>,
+    ) -> Result<Option<Self>, GpuError> {
+        let mmio = gpu.mmio.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let Some(worker) = gpu.take_queue_worker(stop.clone()) else {
             return Ok(None);
@@ -100,6 +108,9 @@ impl DeviceThread {
                     if let Err(e) = manager.run_with_timeout(DEVICE_THREAD_TICK_MS) {
                         log::error!("GPU device thread: {e}");
                         break;
+                    }
+                    if let Some(s) = &screenshot {
+                        screenshot_if_due(&mmio, s);
                     }
                 }
             })
@@ -184,6 +195,25 @@ impl BusDevice for GpuMmio {
             // A notify that KVM's ioeventfd did not catch: handle it on this vCPU thread.
             log::debug!("GPU: queue notify by MMIO exit (not caught by the ioeventfd)");
             self.process_queue();
+        }
+    }
+}
+
+/// Writes the scanout as a PNG if the guest flushed it and the last write is old enough. The
+/// picture is copied under the device lock and encoded after it is released.
+fn screenshot_if_due(mmio: &Mutex<GpuMmio>, shot: &Mutex<Screenshot>) {
+    let now = std::time::Instant::now();
+    let mut s = shot.lock().unwrap_or_else(|p| p.into_inner());
+    let image = {
+        let g = lock(mmio);
+        if !s.due(g.device().scanout_flushes(), now) {
+            return;
+        }
+        g.device().scanout_image()
+    };
+    if let Some(image) = image {
+        if let Err(e) = s.write(&image, now) {
+            log::warn!("{e}");
         }
     }
 }
@@ -273,10 +303,14 @@ impl Gpu {
         vm: &VmFd,
         ram: &GuestRam,
         vram_size: u64,
+        display: DisplayMode,
         slot: u32,
         mmio: &mut Bus,
     ) -> Result<Self, GpuError> {
-        let config = DeviceConfig::new(ram.size(), vram_size)?;
+        let config = DeviceConfig {
+            display,
+            ..DeviceConfig::new(ram.size(), vram_size)?
+        };
         let device = PvgpuDevice::new(config, Box::new(ram.memfd().clone()))?;
 
         let vram = device.vram();
@@ -379,6 +413,17 @@ impl Gpu {
     /// The device counters now.
     pub fn stats(&self) -> DeviceStats {
         lock(&self.mmio).device().stats()
+    }
+
+    /// Writes the scanout as it is now to `shot`'s PNG (at exit; no rate limit). Returns
+    /// whether the scanout showed anything.
+    pub fn final_screenshot(&self, shot: &Mutex<Screenshot>) -> Result<bool, ScreenshotError> {
+        let image = lock(&self.mmio).device().scanout_image();
+        let mut s = shot.lock().unwrap_or_else(|p| p.into_inner());
+        match image {
+            Some(image) => s.write(&image, std::time::Instant::now()).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// The adapter (shared with the MMIO bus and the queue worker).

@@ -10,7 +10,8 @@
 //! device wired to KVM: MMIO window, ioeventfd, irqfd, VRAM memslot), [`event_loop`],
 //! [`run_state`] (how a run ends, exit statuses), [`report`] (failure dumps), [`stats`],
 //! [`error`], and [`vm`] which puts them together. On top: [`bench`] (`pvgpu bench`), [`demo`]
-//! (`pvgpu demo`), [`plot`] (the host-memory PNG) and [`measure`] (percentiles, ratios).
+//! (`pvgpu demo`), [`plot`] (the host-memory PNG), [`screenshot`] (the scanout as a PNG) and
+//! [`measure`] (percentiles, ratios).
 
 pub mod bench;
 pub mod bus;
@@ -28,6 +29,7 @@ pub mod measure;
 pub mod plot;
 pub mod report;
 pub mod run_state;
+pub mod screenshot;
 pub mod serial;
 pub mod size;
 pub mod stats;
