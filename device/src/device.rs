@@ -128,8 +128,9 @@ impl PvgpuDevice {
             let Some(q) = self.transport.queue_at_mut(index) else {
                 continue;
             };
-            // A driver may leave the cursor queue unused (not ready): nothing to do there.
-            if index == p::CURSORQ && !virtio_queue::QueueT::ready(q) {
+            // A driver may leave the cursor queue unused, or stop a queue before it frees the
+            // rings (QUEUE_READY = 0): the device leaves a queue that is not ready alone.
+            if !virtio_queue::QueueT::ready(q) {
                 continue;
             }
             bits |= match queue::process(q, mem, &mut self.engine, role) {

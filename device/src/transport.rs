@@ -382,6 +382,14 @@ impl MmioTransport {
                     q.set_ready(v == 1);
                 }
             }
+            regs::QUEUE_READY if v == 0 => {
+                // Stopping a queue is always allowed (virtio 1.2, 4.2.2.1: the driver writes
+                // 0 and reads it back); the device then leaves it alone. Starting it again
+                // would need VIRTIO_F_RING_RESET, which is not offered.
+                if let Some(q) = self.selected_mut() {
+                    q.set_ready(false);
+                }
+            }
             regs::QUEUE_DESC_LOW if self.queue_writable() => {
                 if let Some(q) = self.selected_mut() {
                     q.set_desc_table_address(Some(v), None)
@@ -655,9 +663,12 @@ mod tests {
         wr(&mut t, regs::QUEUE_SEL, 0);
         wr(&mut t, regs::STATUS, 15);
         assert!(t.is_live());
-        // After DRIVER_OK the queue cannot be switched off and on (no ring reset offered).
+        // After DRIVER_OK a queue can be stopped (drivers do so before freeing its rings) but
+        // not started again (no ring reset offered).
         wr(&mut t, regs::QUEUE_READY, 0);
-        assert_eq!(rd(&t, regs::QUEUE_READY), 1);
+        assert_eq!(rd(&t, regs::QUEUE_READY), 0);
+        wr(&mut t, regs::QUEUE_READY, 1);
+        assert_eq!(rd(&t, regs::QUEUE_READY), 0);
     }
 
     #[test]
