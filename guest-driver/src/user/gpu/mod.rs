@@ -79,18 +79,7 @@ pub struct Gpu {
 impl Gpu {
     /// Finds, resets and starts the device.
     pub fn probe(info: &BootInfo) -> Result<Gpu, GpuError> {
-        if info.virtio_mmio_base == 0 || info.vram_size == 0 {
-            return Err(GpuError::NoDevice);
-        }
-        let header = core::ptr::NonNull::new(info.virtio_mmio_base as *mut VirtIOHeader)
-            .ok_or(GpuError::NoDevice)?;
-        // SAFETY: ring 0 maps the virtio-mmio window (uncached) for ring 3 at its physical
-        // address for the guest's whole life, and only this driver uses it.
-        let mut transport = unsafe { MmioTransport::new(header, info.virtio_mmio_size as usize) }
-            .map_err(|_| GpuError::NotAGpu)?;
-        if transport.device_type() != DeviceType::GPU {
-            return Err(GpuError::NotAGpu);
-        }
+        let mut transport = open_transport(info)?;
         transport.set_status(DeviceStatus::empty());
         transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
         let offered = transport.read_device_features();
@@ -207,6 +196,25 @@ impl Gpu {
     pub fn ack_interrupt(&mut self) {
         let _ = self.transport.ack_interrupt();
     }
+}
+
+/// The virtio-mmio transport of the GPU the boot info names. One driver at a time may use it:
+/// this one, or (in the `display` workload) virtio-drivers' own `VirtIOGpu`.
+pub fn open_transport(info: &BootInfo) -> Result<MmioTransport<'static>, GpuError> {
+    if info.virtio_mmio_base == 0 || info.vram_size == 0 {
+        return Err(GpuError::NoDevice);
+    }
+    let header = core::ptr::NonNull::new(info.virtio_mmio_base as *mut VirtIOHeader)
+        .ok_or(GpuError::NoDevice)?;
+    // SAFETY: ring 0 maps the virtio-mmio window (uncached) for ring 3 at its physical
+    // address for the guest's whole life, and only one driver uses it at a time (the
+    // callers' contract).
+    let transport = unsafe { MmioTransport::new(header, info.virtio_mmio_size as usize) }
+        .map_err(|_| GpuError::NotAGpu)?;
+    if transport.device_type() != DeviceType::GPU {
+        return Err(GpuError::NotAGpu);
+    }
+    Ok(transport)
 }
 
 /// Reads the header of a response.

@@ -4,6 +4,7 @@ pub mod args;
 pub mod basic;
 pub mod bench;
 pub mod concurrent;
+pub mod display;
 pub mod hostile;
 pub mod object_checks;
 pub mod objfuzz;
@@ -24,7 +25,7 @@ pub const EXIT_USAGE: u8 = 2;
 
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
                      [--no-clean] | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
-                     hostile | bench-migrate [--mib M] [--object-mib S] | \
+                     hostile | display [--no-clean] | bench-migrate [--mib M] [--object-mib S] | \
                      bench-latency [--iters N] | scale [--objects N] | density [--mib M] | \
                      fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | \
                      stack-overflow | spin";
@@ -87,6 +88,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("stack-overflow", []) => basic::stack_overflow(),
         ("spin", []) => basic::spin(),
         ("workload", rest) => workload::run(rest),
+        ("display", rest) => display::run(rest, info),
         ("pressure", []) => pressure::run(),
         ("objfuzz", rest) => objfuzz::run(rest),
         ("bench-migrate", rest) => bench::migrate(rest),
