@@ -66,9 +66,17 @@ fn stock_driver_then_clean_keeps_the_picture() {
     let png = scratch("out.png");
     let json = scratch("stats.json");
     let (png_s, json_s) = (png.to_str().unwrap(), json.to_str().unwrap());
-    let r = boot(&["--screenshot", png_s, "--stats-json", json_s], &["display"]);
+    let r = boot(
+        &["--screenshot", png_s, "--stats-json", json_s],
+        &["display"],
+    );
     assert_eq!(r.code, Some(0), "{}", r.dump());
-    assert!(r.stdout.contains("VirtIOGpu: 1280x800, EDID preferred mode 1280x800"), "{}", r.dump());
+    assert!(
+        r.stdout
+            .contains("VirtIOGpu: 1280x800, EDID preferred mode 1280x800"),
+        "{}",
+        r.dump()
+    );
     assert!(r.stdout.contains("display: PASS"), "{}", r.dump());
     // After the clean: the scanout still shows the picture, from VRAM.
     assert_pattern(&png, 1280, 800);
@@ -88,7 +96,12 @@ fn stock_driver_then_clean_keeps_the_picture() {
     // The resource's host copy is counted as VRAM in use.
     assert!(dev["vram_used"].as_u64().unwrap() >= fb, "{dev}");
     // The stock driver's commands and the cursor queue's were served without error.
-    for cmd in ["get_edid", "resource_create_2d", "update_cursor", "move_cursor"] {
+    for cmd in [
+        "get_edid",
+        "resource_create_2d",
+        "update_cursor",
+        "move_cursor",
+    ] {
         let c = &dev["by_command"][cmd];
         assert!(c["count"].as_u64().unwrap_or(0) >= 1, "{cmd}: {dev}");
         assert_eq!(c["errors"].as_u64(), Some(0), "{cmd}: {dev}");
@@ -102,7 +115,10 @@ fn before_the_clean_the_picture_is_the_same() {
     let png = scratch("noclean.png");
     let json = scratch("noclean.json");
     let (png_s, json_s) = (png.to_str().unwrap(), json.to_str().unwrap());
-    let r = boot(&["--screenshot", png_s, "--stats-json", json_s], &["display", "--no-clean"]);
+    let r = boot(
+        &["--screenshot", png_s, "--stats-json", json_s],
+        &["display", "--no-clean"],
+    );
     assert_eq!(r.code, Some(0), "{}", r.dump());
     assert_pattern(&png, 1280, 800);
     let v = stats(&json);
@@ -118,11 +134,21 @@ fn before_the_clean_the_picture_is_the_same() {
 fn the_display_option_sets_the_mode() {
     let png = scratch("640.png");
     let r = boot(
-        &["--display", "640x480", "--screenshot", png.to_str().unwrap()],
+        &[
+            "--display",
+            "640x480",
+            "--screenshot",
+            png.to_str().unwrap(),
+        ],
         &["display"],
     );
     assert_eq!(r.code, Some(0), "{}", r.dump());
-    assert!(r.stdout.contains("VirtIOGpu: 640x480, EDID preferred mode 640x480"), "{}", r.dump());
+    assert!(
+        r.stdout
+            .contains("VirtIOGpu: 640x480, EDID preferred mode 640x480"),
+        "{}",
+        r.dump()
+    );
     assert_pattern(&png, 640, 480);
     let _ = std::fs::remove_file(&png);
 }
@@ -138,7 +164,10 @@ fn bad_display_and_screenshot_values_are_one_line_errors() {
         let r = boot(&[flag, val], &["hello"]);
         assert_eq!(r.code, Some(1), "{flag} {val}: {}", r.dump());
         let line = r.stderr.trim();
-        assert!(line.starts_with("pvgpu: error: ") && !line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("pvgpu: error: ") && !line.contains('\n'),
+            "{line}"
+        );
     }
     // A guest that never shows anything: a warning, no file, the guest's status.
     let png = scratch("never.png");

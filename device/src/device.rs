@@ -11,8 +11,8 @@
 use vm_memory::GuestMemory;
 
 use crate::commands::{CommandEngine, DeviceConfig};
-use crate::guest_ram::GuestRamPunch;
 use crate::display::ScanoutImage;
+use crate::guest_ram::GuestRamPunch;
 use crate::queue::{self, QueueError, QueueRole};
 use crate::stats::DeviceStats;
 use crate::transport::{self, MmioEvent, MmioTransport, TransportError};
@@ -124,7 +124,10 @@ impl PvgpuDevice {
         }
         self.engine.stats_mut().notifications += 1;
         let mut bits = 0;
-        for (index, role) in [(p::CONTROLQ, QueueRole::Control), (p::CURSORQ, QueueRole::Cursor)] {
+        for (index, role) in [
+            (p::CONTROLQ, QueueRole::Control),
+            (p::CURSORQ, QueueRole::Cursor),
+        ] {
             let Some(q) = self.transport.queue_at_mut(index) else {
                 continue;
             };

@@ -505,10 +505,7 @@ impl CommandEngine {
             height,
             stride,
         };
-        if let Err(e) = self
-            .objects
-            .create_image(id, size, image, off, self.tick)
-        {
+        if let Err(e) = self.objects.create_image(id, size, image, off, self.tick) {
             self.free_vram(off, size);
             return Err(e.into());
         }
@@ -680,14 +677,35 @@ mod tests {
     #[test]
     fn sub_extents_cut_across_runs() {
         let b = [
-            Extent { gpa: 0x1000, len: 10 },
-            Extent { gpa: 0x5000, len: 20 },
+            Extent {
+                gpa: 0x1000,
+                len: 10,
+            },
+            Extent {
+                gpa: 0x5000,
+                len: 20,
+            },
         ];
         assert_eq!(
             sub_extents(&b, 5, 10),
-            vec![Extent { gpa: 0x1005, len: 5 }, Extent { gpa: 0x5000, len: 5 }]
+            vec![
+                Extent {
+                    gpa: 0x1005,
+                    len: 5
+                },
+                Extent {
+                    gpa: 0x5000,
+                    len: 5
+                }
+            ]
         );
-        assert_eq!(sub_extents(&b, 12, 3), vec![Extent { gpa: 0x5002, len: 3 }]);
+        assert_eq!(
+            sub_extents(&b, 12, 3),
+            vec![Extent {
+                gpa: 0x5002,
+                len: 3
+            }]
+        );
         assert_eq!(backing_len(&b), 30);
     }
 

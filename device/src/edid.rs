@@ -32,8 +32,7 @@ pub enum EdidError {
 /// The EDID base block for a `width` x `height` display.
 pub fn edid_block(width: u32, height: u32) -> Result<[u8; EDID_BLOCK], EdidError> {
     let bad = EdidError::Mode { width, height };
-    if !(1..=MAX_EDID_DIMENSION).contains(&width) || !(1..=MAX_EDID_DIMENSION).contains(&height)
-    {
+    if !(1..=MAX_EDID_DIMENSION).contains(&width) || !(1..=MAX_EDID_DIMENSION).contains(&height) {
         return Err(bad);
     }
     let mut e = [0u8; EDID_BLOCK];
@@ -54,7 +53,7 @@ pub fn edid_block(width: u32, height: u32) -> Result<[u8; EDID_BLOCK], EdidError
     e[22] = 0;
     e[23] = 0x78; // gamma 2.2
     e[24] = 0x06; // RGB 4:4:4, sRGB default off, preferred timing includes native format
-    // Chromaticity: sRGB primaries and D65 white, as most monitors report them.
+                  // Chromaticity: sRGB primaries and D65 white, as most monitors report them.
     e[25..35].copy_from_slice(&[0xee, 0x91, 0xa3, 0x54, 0x4c, 0x99, 0x26, 0x0f, 0x50, 0x54]);
     // Established timings (35..38): none. Standard timings: all unused.
     for i in 0..8 {
@@ -88,7 +87,7 @@ fn detailed_timing(w: u32, h: u32) -> [u8; 18] {
     d[9] = (H_SYNC_WIDTH & 0xff) as u8;
     d[10] = ((V_SYNC_OFFSET & 0xf) << 4 | (V_SYNC_WIDTH & 0xf)) as u8;
     d[11] = 0; // high bits of the sync fields (all small)
-    // Image size in mm at about 96 dpi (0.2646 mm per pixel).
+               // Image size in mm at about 96 dpi (0.2646 mm per pixel).
     let mm = |px: u32| px * 2646 / 10_000;
     let (wm, hm) = (mm(w), mm(h));
     d[12] = (wm & 0xff) as u8;

@@ -28,7 +28,7 @@ pub mod vram;
 pub mod vram_alloc;
 
 pub use commands::{CommandEngine, CommandError, DeviceConfig};
-pub use display::{DisplayMode, ScanoutImage};
 pub use device::{DeviceError, InterruptSink, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
+pub use display::{DisplayMode, ScanoutImage};
 pub use guest_ram::{GuestRam, GuestRamPunch};
 pub use stats::DeviceStats;

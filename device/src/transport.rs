@@ -421,7 +421,8 @@ impl MmioTransport {
                 }
             }
             regs::QUEUE_NOTIFY
-                if (v == u32::from(p::CONTROLQ) || v == u32::from(p::CURSORQ)) && self.is_live() =>
+                if (v == u32::from(p::CONTROLQ) || v == u32::from(p::CURSORQ))
+                    && self.is_live() =>
             {
                 return MmioEvent::QueueNotify;
             }

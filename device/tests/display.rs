@@ -43,7 +43,9 @@ fn picture(w: u32, h: u32, seed: u8) -> Vec<u8> {
 
 /// The RGB a scanout of that BGRA picture shows.
 fn rgb_of_bgra(bgra: &[u8]) -> Vec<u8> {
-    bgra.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0]]).collect()
+    bgra.chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect()
 }
 
 /// Creates resource `id` (`w` x `h`, B8G8R8A8) with a fresh page-aligned backing holding
@@ -106,10 +108,15 @@ fn display_info_config_and_edid() {
     let r = g.cmd(CtrlHdr::fenced(p::CMD_GET_DISPLAY_INFO, 9).as_bytes());
     let info = p::RespDisplayInfo::read_from(&r).unwrap();
     assert_eq!(info.hdr.type_, p::RESP_OK_DISPLAY_INFO);
-    assert_eq!((info.hdr.flags, info.hdr.fence_id), (p::VIRTIO_GPU_FLAG_FENCE, 9));
+    assert_eq!(
+        (info.hdr.flags, info.hdr.fence_id),
+        (p::VIRTIO_GPU_FLAG_FENCE, 9)
+    );
     assert_eq!(info.pmodes[0].r, rect(0, 0, 1280, 800));
     assert_eq!(info.pmodes[0].enabled, 1);
-    assert!(info.pmodes[1..].iter().all(|m| *m == p::DisplayOne::default()));
+    assert!(info.pmodes[1..]
+        .iter()
+        .all(|m| *m == p::DisplayOne::default()));
 
     let r = g.cmd(&rq::get_edid(0));
     let edid = p::RespEdid::read_from(&r).unwrap();
@@ -117,7 +124,11 @@ fn display_info_config_and_edid() {
     assert_eq!(edid.size, 128);
     let block = &edid.edid[..128];
     assert_eq!(&block[..8], &[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
-    assert_eq!(block.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0, "checksum");
+    assert_eq!(
+        block.iter().fold(0u8, |a, b| a.wrapping_add(*b)),
+        0,
+        "checksum"
+    );
     let w = u32::from(block[0x38]) | (u32::from(block[0x3a]) & 0xf0) << 4;
     let h = u32::from(block[0x3b]) | (u32::from(block[0x3d]) & 0xf0) << 4;
     assert_eq!((w, h), (1280, 800));
@@ -127,7 +138,10 @@ fn display_info_config_and_edid() {
     assert_eq!(g.cmd_type(&rq::get_edid(1)), p::RESP_ERR_INVALID_PARAMETER);
     let capset = CtrlHdr::new(p::CMD_GET_CAPSET_INFO);
     assert_eq!(g.cmd_type(capset.as_bytes()), p::RESP_ERR_INVALID_PARAMETER);
-    assert_eq!(g.cmd_type(CtrlHdr::new(0x0201).as_bytes()), p::RESP_ERR_UNSPEC);
+    assert_eq!(
+        g.cmd_type(CtrlHdr::new(0x0201).as_bytes()),
+        p::RESP_ERR_UNSPEC
+    );
 }
 
 #[test]
@@ -156,7 +170,11 @@ fn framebuffer_transfer_scanout_flush_and_clean() {
     let ram_before = g.ram.allocated_bytes().unwrap();
     assert_eq!(g.obj_cmd(p::CMD_CLEAN, 5), p::RESP_OK_NODATA);
     let ram_after = g.ram.allocated_bytes().unwrap();
-    assert_eq!(ram_before - ram_after, size, "CLEAN frees exactly the framebuffer");
+    assert_eq!(
+        ram_before - ram_after,
+        size,
+        "CLEAN frees exactly the framebuffer"
+    );
     let mut back = vec![0xffu8; size as usize];
     g.mem.read_slice(&mut back, GuestAddress(base)).unwrap();
     assert!(back.iter().all(|&b| b == 0), "the guest pages are gone");
@@ -168,7 +186,10 @@ fn framebuffer_transfer_scanout_flush_and_clean() {
     // migrated (its host copy is what the scanout shows).
     let t = g.cmd_type(&rq::transfer_to_host_2d(5, rect(0, 0, w, h), 0));
     assert_eq!(t, p::RESP_ERR_UNSPEC);
-    assert_eq!(g.backing_cmd(p::CMD_EVICT, 5, &page_entries(base, 2)), p::RESP_ERR_INVALID_STATE);
+    assert_eq!(
+        g.backing_cmd(p::CMD_EVICT, 5, &page_entries(base, 2)),
+        p::RESP_ERR_INVALID_STATE
+    );
     assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 5), p::RESP_ERR_INVALID_STATE);
     assert_eq!(g.obj_cmd(p::CMD_CLEAN, 5), p::RESP_ERR_INVALID_STATE);
 
@@ -197,14 +218,21 @@ fn partial_transfers_use_offset_and_stride() {
     ok(&mut g, &rq::set_scanout(0, 3, rect(0, 0, w, h)));
     // Only the rectangle (8, 4) 16x8 is copied; the offset names its first pixel.
     let offset = u64::from((4 * w + 8) * 4);
-    ok(&mut g, &rq::transfer_to_host_2d(3, rect(8, 4, 16, 8), offset));
+    ok(
+        &mut g,
+        &rq::transfer_to_host_2d(3, rect(8, 4, 16, 8), offset),
+    );
     let shot = g.dev.scanout_image().unwrap();
     let expect = rgb_of_bgra(&data);
     for y in 0..h {
         for x in 0..w {
             let i = ((y * w + x) * 3) as usize;
             let inside = (8..24).contains(&x) && (4..12).contains(&y);
-            let want: &[u8] = if inside { &expect[i..i + 3] } else { &[0, 0, 0] };
+            let want: &[u8] = if inside {
+                &expect[i..i + 3]
+            } else {
+                &[0, 0, 0]
+            };
             assert_eq!(&shot.rgb[i..i + 3], want, "pixel {x},{y}");
         }
     }
@@ -223,7 +251,9 @@ fn every_listed_format_and_nothing_else() {
         let c = g.cmd_type(&rq::resource_create_2d(id, f, 2, 2));
         assert_eq!(c, p::RESP_OK_NODATA_2D, "format {f}");
         // Its channels land where the format says.
-        let px: [u8; 16] = [10, 20, 30, 40, 10, 20, 30, 40, 10, 20, 30, 40, 10, 20, 30, 40];
+        let px: [u8; 16] = [
+            10, 20, 30, 40, 10, 20, 30, 40, 10, 20, 30, 40, 10, 20, 30, 40,
+        ];
         let base = g.alloc_pages(1);
         g.mem.write_slice(&px, GuestAddress(base)).unwrap();
         let e = [MemEntry {
@@ -253,7 +283,14 @@ fn bad_sizes_and_ids_change_nothing() {
     framebuffer(&mut g, 1, 16, 16, &picture(16, 16, 0));
     let before = snapshot(&g);
     let f = format::B8G8R8A8_UNORM;
-    for (w, h) in [(0, 16), (16, 0), (0, 0), (u32::MAX, 1), (u32::MAX, u32::MAX), (1 << 30, 2)] {
+    for (w, h) in [
+        (0, 16),
+        (16, 0),
+        (0, 0),
+        (u32::MAX, 1),
+        (u32::MAX, u32::MAX),
+        (1 << 30, 2),
+    ] {
         let c = g.cmd_type(&rq::resource_create_2d(2, f, w, h));
         assert_eq!(c, p::RESP_ERR_INVALID_PARAMETER, "{w}x{h}");
     }
@@ -284,7 +321,11 @@ fn bad_sizes_and_ids_change_nothing() {
         rq::set_scanout(0, 7, rect(0, 0, 1, 1)),
         rq::resource_flush(7, rect(0, 0, 1, 1)),
         rq::resource(p::CMD_RESOURCE_DETACH_BACKING, 7),
-        backing_request(p::CMD_RESOURCE_ATTACH_BACKING, 7, &page_entries(0x60_0000, 1)),
+        backing_request(
+            p::CMD_RESOURCE_ATTACH_BACKING,
+            7,
+            &page_entries(0x60_0000, 1),
+        ),
     ] {
         assert_eq!(g.cmd_type(&req), p::RESP_ERR_INVALID_RESOURCE_ID);
     }
@@ -355,7 +396,10 @@ fn bad_backings_change_nothing() {
         vec![entry(u64::MAX - 8, size)],
         vec![entry(base, 0), entry(base, size)],
         // Overlapping itself.
-        vec![entry(base, size / 2 + 8), entry(base + u64::from(size / 2), size / 2)],
+        vec![
+            entry(base, size / 2 + 8),
+            entry(base + u64::from(size / 2), size / 2),
+        ],
     ];
     for e in &bad {
         let c = g.backing_cmd(p::CMD_RESOURCE_ATTACH_BACKING, 1, e);
@@ -420,22 +464,46 @@ fn cursor_queue_commands() {
     let (used, _) = g.cursor_cmd(&cur(p::CMD_UPDATE_CURSOR, 0, 0xdade, 10, 20), 0);
     assert_eq!(used, 0);
     let d = g.dev.engine().display();
-    assert_eq!(d.cursor().map(|c| (c.resource_id, c.hot_x, c.hot_y)), Some((0xdade, 3, 4)));
+    assert_eq!(
+        d.cursor().map(|c| (c.resource_id, c.hot_x, c.hot_y)),
+        Some((0xdade, 3, 4))
+    );
     assert_eq!(d.cursor_pos(), (10, 20));
     let (used, resp) = g.cursor_cmd(&cur(p::CMD_MOVE_CURSOR, 0, 0xdade, 30, 40), 24);
     assert_eq!(used, 24);
-    assert_eq!(CtrlHdr::read_from(&resp).unwrap().type_, p::RESP_OK_NODATA_2D);
+    assert_eq!(
+        CtrlHdr::read_from(&resp).unwrap().type_,
+        p::RESP_OK_NODATA_2D
+    );
     assert_eq!(g.dev.engine().display().cursor_pos(), (30, 40));
 
     // Bad cursor commands: the spec's error, nothing changes.
     let before = snapshot(&g);
     let bad = [
-        (cur(p::CMD_UPDATE_CURSOR, 0, 77, 1, 1), p::RESP_ERR_INVALID_RESOURCE_ID),
-        (cur(p::CMD_MOVE_CURSOR, 0, 77, 1, 1), p::RESP_ERR_INVALID_RESOURCE_ID),
-        (cur(p::CMD_UPDATE_CURSOR, 1, 0xdade, 1, 1), p::RESP_ERR_INVALID_SCANOUT_ID),
-        (cur(p::CMD_MOVE_CURSOR, u32::MAX, 0xdade, 1, 1), p::RESP_ERR_INVALID_SCANOUT_ID),
-        (cur(p::CMD_UPDATE_CURSOR, 0, 2, 1, 1), p::RESP_ERR_INVALID_PARAMETER),
-        (CtrlHdr::new(p::CMD_UPDATE_CURSOR).as_bytes().to_vec(), p::RESP_ERR_UNSPEC),
+        (
+            cur(p::CMD_UPDATE_CURSOR, 0, 77, 1, 1),
+            p::RESP_ERR_INVALID_RESOURCE_ID,
+        ),
+        (
+            cur(p::CMD_MOVE_CURSOR, 0, 77, 1, 1),
+            p::RESP_ERR_INVALID_RESOURCE_ID,
+        ),
+        (
+            cur(p::CMD_UPDATE_CURSOR, 1, 0xdade, 1, 1),
+            p::RESP_ERR_INVALID_SCANOUT_ID,
+        ),
+        (
+            cur(p::CMD_MOVE_CURSOR, u32::MAX, 0xdade, 1, 1),
+            p::RESP_ERR_INVALID_SCANOUT_ID,
+        ),
+        (
+            cur(p::CMD_UPDATE_CURSOR, 0, 2, 1, 1),
+            p::RESP_ERR_INVALID_PARAMETER,
+        ),
+        (
+            CtrlHdr::new(p::CMD_UPDATE_CURSOR).as_bytes().to_vec(),
+            p::RESP_ERR_UNSPEC,
+        ),
         (rq::resource(p::CMD_RESOURCE_UNREF, 2), p::RESP_ERR_UNSPEC),
     ];
     for (req, want) in &bad {
@@ -445,7 +513,10 @@ fn cursor_queue_commands() {
         g.cursor_cmd(req, 0);
     }
     assert_eq!(snapshot(&g), before);
-    assert!(g.dev.engine().objects().get(2).is_ok(), "UNREF on the cursor queue did nothing");
+    assert!(
+        g.dev.engine().objects().get(2).is_ok(),
+        "UNREF on the cursor queue did nothing"
+    );
     // Cursor commands belong on the cursor queue.
     let c = g.cmd_type(&cur(p::CMD_MOVE_CURSOR, 0, 0xdade, 1, 1));
     assert_eq!(c, p::RESP_ERR_UNSPEC);
@@ -467,7 +538,10 @@ fn a_plain_virtio_gpu_driver_gets_2d_but_not_the_extension() {
     assert_eq!(g.dev.scanout_image().unwrap().rgb, rgb_of_bgra(&data));
     assert_eq!(g.obj_cmd(p::CMD_CLEAN, 1), p::RESP_ERR_NOT_NEGOTIATED);
     assert_eq!(g.create(2, PAGE), p::RESP_ERR_NOT_NEGOTIATED);
-    assert_eq!(g.cmd_type(CtrlHdr::new(p::CMD_NOP).as_bytes()), p::RESP_ERR_NOT_NEGOTIATED);
+    assert_eq!(
+        g.cmd_type(CtrlHdr::new(p::CMD_NOP).as_bytes()),
+        p::RESP_ERR_NOT_NEGOTIATED
+    );
     // A reset forgets resources and the scanout.
     g.reinit();
     assert!(g.dev.scanout_image().is_none());
@@ -480,13 +554,25 @@ fn resources_are_bounded_by_vram() {
     let f = format::B8G8R8A8_UNORM;
     // 1 MiB each (512x512x4): four fit, the fifth does not.
     for id in 1..=4 {
-        assert_eq!(g.cmd_type(&rq::resource_create_2d(id, f, 512, 512)), p::RESP_OK_NODATA_2D);
+        assert_eq!(
+            g.cmd_type(&rq::resource_create_2d(id, f, 512, 512)),
+            p::RESP_OK_NODATA_2D
+        );
     }
     let before = snapshot(&g);
-    assert_eq!(g.cmd_type(&rq::resource_create_2d(5, f, 512, 512)), p::RESP_ERR_OUT_OF_MEMORY);
-    assert_eq!(g.cmd_type(&rq::resource_create_2d(5, f, 1, 1)), p::RESP_ERR_OUT_OF_MEMORY);
+    assert_eq!(
+        g.cmd_type(&rq::resource_create_2d(5, f, 512, 512)),
+        p::RESP_ERR_OUT_OF_MEMORY
+    );
+    assert_eq!(
+        g.cmd_type(&rq::resource_create_2d(5, f, 1, 1)),
+        p::RESP_ERR_OUT_OF_MEMORY
+    );
     assert_eq!(g.create(6, PAGE), p::RESP_OK_NODATA);
-    assert_eq!(g.backing_cmd(p::CMD_ATTACH_BACKING, 6, &page_entries(0x60_0000, 1)), p::RESP_OK_NODATA);
+    assert_eq!(
+        g.backing_cmd(p::CMD_ATTACH_BACKING, 6, &page_entries(0x60_0000, 1)),
+        p::RESP_OK_NODATA
+    );
     assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 6), p::RESP_ERR_OUT_OF_MEMORY);
     assert_eq!(g.obj_cmd(p::CMD_DESTROY, 6), p::RESP_OK_NODATA);
     assert_eq!(snapshot(&g), before);

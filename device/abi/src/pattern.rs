@@ -8,7 +8,11 @@ pub const fn test_pattern(x: u32, y: u32, width: u32, height: u32) -> [u8; 3] {
     let h = if height == 0 { 1 } else { height as u64 };
     let r = (x as u64 * 255 / w) as u8;
     let g = (y as u64 * 255 / h) as u8;
-    let b = if (x / 32 + y / 32) % 2 == 0 { 0xff } else { 0x20 };
+    let b = if (x / 32 + y / 32).is_multiple_of(2) {
+        0xff
+    } else {
+        0x20
+    };
     [r, g, b]
 }
 

@@ -158,12 +158,7 @@ fn extension(w: u32, h: u32, clean: bool) -> Result<(), DisplayError> {
         height: h,
     };
     let mut cmds = [
-        Cmd::standard(rq::resource_create_2d(
-            FB_ID,
-            format::B8G8R8A8_UNORM,
-            w,
-            h,
-        )),
+        Cmd::standard(rq::resource_create_2d(FB_ID, format::B8G8R8A8_UNORM, w, h)),
         Cmd::resource_attach_backing(FB_ID, &pages),
         Cmd::standard(rq::set_scanout(0, FB_ID, all)),
         Cmd::standard(rq::transfer_to_host_2d(FB_ID, all, 0)),
@@ -192,7 +187,11 @@ fn extension(w: u32, h: u32, clean: bool) -> Result<(), DisplayError> {
     let t = obj::with_gpu(|g| g.submit_one(Cmd::standard(rq::transfer_to_host_2d(FB_ID, all, 0))))?;
     match t {
         Err(GpuError::Device { code, .. }) if code == p::RESP_ERR_UNSPEC => {}
-        _ => return Err(DisplayError::Check("a transfer without backing was not refused")),
+        _ => {
+            return Err(DisplayError::Check(
+                "a transfer without backing was not refused",
+            ))
+        }
     }
     crate::println!("display: framebuffer backing cleaned; the scanout shows the VRAM copy");
     Ok(())
@@ -203,7 +202,9 @@ fn check_vram(size: u64, crc: u32) -> Result<(), DisplayError> {
     let c = obj::with_gpu(|g| g.submit_one(Cmd::checksum(FB_ID, 0, size)))??;
     match c.response::<p::RespChecksum>() {
         Some(r) if r.crc32c == crc => Ok(()),
-        _ => Err(DisplayError::Check("the framebuffer in VRAM is not the pattern")),
+        _ => Err(DisplayError::Check(
+            "the framebuffer in VRAM is not the pattern",
+        )),
     }
 }
 
