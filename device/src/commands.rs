@@ -8,7 +8,7 @@ use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
 use crate::backing_index::BackingIndex;
 use crate::display::{Display, DisplayError, DisplayMode};
-use crate::guest_ram::{Extent, GuestRam, GuestRamError, GuestRamPunch};
+use crate::guest_ram::{Extent, GuestRamError, GuestRamPunch, RamRanges};
 use crate::object::{ObjectError, ObjectTable, Op, Placement};
 use crate::stats::DeviceStats;
 use crate::vram::{guest_checksum, Vram, VramError};
@@ -99,7 +99,7 @@ pub struct DeviceConfig {
     /// VRAM size in bytes (page multiple, at most `layout::VRAM_MAX`).
     pub vram_size: u64,
     /// Which guest-physical ranges are RAM (backing pages must lie inside).
-    pub ram: GuestRam,
+    pub ram: RamRanges,
     /// Most live objects (at most `protocol::MAX_OBJECTS`).
     pub max_objects: u32,
     /// The scanout's mode (GET_DISPLAY_INFO, EDID).
@@ -111,7 +111,7 @@ impl DeviceConfig {
     pub fn new(ram_size: u64, vram_size: u64) -> Result<Self, GuestRamError> {
         Ok(DeviceConfig {
             vram_size,
-            ram: GuestRam::from_size(ram_size)?,
+            ram: RamRanges::from_size(ram_size)?,
             max_objects: p::MAX_OBJECTS,
             display: DisplayMode::default(),
         })
@@ -123,7 +123,7 @@ pub struct CommandEngine {
     pub(crate) vram: Vram,
     pub(crate) alloc: VramAllocator,
     pub(crate) objects: ObjectTable,
-    pub(crate) ram: GuestRam,
+    pub(crate) ram: RamRanges,
     punch: Box<dyn GuestRamPunch + Send>,
     /// The backing pages of every live object, to refuse lists that would share them.
     pub(crate) backing: BackingIndex,

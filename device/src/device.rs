@@ -15,12 +15,13 @@ use crate::display::ScanoutImage;
 use crate::guest_ram::GuestRamPunch;
 use crate::queue::{self, QueueError, QueueRole};
 use crate::stats::DeviceStats;
-use crate::transport::{self, MmioEvent, MmioTransport, TransportError};
+use crate::transport::{MmioEvent, MmioTransport, TransportError};
 use crate::vram::{Vram, VramError};
 use pvgpu_abi::protocol as p;
+use pvgpu_abi::virtio_mmio;
 
 /// Offset of QueueNotify in the register window: where the VMM puts its ioeventfd.
-pub const QUEUE_NOTIFY_OFFSET: u64 = transport::regs::QUEUE_NOTIFY;
+pub const QUEUE_NOTIFY_OFFSET: u64 = virtio_mmio::regs::QUEUE_NOTIFY;
 
 /// Errors creating or running the device.
 #[derive(Debug, thiserror::Error)]
@@ -137,14 +138,14 @@ impl PvgpuDevice {
                 continue;
             }
             bits |= match queue::process(q, mem, &mut self.engine, role) {
-                Ok(true) => transport::INT_VRING,
+                Ok(true) => virtio_mmio::INT_VRING,
                 Ok(false) => 0,
                 Err(QueueError::Invalid) | Err(QueueError::Virtqueue(_)) => {
                     self.transport.set_needs_reset();
-                    transport::INT_CONFIG
+                    virtio_mmio::INT_CONFIG
                 }
             };
-            if bits & transport::INT_CONFIG != 0 {
+            if bits & virtio_mmio::INT_CONFIG != 0 {
                 break;
             }
         }

@@ -30,5 +30,5 @@ pub mod vram_alloc;
 pub use commands::{CommandEngine, CommandError, DeviceConfig};
 pub use device::{DeviceError, InterruptSink, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
 pub use display::{DisplayMode, ScanoutImage};
-pub use guest_ram::{GuestRam, GuestRamPunch};
+pub use guest_ram::{GuestRamPunch, RamRanges};
 pub use stats::DeviceStats;

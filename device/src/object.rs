@@ -9,14 +9,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use crate::guest_ram::Extent;
 
 /// What makes an object a virtio-gpu 2D resource: its pixel layout. A 2D resource's host
 /// copy is its VRAM range (allocated at RESOURCE_CREATE_2D, `stride * height` bytes); its
 /// guest backing, when attached, is byte-granular (as virtio-gpu allows) and may be longer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
     /// `protocol::format::*`.
     pub format: u32,
@@ -28,16 +26,7 @@ pub struct ImageInfo {
     pub stride: u32,
 }
 
-/// Where an object's data lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Placement {
-    /// In guest pages (or nowhere yet, before ATTACH_BACKING). No VRAM.
-    System,
-    /// In VRAM, and the guest pages still hold a copy.
-    Vram,
-    /// Only in VRAM; the guest pages were punched (or, for a 2D resource, it has no backing).
-    Cleaned,
-}
+pub use pvgpu_abi::protocol::Placement;
 
 /// An operation on an object, for error reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,14 +16,7 @@ use pvgpu_abi::request;
 use crate::commands::DeviceConfig;
 use crate::device::{PvgpuDevice, QUEUE_NOTIFY_OFFSET};
 use crate::memfd::MemFd;
-use crate::transport::{regs, status};
-
-/// Descriptor flag: another descriptor follows.
-pub const DESC_F_NEXT: u16 = 1;
-/// Descriptor flag: device-writable.
-pub const DESC_F_WRITE: u16 = 2;
-/// Descriptor flag: indirect table.
-pub const DESC_F_INDIRECT: u16 = 4;
+use pvgpu_abi::virtio_mmio::{desc, regs, status};
 
 /// Queue size the simulated driver uses.
 pub const QSIZE: u16 = 256;
@@ -49,6 +42,67 @@ pub const CURSOR_AVAIL_ADDR: u64 = 0x1_3800;
 pub const CURSOR_USED_ADDR: u64 = 0x1_4000;
 /// Where a cursor request (and its optional response) is written.
 const CURSOR_SCRATCH: u64 = DATA_START - 0x1000;
+
+/// Where a driver puts one queue's split rings.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueRings {
+    /// Queue size (QUEUE_NUM).
+    pub size: u16,
+    /// Descriptor table address.
+    pub desc: u64,
+    /// Available (driver) ring address.
+    pub avail: u64,
+    /// Used (device) ring address.
+    pub used: u64,
+}
+
+/// The virtio-mmio driver start-up sequence (virtio 1.2 §3.1.1 and §4.2.3.2) for queue 0,
+/// through any 32-bit register writer: reset, ACKNOWLEDGE, DRIVER, the driver's `features`,
+/// FEATURES_OK, the queue's size and rings, QUEUE_READY, DRIVER_OK. Every host-side test and
+/// tool that plays the driver uses this one sequence.
+pub fn start_driver(w32: impl FnMut(u64, u32), features: u64, rings: &QueueRings) {
+    start_driver_queues(w32, features, core::slice::from_ref(rings));
+}
+
+/// [`start_driver`] for queues 0, 1, ... (`rings[i]` is queue `i`: controlq, cursorq).
+pub fn start_driver_queues(mut w32: impl FnMut(u64, u32), features: u64, rings: &[QueueRings]) {
+    use status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
+    w32(regs::STATUS, 0);
+    w32(regs::STATUS, ACKNOWLEDGE);
+    w32(regs::STATUS, ACKNOWLEDGE | DRIVER);
+    w32(regs::DRIVER_FEATURES_SEL, 0);
+    w32(regs::DRIVER_FEATURES, features as u32);
+    w32(regs::DRIVER_FEATURES_SEL, 1);
+    w32(regs::DRIVER_FEATURES, (features >> 32) as u32);
+    w32(regs::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+    for (index, rings) in (0u32..).zip(rings) {
+        w32(regs::QUEUE_SEL, index);
+        w32(regs::QUEUE_NUM, u32::from(rings.size));
+        w32(regs::QUEUE_DESC_LOW, rings.desc as u32);
+        w32(regs::QUEUE_DESC_HIGH, (rings.desc >> 32) as u32);
+        w32(regs::QUEUE_DRIVER_LOW, rings.avail as u32);
+        w32(regs::QUEUE_DRIVER_HIGH, (rings.avail >> 32) as u32);
+        w32(regs::QUEUE_DEVICE_LOW, rings.used as u32);
+        w32(regs::QUEUE_DEVICE_HIGH, (rings.used >> 32) as u32);
+        w32(regs::QUEUE_READY, 1);
+    }
+    w32(regs::QUEUE_SEL, 0);
+    w32(regs::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+}
+
+/// The features a pvgpu driver accepts: VERSION_1, EVENT_IDX, EDID and, if `pvgpu`, the
+/// memory extension.
+pub fn driver_features(pvgpu: bool) -> u64 {
+    let ext = if pvgpu {
+        1 << p::VIRTIO_GPU_F_PVGPU_MEM
+    } else {
+        0
+    };
+    (1 << p::VIRTIO_F_VERSION_1)
+        | (1 << p::VIRTIO_RING_F_EVENT_IDX)
+        | (1 << p::VIRTIO_GPU_F_EDID)
+        | ext
+}
 
 /// Errors from the simulated driver (tests unwrap them).
 #[derive(Debug, thiserror::Error)]
@@ -142,50 +196,30 @@ impl SimGuest {
     }
 
     fn init(&mut self, pvgpu: bool) {
-        let features: u64 = (1 << p::VIRTIO_F_VERSION_1)
-            | (1 << p::VIRTIO_RING_F_EVENT_IDX)
-            | (1 << p::VIRTIO_GPU_F_EDID)
-            | if pvgpu {
-                1 << p::VIRTIO_GPU_F_PVGPU_MEM
-            } else {
-                0
-            };
-        self.w32(regs::STATUS, 0);
-        self.w32(regs::STATUS, status::ACKNOWLEDGE);
-        self.w32(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-        self.w32(regs::DRIVER_FEATURES_SEL, 0);
-        self.w32(regs::DRIVER_FEATURES, features as u32);
-        self.w32(regs::DRIVER_FEATURES_SEL, 1);
-        self.w32(regs::DRIVER_FEATURES, (features >> 32) as u32);
-        self.w32(regs::STATUS, 11);
-        self.w32(regs::QUEUE_SEL, 0);
-        self.w32(regs::QUEUE_NUM, u32::from(QSIZE));
-        // Zero the rings (a reset guest may have left garbage).
+        // Zero the rings first (a reset guest may have left garbage).
         let _ = self
             .mem
             .write_slice(&[0u8; 0x3000], GuestAddress(DESC_ADDR));
-        self.w32(regs::QUEUE_DESC_LOW, DESC_ADDR as u32);
-        self.w32(regs::QUEUE_DESC_HIGH, 0);
-        self.w32(regs::QUEUE_DRIVER_LOW, AVAIL_ADDR as u32);
-        self.w32(regs::QUEUE_DRIVER_HIGH, 0);
-        self.w32(regs::QUEUE_DEVICE_LOW, USED_ADDR as u32);
-        self.w32(regs::QUEUE_DEVICE_HIGH, 0);
-        self.w32(regs::QUEUE_READY, 1);
-        // The cursor queue.
         let _ = self
             .mem
             .write_slice(&[0u8; 0x2000], GuestAddress(CURSOR_DESC_ADDR));
-        self.w32(regs::QUEUE_SEL, u32::from(p::CURSORQ));
-        self.w32(regs::QUEUE_NUM, u32::from(CURSOR_QSIZE));
-        self.w32(regs::QUEUE_DESC_LOW, CURSOR_DESC_ADDR as u32);
-        self.w32(regs::QUEUE_DESC_HIGH, 0);
-        self.w32(regs::QUEUE_DRIVER_LOW, CURSOR_AVAIL_ADDR as u32);
-        self.w32(regs::QUEUE_DRIVER_HIGH, 0);
-        self.w32(regs::QUEUE_DEVICE_LOW, CURSOR_USED_ADDR as u32);
-        self.w32(regs::QUEUE_DEVICE_HIGH, 0);
-        self.w32(regs::QUEUE_READY, 1);
-        self.w32(regs::QUEUE_SEL, 0);
-        self.w32(regs::STATUS, 15);
+        let controlq = QueueRings {
+            size: QSIZE,
+            desc: DESC_ADDR,
+            avail: AVAIL_ADDR,
+            used: USED_ADDR,
+        };
+        let cursorq = QueueRings {
+            size: CURSOR_QSIZE,
+            desc: CURSOR_DESC_ADDR,
+            avail: CURSOR_AVAIL_ADDR,
+            used: CURSOR_USED_ADDR,
+        };
+        start_driver_queues(
+            |off, v| _ = self.w32(off, v),
+            driver_features(pvgpu),
+            &[controlq, cursorq],
+        );
         self.avail_idx = 0;
         self.used_seen = 0;
         self.cursor_avail = 0;
@@ -275,7 +309,7 @@ impl SimGuest {
                 RawDesc {
                     addr: req,
                     len: r.len() as u32,
-                    flags: DESC_F_NEXT,
+                    flags: desc::F_NEXT,
                     next: d + 1,
                 },
             );
@@ -284,7 +318,7 @@ impl SimGuest {
                 RawDesc {
                     addr: resp,
                     len: RESP_SLOT as u32,
-                    flags: DESC_F_WRITE,
+                    flags: desc::F_WRITE,
                     next: 0,
                 },
             );
@@ -368,7 +402,7 @@ impl SimGuest {
         let _ = self.mem.write_slice(req, GuestAddress(CURSOR_SCRATCH));
         let slot = u64::from(self.cursor_avail % CURSOR_QSIZE);
         let d0 = (slot * 2) as u16 % CURSOR_QSIZE;
-        let desc = |i: u16, addr: u64, len: u32, flags: u16, next: u16| {
+        let put = |i: u16, addr: u64, len: u32, flags: u16, next: u16| {
             let a = CURSOR_DESC_ADDR + 16 * u64::from(i);
             let mut b = [0u8; 16];
             b[0..8].copy_from_slice(&addr.to_le_bytes());
@@ -378,10 +412,10 @@ impl SimGuest {
             let _ = self.mem.write_slice(&b, GuestAddress(a));
         };
         if resp_len == 0 {
-            desc(d0, CURSOR_SCRATCH, req.len() as u32, 0, 0);
+            put(d0, CURSOR_SCRATCH, req.len() as u32, 0, 0);
         } else {
-            desc(d0, CURSOR_SCRATCH, req.len() as u32, DESC_F_NEXT, d0 + 1);
-            desc(d0 + 1, resp_at, resp_len.min(0x800), DESC_F_WRITE, 0);
+            put(d0, CURSOR_SCRATCH, req.len() as u32, desc::F_NEXT, d0 + 1);
+            put(d0 + 1, resp_at, resp_len.min(0x800), desc::F_WRITE, 0);
         }
         let ring = CURSOR_AVAIL_ADDR + 4 + 2 * u64::from(self.cursor_avail % CURSOR_QSIZE);
         let _ = self.mem.write_obj(d0, GuestAddress(ring));

@@ -14,6 +14,7 @@ pub mod pattern;
 pub mod protocol;
 #[cfg(feature = "alloc")]
 pub mod request;
+pub mod virtio_mmio;
 
 #[cfg(feature = "alloc")]
 extern crate alloc;

@@ -24,8 +24,8 @@ use clap::Args;
 use pvgpu_abi::layout::phase;
 
 use crate::cli::{default_kernel_candidates, find_default_kernel, ConfigError};
-use crate::measure::{ratio, signed_diff, Spread, MIB};
 use crate::size::format_size;
+use crate::tools::measure::{ratio, signed_diff, Spread, MIB};
 use crate::VmmError;
 use guest::{run_guest, GuestSpec};
 use report::{
@@ -294,8 +294,9 @@ fn migrate(kernel: &Path, plan: &Plan) -> Result<MigrateReport, BenchError> {
             bytes = line.u64("bytes")?;
             times.push(line.f64("us")?);
         }
-        let us = crate::measure::median(&times).ok_or(BenchError::Undefined("migrate time"))?;
-        let gib = crate::measure::gib_per_s(bytes, us / 1e6)
+        let us =
+            crate::tools::measure::median(&times).ok_or(BenchError::Undefined("migrate time"))?;
+        let gib = crate::tools::measure::gib_per_s(bytes, us / 1e6)
             .ok_or(BenchError::Undefined("migrate throughput"))?;
         let copy = memcpy::measure(bytes.max(1), m * MIB_U, plan.memcpy_reps)?;
         let s = MigrateSize {

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::measure::{Spread, MIB};
 use crate::size::format_size;
+use crate::tools::measure::{Spread, MIB};
 
 /// The whole report. In JSON: `{machine, quick, migrate, reclaim, latency, boot, scale,
 /// density, errors}`.
@@ -64,7 +64,7 @@ impl Machine {
         let cpus = std::thread::available_parallelism().map_or(0, usize::from);
         let mem_bytes = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|m| crate::stats::parse_status_kb(&m, "MemTotal"))
+            .and_then(|m| crate::run::stats::parse_status_kb(&m, "MemTotal"))
             .map_or(0, |kb| kb * 1024);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
@@ -292,7 +292,7 @@ impl BenchReport {
                 opt(
                     r.host_bytes_per_object_byte
                         .zip(r.baseline_host_bytes_per_object_byte)
-                        .and_then(|(a, b)| crate::measure::ratio(a, b)),
+                        .and_then(|(a, b)| crate::tools::measure::ratio(a, b)),
                     3,
                 ),
                 "<= 1.02 (vs ~2)",
@@ -359,7 +359,7 @@ impl BenchReport {
                 mib(d.peak_host_bytes),
                 String::new(),
                 opt(
-                    crate::measure::ratio(d.peak_host_bytes as f64, d.object_bytes as f64),
+                    crate::tools::measure::ratio(d.peak_host_bytes as f64, d.object_bytes as f64),
                     3,
                 ),
                 "",

@@ -1,6 +1,6 @@
 //! `pvgpu demo`: boots a guest that runs `workload` in phases (fill, migrate, clean, touch,
 //! destroy), forwards its progress lines, prints host memory at each phase, and draws the
-//! host-memory plot ([`crate::plot`]) into a PNG.
+//! host-memory plot ([`crate::tools::plot`]) into a PNG.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -9,11 +9,11 @@ use std::time::Duration;
 use clap::Args;
 use pvgpu_abi::layout::{self, phase};
 
-use crate::bench::guest::{run_guest, GuestSpec};
-use crate::bench::{resolve_kernel, BenchError, Plan};
-use crate::measure::{ratio, MIB};
-use crate::plot::{Level, Marker, MemoryPlot, PlotError, Point};
-use crate::stats::{PhaseMark, RunStats};
+use crate::run::stats::{PhaseMark, RunStats};
+use crate::tools::bench::guest::{run_guest, GuestSpec};
+use crate::tools::bench::{resolve_kernel, BenchError, Plan};
+use crate::tools::measure::{ratio, MIB};
+use crate::tools::plot::{Level, Marker, MemoryPlot, PlotError, Point};
 
 /// Default `--out`.
 pub const DEFAULT_OUT: &str = "pvgpu-demo.png";
@@ -219,8 +219,8 @@ pub fn plot_of(stats: &RunStats, objects: u64, mib_total: u64) -> MemoryPlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run_state::GuestEnd;
-    use crate::stats::{MemSnapshot, RunShape, Sample, Timeline};
+    use crate::run::state::GuestEnd;
+    use crate::run::stats::{MemSnapshot, RunShape, Sample, Timeline};
     use std::time::Instant;
 
     fn stats() -> RunStats {

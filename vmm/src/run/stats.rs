@@ -16,7 +16,7 @@ use pvgpu_device::memfd::MemFd;
 use pvgpu_device::DeviceStats;
 use serde::Serialize;
 
-use crate::run_state::GuestEnd;
+use crate::run::state::GuestEnd;
 use crate::size::format_size;
 
 /// Most periodic samples kept (at the default 50 ms, over an hour and a half); later ones are
@@ -28,7 +28,7 @@ pub const MAX_PHASES: usize = 100_000;
 
 /// Errors of the stats module.
 #[derive(Debug, thiserror::Error)]
-pub enum StatsError {
+pub enum RunStatsError {
     /// The VRAM memfd's descriptor could not be duplicated for counting.
     #[error("cannot duplicate the VRAM memfd for accounting: {0}")]
     Dup(std::io::Error),
@@ -60,11 +60,11 @@ pub struct MemoryProbe {
 
 impl MemoryProbe {
     /// A probe of `guest_ram` and, if there is one, the VRAM memfd `vram` (duplicated).
-    pub fn new(guest_ram: Arc<MemFd>, vram: Option<&MemFd>) -> Result<Self, StatsError> {
+    pub fn new(guest_ram: Arc<MemFd>, vram: Option<&MemFd>) -> Result<Self, RunStatsError> {
         let vram = vram
             .map(|m| m.file().try_clone().map(Arc::new))
             .transpose()
-            .map_err(StatsError::Dup)?;
+            .map_err(RunStatsError::Dup)?;
         Ok(MemoryProbe { guest_ram, vram })
     }
 
