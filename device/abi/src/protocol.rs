@@ -10,7 +10,17 @@
 //! (bit 29, optional). A driver that did not accept bit 20 gets [`RESP_ERR_NOT_NEGOTIATED`]
 //! for every pvgpu command.
 //!
-//! There is one queue, the control queue (index 0, at most [`CONTROLQ_SIZE_MAX`] entries).
+//! Every driver, whatever it negotiated, gets the standard virtio-gpu 2D device (virtio 1.2,
+//! 5.7): two queues, controlq ([`CONTROLQ`], at most [`CONTROLQ_SIZE_MAX`] entries) and
+//! cursorq ([`CURSORQ`], at most [`CURSORQ_SIZE_MAX`]); the config space `events_read`,
+//! `events_clear`, `num_scanouts` ([`NUM_SCANOUTS`] = 1) and `num_capsets` (0);
+//! [`VIRTIO_GPU_F_EDID`] (bit 1) offered; and the 2D commands (GET_DISPLAY_INFO,
+//! RESOURCE_CREATE_2D in every [`format`], RESOURCE_UNREF, SET_SCANOUT, RESOURCE_FLUSH,
+//! TRANSFER_TO_HOST_2D, RESOURCE_ATTACH_BACKING, RESOURCE_DETACH_BACKING, GET_EDID) on the
+//! controlq, UPDATE_CURSOR and MOVE_CURSOR on the cursorq, answered with virtio-gpu's own
+//! response codes. A 2D resource is an object of the same table and id space as the
+//! extension's objects (its host copy is VRAM; CLEAN drops its backing).
+//!
 //! Every request is a descriptor chain: device-readable descriptors holding the request (which
 //! may be split over several descriptors), then device-writable descriptors for the response.
 //! Every request and response starts with the 24-byte [`CtrlHdr`] (virtio_gpu_ctrl_hdr).
