@@ -302,26 +302,54 @@ fn rect_inside(r: &Rect, img: &ImageInfo) -> Result<(), DisplayError> {
     }
 }
 
-/// The part `[offset, offset + len)` of a backing made of `extents` (in order).
-fn sub_extents(extents: &[Extent], mut offset: u64, mut len: u64) -> Vec<Extent> {
-    let mut out = Vec::new();
-    for x in extents {
-        if len == 0 {
-            break;
-        }
-        if offset >= x.len {
-            offset -= x.len;
-            continue;
-        }
-        let n = (x.len - offset).min(len);
-        out.push(Extent {
-            gpa: x.gpa + offset,
-            len: n,
-        });
-        len -= n;
-        offset = 0;
+/// A backing (its extents, in order) with the offset at which each extent starts, so that a
+/// range is found by binary search: a transfer of many rows from a backing of many entries
+/// costs O(rows × log entries), not O(rows × entries).
+struct BackingMap<'a> {
+    extents: &'a [Extent],
+    starts: Vec<u64>,
+}
+
+impl<'a> BackingMap<'a> {
+    fn new(extents: &'a [Extent]) -> Self {
+        let mut at = 0u64;
+        let starts = extents
+            .iter()
+            .map(|x| {
+                let s = at;
+                at = at.saturating_add(x.len);
+                s
+            })
+            .collect();
+        BackingMap { extents, starts }
     }
-    out
+
+    /// The part `[offset, offset + len)` of the backing, as guest extents.
+    fn range(&self, offset: u64, mut len: u64) -> Vec<Extent> {
+        let mut out = Vec::new();
+        let first = self
+            .starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
+        let mut skip = offset.saturating_sub(self.starts.get(first).copied().unwrap_or(0));
+        for x in self.extents.iter().skip(first) {
+            if len == 0 {
+                break;
+            }
+            if skip >= x.len {
+                skip -= x.len;
+                continue;
+            }
+            let n = (x.len - skip).min(len);
+            out.push(Extent {
+                gpa: x.gpa + skip,
+                len: n,
+            });
+            len -= n;
+            skip = 0;
+        }
+        out
+    }
 }
 
 fn backing_len(extents: &[Extent]) -> u64 {
@@ -625,14 +653,15 @@ impl CommandEngine {
         }
         // Inside the resource, so inside its VRAM allocation.
         let dst = |y: u32| base + u64::from(y) * stride + u64::from(r.x) * 4;
+        let map = BackingMap::new(backing);
         if row == stride {
             // Whole rows: one contiguous run.
             let len = stride * u64::from(r.height);
-            let src = sub_extents(backing, offset, len);
-            self.vram.copy_from_guest(mem, &src, dst(r.y))?;
+            self.vram
+                .copy_from_guest(mem, &map.range(offset, len), dst(r.y))?;
         } else {
             for i in 0..r.height {
-                let src = sub_extents(backing, offset + u64::from(i) * stride, row);
+                let src = map.range(offset + u64::from(i) * stride, row);
                 self.vram.copy_from_guest(mem, &src, dst(r.y + i))?;
             }
         }
@@ -675,38 +704,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sub_extents_cut_across_runs() {
-        let b = [
-            Extent {
-                gpa: 0x1000,
-                len: 10,
-            },
-            Extent {
-                gpa: 0x5000,
-                len: 20,
-            },
-        ];
-        assert_eq!(
-            sub_extents(&b, 5, 10),
-            vec![
-                Extent {
-                    gpa: 0x1005,
-                    len: 5
-                },
-                Extent {
-                    gpa: 0x5000,
-                    len: 5
-                }
-            ]
-        );
-        assert_eq!(
-            sub_extents(&b, 12, 3),
-            vec![Extent {
-                gpa: 0x5002,
-                len: 3
-            }]
-        );
-        assert_eq!(backing_len(&b), 30);
+    fn backing_ranges_cut_across_runs() {
+        let x = |gpa, len| Extent { gpa, len };
+        let b = [x(0x1000, 10), x(0x5000, 20), x(0x9000, 4)];
+        let m = BackingMap::new(&b);
+        assert_eq!(m.range(5, 10), vec![x(0x1005, 5), x(0x5000, 5)]);
+        assert_eq!(m.range(12, 3), vec![x(0x5002, 3)]);
+        assert_eq!(m.range(0, 10), vec![x(0x1000, 10)]);
+        assert_eq!(m.range(10, 20), vec![x(0x5000, 20)]);
+        assert_eq!(m.range(29, 5), vec![x(0x5013, 1), x(0x9000, 4)]);
+        assert_eq!(m.range(30, 2), vec![x(0x9000, 2)]);
+        assert!(m.range(34, 1).is_empty());
+        assert_eq!(backing_len(&b), 34);
     }
 
     #[test]
