@@ -73,6 +73,14 @@ pub enum DisplayError {
         /// Bytes of the resource.
         need: u64,
     },
+    /// More backing entries than the resource has pages (plus one).
+    #[error("{got} backing entries for a resource of at most {max}")]
+    TooManyEntries {
+        /// Entries sent.
+        got: usize,
+        /// Most allowed.
+        max: u64,
+    },
     /// The resource has no backing.
     #[error("resource {0} has no backing")]
     NoBacking(u32),
@@ -112,6 +120,7 @@ impl DisplayError {
             | DisplayError::Size { .. }
             | DisplayError::RectOutside { .. }
             | DisplayError::OutsideBacking { .. }
+            | DisplayError::TooManyEntries { .. }
             | DisplayError::NotACursor(_)
             | DisplayError::NoCapsets
             | DisplayError::Mode(_) => p::RESP_ERR_INVALID_PARAMETER,
@@ -550,6 +559,16 @@ impl CommandEngine {
         let img = image_of(o)?;
         if o.backing.is_some() {
             return Err(DisplayError::HasBacking(id).into());
+        }
+        // Byte-granular entries could otherwise make the host keep one record per guest byte;
+        // a real driver sends at most one entry per page (plus one for a partial page).
+        let max_entries = o.size / p::PAGE_SIZE + 1;
+        if entries.len() as u64 > max_entries {
+            return Err(DisplayError::TooManyEntries {
+                got: entries.len(),
+                max: max_entries,
+            }
+            .into());
         }
         let mut extents: Vec<Extent> = Vec::with_capacity(entries.len());
         for e in entries {

@@ -413,6 +413,12 @@ fn bad_backings_change_nothing() {
     assert_eq!(g.cmd_type(&short), p::RESP_ERR_UNSPEC);
     let huge = rq::backing(p::CMD_RESOURCE_ATTACH_BACKING, 1, u32::MAX, &[]);
     assert_eq!(g.cmd_type(&huge), p::RESP_ERR_INVALID_PARAMETER);
+    // More entries than the resource has pages (+1): byte-sized entries would make the host
+    // keep a record per guest byte. One page here, so 2 entries at most.
+    let mut many: Vec<MemEntry> = (0..2).map(|i| entry(base + 2 * i, 1)).collect();
+    many.push(entry(base + 4096, size));
+    let c = g.backing_cmd(p::CMD_RESOURCE_ATTACH_BACKING, 1, &many);
+    assert_eq!(c, p::RESP_ERR_INVALID_PARAMETER);
     assert_eq!(
         g.cmd_type(&rq::resource(p::CMD_RESOURCE_DETACH_BACKING, 1)),
         p::RESP_ERR_UNSPEC
