@@ -10,7 +10,7 @@ use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
-use super::entry::kstack_top;
+use crate::memory_map::kstack_top;
 
 const NCPU: usize = MAX_VCPUS as usize;
 const ENTRIES: usize = 5 + 2 * NCPU;
