@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! 0x0000_0000            null page                              unmapped
-//! 0x0000_1000            boot info, command line, boot tables   ring 3 read-only (pvgpu_abi::layout)
+//! 0x0000_1000            boot info, command line, boot tables   ring 3 read-only
 //! image::start()         .text, .rodata, GOT                    ring 3 read-only
 //! image::readonly_end()  .data                                  ring 3 read-write
 //! image::data_end()      .ustack: per CPU a guard page, then    ring 3 read-write
@@ -21,6 +21,8 @@
 //! image::kpriv_end()     .bss                                   ring 3 read-write
 //! image::end() ↑ 2 MiB   the ring-3 heap                        heap_region()
 //! heap end ↑ 2 MiB       the page pool, up to the end of RAM    page_pool_base()
+//! VIRTIO_MMIO_BASE       the GPU's registers (uncached); VRAM   ring 3 read-write
+//!   .. VRAM_BASE        at its window (pvgpu_abi::layout)
 //! USER_MAP_BASE          the user-map window (virtual only): each CPU's share USER_MAP_PER_CPU,
 //!                        in quarters: selftest mappings, object views, selftest fault pages
 //! ```
@@ -89,34 +91,45 @@ static mut USER_STACKS: StackSlots<USTACK_SLOT> =
 pub static mut KERNEL_STACKS: StackSlots<KSTACK_SLOT> =
     StackSlots([[0; KSTACK_SLOT]; MAX_VCPUS as usize]);
 
-/// Where the ring-3 stack slots start.
-pub fn ustacks_base() -> u64 {
-    core::ptr::addr_of!(USER_STACKS) as u64
+/// A row of per-CPU stack slots.
+#[derive(Clone, Copy, Debug)]
+pub struct StackArea {
+    /// Where the slots start (CPU 0's guard page).
+    pub base: u64,
+    /// Bytes per slot: the guard page, then the stack.
+    pub slot: u64,
 }
 
-/// Top of CPU `cpu`'s ring-3 stack.
-pub fn ustack_top(cpu: usize) -> u64 {
-    ustacks_base() + (cpu as u64 + 1) * USTACK_SLOT as u64
+impl StackArea {
+    /// Top of CPU `cpu`'s stack.
+    #[inline]
+    pub fn top(self, cpu: usize) -> u64 {
+        self.base + (cpu as u64 + 1) * self.slot
+    }
+
+    /// The CPU whose slot holds `rsp`.
+    #[inline]
+    pub fn cpu_of(self, rsp: u64) -> usize {
+        (rsp.wrapping_sub(self.base) / self.slot) as usize
+    }
 }
 
-/// The CPU whose ring-3 stack slot holds `rsp`.
-pub fn cpu_of_ustack(rsp: u64) -> usize {
-    (rsp.wrapping_sub(ustacks_base()) / USTACK_SLOT as u64) as usize
+/// The ring-3 stacks.
+#[inline]
+pub fn user_stacks() -> StackArea {
+    StackArea {
+        base: core::ptr::addr_of!(USER_STACKS) as u64,
+        slot: USTACK_SLOT as u64,
+    }
 }
 
-/// Where the ring-0 stack slots start.
-pub fn kstacks_base() -> u64 {
-    core::ptr::addr_of!(KERNEL_STACKS) as u64
-}
-
-/// Top of CPU `cpu`'s ring-0 stack.
-pub fn kstack_top(cpu: usize) -> u64 {
-    kstacks_base() + (cpu as u64 + 1) * KSTACK_SLOT as u64
-}
-
-/// The CPU whose ring-0 stack slot holds `rsp` (every ring-0 path runs on one).
-pub fn cpu_of_kstack(rsp: u64) -> usize {
-    (rsp.wrapping_sub(kstacks_base()) / KSTACK_SLOT as u64) as usize
+/// The ring-0 stacks (every ring-0 path runs on one).
+#[inline]
+pub fn kernel_stacks() -> StackArea {
+    StackArea {
+        base: core::ptr::addr_of!(KERNEL_STACKS) as u64,
+        slot: KSTACK_SLOT as u64,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@
 //! | --- | --- |
 //! | 0 | every check passed ([`OK`]) |
 //! | 1 | a check failed ([`FAILED`]); also an error of the VMM itself ([`VMM_ERROR`]) |
-//! | 2 | the guest did not understand its command line ([`USAGE`]) |
+//! | 2 | a bad guest command line ([`USAGE`]); also a bad `pvgpu` command line ([`VMM_USAGE`]) |
 //! | 64 + vector | a CPU exception the guest could not handle ([`guest_fault`]) |
-//! | 100 | a fatal guest error with no exception behind it: bad boot info, panic ([`KERNEL_ERROR`]) |
+//! | 100 | a fatal guest error, no exception behind it: bad boot info, panic ([`KERNEL_ERROR`]) |
 //! | 120 | KVM internal error, e.g. an emulation failure ([`INTERNAL_ERROR`]) |
 //! | 121 | triple fault ([`TRIPLE_FAULT`]) |
 //! | 122 | failed VM entry ([`FAIL_ENTRY`]) |
@@ -29,6 +29,8 @@ pub const KERNEL_ERROR: u8 = 100;
 
 /// VMM: an error of the VMM itself (no `/dev/kvm`, a bad kernel, bad sizes...).
 pub const VMM_ERROR: u8 = 1;
+/// VMM: a command line `pvgpu` does not understand (clap's usage error).
+pub const VMM_USAGE: u8 = 2;
 /// VMM: KVM_EXIT_INTERNAL_ERROR (suberror 1 is an emulation failure).
 pub const INTERNAL_ERROR: u8 = 120;
 /// VMM: a triple fault (KVM_EXIT_SHUTDOWN).
@@ -40,9 +42,23 @@ pub const UNEXPECTED: u8 = 123;
 /// VMM: `--timeout` expired.
 pub const TIMEOUT: u8 = 124;
 
-/// The guest's status for CPU exception `vector` (0..=31).
+/// The guest's status for CPU exception `vector` (0..=31; see [`vector`]).
 pub const fn guest_fault(vector: u8) -> u8 {
     GUEST_FAULT_BASE + (vector & 31)
+}
+
+/// The CPU exception vectors the guest reports most.
+pub mod vector {
+    /// #BP, breakpoint (`int3`).
+    pub const BP: u8 = 3;
+    /// #UD, invalid opcode (`ud2`: also the guest's system call).
+    pub const UD: u8 = 6;
+    /// #DF, double fault.
+    pub const DF: u8 = 8;
+    /// #GP, general protection.
+    pub const GP: u8 = 13;
+    /// #PF, page fault.
+    pub const PF: u8 = 14;
 }
 
 #[cfg(test)]
@@ -54,7 +70,7 @@ mod tests {
         // Every guest fault status lies below the guest's own fatal error and the VMM's range.
         const { assert!(guest_fault(31) < KERNEL_ERROR) };
         const { assert!(KERNEL_ERROR < INTERNAL_ERROR) };
-        assert_eq!(guest_fault(14), 78);
+        assert_eq!(guest_fault(vector::PF), 78);
         let vmm = [
             INTERNAL_ERROR,
             TRIPLE_FAULT,

@@ -72,7 +72,7 @@ pub const USER_RFLAGS: u64 = 0x2;
 
 fn enter_ring3(cpu: usize) -> ! {
     let entry = crate::user::user_main as extern "C" fn(usize) -> ! as usize as u64;
-    let stack = memory_map::ustack_top(cpu);
+    let stack = memory_map::user_stacks().top(cpu);
     // SAFETY: builds an interrupt-return frame to ring 3 with the user selectors from our
     // GDT, a user stack and the user entry point, and never comes back.
     unsafe {

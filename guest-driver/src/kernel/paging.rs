@@ -200,8 +200,8 @@ pub fn init(info: &BootInfo) {
     // The stack guard pages are placed by slot, counting from the starts of `.ustack` and
     // `.kstack`. (The compiler assumes distinct symbols have distinct addresses, so compare
     // opaque values.)
-    let ustacks = core::hint::black_box(map::ustacks_base());
-    let kstacks = core::hint::black_box(map::kstacks_base());
+    let ustacks = core::hint::black_box(map::user_stacks().base);
+    let kstacks = core::hint::black_box(map::kernel_stacks().base);
     if ustacks != core::hint::black_box(image::data_end())
         || kstacks != core::hint::black_box(image::ustack_end())
     {

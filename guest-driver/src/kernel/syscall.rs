@@ -69,7 +69,7 @@ pub fn deliver_fault(f: &mut TrapFrame, addr: u64) -> bool {
         frame: *f,
         fault_addr: addr,
         // The trap frame sits on this CPU's ring-0 stack.
-        cpu: memory_map::cpu_of_kstack(f as *const TrapFrame as u64) as u64,
+        cpu: memory_map::kernel_stacks().cpu_of(f as *const TrapFrame as u64) as u64,
     };
     // SAFETY: [sp - 8, sp + size) is ordinary ring-3 RAM (checked above), 16-byte aligned.
     unsafe {

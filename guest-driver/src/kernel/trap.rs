@@ -2,7 +2,7 @@
 
 use core::fmt::Write;
 
-use pvgpu_abi::exit_status::{GUEST_FAULT_BASE, KERNEL_ERROR};
+use pvgpu_abi::exit_status::{vector, GUEST_FAULT_BASE, KERNEL_ERROR};
 use x86_64::registers::control::Cr2;
 
 use super::syscall;
@@ -10,8 +10,8 @@ use crate::abi::TrapFrame;
 use crate::memory_map;
 use crate::port::{self, LineWriter};
 
-const VECTOR_UD: u64 = 6;
-const VECTOR_PF: u64 = 14;
+const VECTOR_UD: u64 = vector::UD as u64;
+const VECTOR_PF: u64 = vector::PF as u64;
 
 const NAMES: [&str; 32] = [
     "#DE divide error",
@@ -69,7 +69,8 @@ pub extern "C" fn trap_dispatch(f: &mut TrapFrame) {
 fn fatal(f: &TrapFrame, cr2: u64) -> ! {
     let vector = (f.vector & 31) as usize;
     let rsp = current_rsp();
-    let cpu = super::gdt::cpu_of_df_stack(rsp).unwrap_or_else(|| memory_map::cpu_of_kstack(rsp));
+    let cpu =
+        super::gdt::cpu_of_df_stack(rsp).unwrap_or_else(|| memory_map::kernel_stacks().cpu_of(rsp));
     let mut w = LineWriter::new();
     let _ = write!(
         w,

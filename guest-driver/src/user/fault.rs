@@ -72,5 +72,5 @@ extern "C" fn entry(up: *mut FaultUpcall) -> ! {
     } else {
         crate::println!("[pvgpu-guest] unresolved page fault at {addr:#x} on vCPU {cpu}");
     }
-    crate::port::exit(exit_status::guest_fault(14))
+    crate::port::exit(exit_status::guest_fault(exit_status::vector::PF))
 }

@@ -23,7 +23,7 @@ pub fn current_cpu() -> usize {
     unsafe {
         core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags))
     };
-    crate::memory_map::cpu_of_ustack(rsp)
+    crate::memory_map::user_stacks().cpu_of(rsp)
 }
 
 /// The boot info, read from its page (mapped read-only for ring 3).

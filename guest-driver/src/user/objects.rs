@@ -1,7 +1,7 @@
 //! Pageable GPU objects, used like files (Piggin's point): create, read_at, write_at, map,
 //! close, whatever the placement; plus migrate, clean, evict and placement.
 //!
-//! Life cycle (DESIGN.md): SYSTEM (guest pages) → MIGRATE → VRAM (both copies) → CLEAN →
+//! Life cycle (README.md): SYSTEM (guest pages) → MIGRATE → VRAM (both copies) → CLEAN →
 //! CLEANED (VRAM only: the host punched the guest pages) and EVICT back to SYSTEM.
 //!
 //! - A view made by [`map`] always shows the guest pages, so it is present only while the
