@@ -27,6 +27,7 @@ use pvgpu_abi::layout::PAGE_SIZE;
 use pvgpu_abi::protocol::{self as p, CtrlHdr};
 use pvgpu_abi::request::header as hdr_only;
 
+use self::commands::expect;
 use super::checker::Checker;
 use super::{selftest, EXIT_FAILED, EXIT_OK};
 use crate::check;
@@ -53,7 +54,6 @@ fn recovery(c: &mut Checker, info: &BootInfo) -> bool {
         return false;
     }
     let before = c.failed();
-    use commands::expect;
     expect(
         c,
         "nop after restart",
