@@ -98,7 +98,12 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
 
 /// Part 1: virtio-drivers' VirtIOGpu, as it comes. Returns the resolution.
 fn stock_driver(info: &BootInfo) -> Result<(u32, u32), DisplayError> {
-    let transport = gpu::open_transport(info)?;
+    if info.virtio_mmio_base == 0 || info.vram_size == 0 {
+        return Err(GpuError::NoDevice.into());
+    }
+    // SAFETY: nothing else drives the device now: the object layer's driver has not started
+    // (it starts in part 2, after this transport is dropped with the VirtIOGpu).
+    let transport = unsafe { gpu::open_transport(info) }?;
     let mut g = VirtIOGpu::<GuestHal, MmioTransport<'static>>::new(transport)?;
     let (w, h) = g.resolution()?;
     let (ew, eh) = g.edid_preferred_resolution()?;
