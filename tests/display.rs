@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{boot, root};
+use common::{boot, code, exit_status, root};
 use pvgpu_abi::layout::phase;
 use pvgpu_abi::pattern::test_pattern;
 
@@ -70,7 +70,7 @@ fn stock_driver_then_clean_keeps_the_picture() {
         &["--screenshot", png_s, "--stats-json", json_s],
         &["display"],
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(
         r.stdout
             .contains("VirtIOGpu: 1280x800, EDID preferred mode 1280x800"),
@@ -119,7 +119,7 @@ fn before_the_clean_the_picture_is_the_same() {
         &["--screenshot", png_s, "--stats-json", json_s],
         &["display", "--no-clean"],
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert_pattern(&png, 1280, 800);
     let v = stats(&json);
     assert!(guest_ram_at(&v, phase::FB_DRAWN).is_some());
@@ -142,7 +142,7 @@ fn the_display_option_sets_the_mode() {
         ],
         &["display"],
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(
         r.stdout
             .contains("VirtIOGpu: 640x480, EDID preferred mode 640x480"),
@@ -162,7 +162,8 @@ fn bad_display_and_screenshot_values_are_one_line_errors() {
         ("--screenshot", "/nonexistent/dir/x.png"),
     ] {
         let r = boot(&[flag, val], &["hello"]);
-        assert_eq!(r.code, Some(1), "{flag} {val}: {}", r.dump());
+        let want = code(exit_status::VMM_ERROR);
+        assert_eq!(r.code, want, "{flag} {val}: {}", r.dump());
         let line = r.stderr.trim();
         assert!(
             line.starts_with("pvgpu: error: ") && !line.contains('\n'),
@@ -172,7 +173,7 @@ fn bad_display_and_screenshot_values_are_one_line_errors() {
     // A guest that never shows anything: a warning, no file, the guest's status.
     let png = scratch("never.png");
     let r = boot(&["--screenshot", png.to_str().unwrap()], &["exit", "3"]);
-    assert_eq!(r.code, Some(3), "{}", r.dump());
+    assert_eq!(r.code, code(3), "the guest's own status: {}", r.dump());
     assert!(r.stderr.contains("never showed anything"), "{}", r.dump());
     assert!(!png.exists());
 }
