@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::boot;
+use common::{boot, code, exit_status};
 
 fn stats_of(flags: &[&str], guest: &[&str], tag: &str) -> (common::Run, serde_json::Value) {
     let path = std::env::temp_dir().join(format!("pvgpu-gpu-{tag}-{}.json", std::process::id()));
@@ -25,7 +25,7 @@ fn num(v: &serde_json::Value, path: &str) -> f64 {
 #[test]
 fn selftest_runs_every_device_check() {
     let (r, v) = stats_of(&[], &["selftest"], "selftest");
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("selftest: PASS"), "{}", r.dump());
     assert!(!r.stdout.contains("device checks skipped"), "{}", r.dump());
     // The device really ran the commands: every kind, and the deliberate bad ones failed.
@@ -56,7 +56,7 @@ fn selftest_runs_every_device_check() {
 #[test]
 fn selftest_on_two_vcpus_shares_the_device() {
     let r = boot(&["--vcpus", "2"], &["selftest"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(
         r.stdout.contains("selftest: 2 of 2 vCPUs passed"),
         "{}",
@@ -71,7 +71,7 @@ fn clean_frees_host_memory() {
         &["workload", "--objects", "64", "--mib", "256"],
         "workload",
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("workload: PASS"), "{}", r.dump());
     let phases = v["phases"].as_array().expect("phases");
     let at = |n: u64| {
@@ -111,7 +111,7 @@ fn pressure_evicts_lru_and_verifies_on_two_vcpus() {
         &["--vcpus", "2", "--mem", "512M", "--vram", "64M"],
         &["pressure"],
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("pressure: PASS"), "{}", r.dump());
     let lru: u64 = r
         .stdout
@@ -127,7 +127,7 @@ fn pressure_evicts_lru_and_verifies_on_two_vcpus() {
 #[test]
 fn concurrent_tasks_keep_to_their_own_objects() {
     let r = boot(&["--vcpus", "2"], &["concurrent"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("[concurrent cpu 0] PASS"), "{}", r.dump());
     assert!(r.stdout.contains("[concurrent cpu 1] PASS"), "{}", r.dump());
     assert!(
@@ -140,17 +140,17 @@ fn concurrent_tasks_keep_to_their_own_objects() {
 #[test]
 fn without_the_gpu_object_workloads_fail_cleanly() {
     let r = boot(&["--no-gpu"], &["workload"]);
-    assert_eq!(r.code, Some(1), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::FAILED), "{}", r.dump());
     assert!(r.stdout.contains("needs the GPU device"), "{}", r.dump());
     let r = boot(&["--no-gpu"], &["selftest"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("device checks skipped"), "{}", r.dump());
 }
 
 /// `hostile`: malformed requests and descriptor chains through the control queue, each
 /// refused; then the driver restarts and the selftest passes in the same boot.
 fn check_hostile(r: &common::Run, vcpus: u32) {
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     let out = &r.stdout;
     let pass = out
         .find("hostile: PASS")
@@ -193,7 +193,7 @@ fn random_object_operations_match_a_shadow_copy() {
             &["--vram", "2M"],
             &["objfuzz", "--ops", "3000", "--seed", seed],
         );
-        assert_eq!(r.code, Some(0), "seed {seed}: {}", r.dump());
+        assert_eq!(r.code, code(exit_status::OK), "seed {seed}: {}", r.dump());
         let line = r
             .stdout
             .lines()
@@ -233,7 +233,12 @@ fn timeout_holds_against_a_busy_device() {
         "busy-device",
     ];
     let r = common::pvgpu_with_limit(&args, std::time::Duration::from_secs(60));
-    assert_eq!(r.code, Some(124), "{}", r.dump());
+    assert_eq!(
+        r.code,
+        common::code(common::exit_status::TIMEOUT),
+        "{}",
+        r.dump()
+    );
     assert!(
         r.stdout.contains("FILLs of 512 MiB queued"),
         "the device was never made busy (setup too slow?)\n{}",

@@ -106,7 +106,12 @@ fn a_forbidden_system_call_ends_the_run_with_its_name() {
             ],
             Duration::from_secs(30),
         );
-        assert_eq!(r.code, Some(1), "{thread}: {}", r.dump());
+        assert_eq!(
+            r.code,
+            common::code(common::exit_status::VMM_ERROR),
+            "{thread}: {}",
+            r.dump()
+        );
         let line = format!("pvgpu: error: {label} made system call syslog (103)");
         assert!(r.stderr.contains(&line), "{thread}: {}", r.dump());
         assert!(r.stderr.contains("seccomp"), "{}", r.dump());

@@ -62,17 +62,24 @@ fn stop_with(sig: i32, status: i32, name: &str) {
     assert!(v.get("device").is_some_and(|d| !d.is_null()), "{v}");
 }
 
+/// 128 + the signal, and the numbers a shell shows.
+fn status_of(sig: i32, shell: i32) -> i32 {
+    let s = i32::from(common::exit_status::stopped_by(sig as u8));
+    assert_eq!(s, shell);
+    s
+}
+
 #[test]
 fn sigint_stops_the_run_with_summary_and_stats() {
-    stop_with(libc::SIGINT, 130, "SIGINT");
+    stop_with(libc::SIGINT, status_of(libc::SIGINT, 130), "SIGINT");
 }
 
 #[test]
 fn sigterm_stops_the_run_with_summary_and_stats() {
-    stop_with(libc::SIGTERM, 143, "SIGTERM");
+    stop_with(libc::SIGTERM, status_of(libc::SIGTERM, 143), "SIGTERM");
 }
 
 #[test]
 fn sighup_stops_the_run_with_summary_and_stats() {
-    stop_with(libc::SIGHUP, 129, "SIGHUP");
+    stop_with(libc::SIGHUP, status_of(libc::SIGHUP, 129), "SIGHUP");
 }

@@ -11,8 +11,9 @@
 use vm_memory::GuestMemory;
 
 use crate::commands::{CommandEngine, DeviceConfig};
+use crate::display::ScanoutImage;
 use crate::guest_ram::GuestRamPunch;
-use crate::queue::{self, QueueError};
+use crate::queue::{self, QueueError, QueueRole};
 use crate::stats::DeviceStats;
 use crate::transport::{MmioEvent, MmioTransport, TransportError};
 use crate::vram::{Vram, VramError};
@@ -107,18 +108,23 @@ impl PvgpuDevice {
             MmioEvent::DriverOk => {
                 let ev = self.transport.negotiated(p::VIRTIO_RING_F_EVENT_IDX);
                 let on = self.transport.negotiated(p::VIRTIO_GPU_F_PVGPU_MEM);
-                virtio_queue::QueueT::set_event_idx(self.transport.queue_mut(), ev);
+                for i in [p::CONTROLQ, p::CURSORQ] {
+                    if let Some(q) = self.transport.queue_at_mut(i) {
+                        virtio_queue::QueueT::set_event_idx(q, ev);
+                    }
+                }
                 self.engine.set_enabled(on);
                 false
             }
         }
     }
 
-    /// Handles the requests on the control queue (a queue's worth at most), each to the end.
-    /// Returns whether an interrupt was raised (INTERRUPT_STATUS set and the sink, if any,
-    /// triggered). A broken queue sets DEVICE_NEEDS_RESET and raises a configuration
-    /// interrupt instead. This can take as long as the guest's commands take: a thread that
-    /// must stay responsive uses [`Self::process_queue_step`].
+    /// Handles every request on the control queue and the cursor queue (one notify eventfd
+    /// serves both; a queue's worth of each at most), each to the end. Returns whether an
+    /// interrupt was raised (INTERRUPT_STATUS set and the sink, if any, triggered). A broken
+    /// queue sets DEVICE_NEEDS_RESET and raises a configuration interrupt instead. This can
+    /// take as long as the guest's commands take: a thread that must stay responsive uses
+    /// [`Self::process_queue_step`].
     pub fn process_queue<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, DeviceError> {
         let mut raised = self.process_queue_step(mem)?;
         while self.inflight.is_some() {
@@ -143,21 +149,38 @@ impl PvgpuDevice {
     }
 
     fn step<M: GuestMemory>(&mut self, mem: &M, budget: u64) -> Result<bool, DeviceError> {
-        let bits = match queue::process(
-            self.transport.queue_mut(),
-            mem,
-            &mut self.engine,
-            &mut self.inflight,
-            budget,
-        ) {
-            Ok(true) => virtio_mmio::INT_VRING,
-            Ok(false) => 0,
-            Err(QueueError::Invalid) | Err(QueueError::Virtqueue(_)) => {
-                self.inflight = None;
-                self.transport.set_needs_reset();
-                virtio_mmio::INT_CONFIG
+        let mut bits = 0;
+        for (index, role) in [
+            (p::CONTROLQ, QueueRole::Control),
+            (p::CURSORQ, QueueRole::Cursor),
+        ] {
+            let Some(q) = self.transport.queue_at_mut(index) else {
+                continue;
+            };
+            // A driver may leave the cursor queue unused, or stop a queue before it frees the
+            // rings (QUEUE_READY = 0): the device leaves a queue that is not ready alone.
+            if !virtio_queue::QueueT::ready(q) {
+                continue;
             }
-        };
+            // Only the control queue carries long commands; a cursor command is done at once.
+            let mut none = None;
+            let inflight = match role {
+                QueueRole::Control => &mut self.inflight,
+                QueueRole::Cursor => &mut none,
+            };
+            bits |= match queue::process(q, mem, &mut self.engine, inflight, budget, role) {
+                Ok(true) => virtio_mmio::INT_VRING,
+                Ok(false) => 0,
+                Err(QueueError::Invalid) | Err(QueueError::Virtqueue(_)) => {
+                    self.inflight = None;
+                    self.transport.set_needs_reset();
+                    virtio_mmio::INT_CONFIG
+                }
+            };
+            if bits & virtio_mmio::INT_CONFIG != 0 {
+                break;
+            }
+        }
         if bits == 0 {
             return Ok(false);
         }
@@ -179,9 +202,23 @@ impl PvgpuDevice {
         if self.inflight.is_some() {
             return true;
         }
-        let q = self.transport.queue();
-        virtio_queue::QueueT::avail_idx(q, mem, std::sync::atomic::Ordering::Acquire)
-            .is_ok_and(|avail| avail.0 != virtio_queue::QueueT::next_avail(q))
+        [p::CONTROLQ, p::CURSORQ].into_iter().any(|i| {
+            self.transport.queue_at(i).is_some_and(|q| {
+                virtio_queue::QueueT::ready(q)
+                    && virtio_queue::QueueT::avail_idx(q, mem, std::sync::atomic::Ordering::Acquire)
+                        .is_ok_and(|avail| avail.0 != virtio_queue::QueueT::next_avail(q))
+            })
+        })
+    }
+
+    /// What the scanout shows now (RGB), or `None` when it shows nothing.
+    pub fn scanout_image(&self) -> Option<ScanoutImage> {
+        self.engine.scanout_image()
+    }
+
+    /// Successful RESOURCE_FLUSHes of the resource on the scanout so far.
+    pub fn scanout_flushes(&self) -> u64 {
+        self.engine.display().flushes()
     }
 
     /// VRAM: its memfd (for the KVM memslot at `layout::VRAM_BASE`, and for host-memory

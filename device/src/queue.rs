@@ -192,6 +192,17 @@ pub struct InFlight {
     writable: Vec<(GuestAddress, usize)>,
 }
 
+/// Which queue a chain came from: they carry different commands and answer differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRole {
+    /// controlq: every request gets a response, and is not run if the response cannot be
+    /// delivered whole.
+    Control,
+    /// cursorq: UPDATE_CURSOR and MOVE_CURSOR; stock drivers give no response buffer, so the
+    /// command runs anyway and the response is written only if it can be, whole.
+    Cursor,
+}
+
 /// What handling a chain gave.
 enum Handled {
     /// The used length to report.
@@ -207,6 +218,7 @@ fn handle_chain<M: GuestMemory>(
     fault: Option<ChainFault>,
     engine: &mut CommandEngine,
     budget: &mut u64,
+    role: QueueRole,
 ) -> Handled {
     let c = gather(mem, descs, fault);
     let hdr = CtrlHdr::read_from(&c.request).unwrap_or_default();
@@ -215,7 +227,7 @@ fn handle_chain<M: GuestMemory>(
     } else {
         std::mem::size_of::<CtrlHdr>()
     };
-    if !deliverable(mem, &c.writable, need) {
+    if role == QueueRole::Control && !deliverable(mem, &c.writable, need) {
         // The answer could not be delivered, so the command must not run (a CLEAN or DESTROY
         // nobody hears about would leave the driver's books wrong).
         engine
@@ -225,6 +237,7 @@ fn handle_chain<M: GuestMemory>(
         return Handled::Used(0);
     }
     let resp = match c.fault {
+        None if role == QueueRole::Cursor => engine.handle_cursor(&c.request),
         None => match engine.start(mem, &c.request) {
             Some(resp) => resp,
             None => match engine.resume(mem, budget) {
@@ -244,18 +257,20 @@ fn handle_chain<M: GuestMemory>(
             hdr.response(p::RESP_ERR_BAD_REQUEST).as_bytes().to_vec()
         }
     };
-    Handled::Used(complete(mem, &c.writable, &resp, engine))
+    Handled::Used(complete(mem, &c.writable, &resp, engine, role))
 }
 
-/// Delivers a response; counts it as dropped if it could not be.
+/// Delivers a response; counts it as dropped if it could not be (on the control queue: the
+/// cursor queue's responses are optional).
 fn complete<M: GuestMemory>(
     mem: &M,
     writable: &[(GuestAddress, usize)],
     resp: &[u8],
     engine: &mut CommandEngine,
+    role: QueueRole,
 ) -> u32 {
     let used = scatter(mem, writable, resp);
-    if used == 0 {
+    if used == 0 && role == QueueRole::Control {
         engine.stats_mut().dropped_chains += 1;
     }
     used
@@ -270,6 +285,7 @@ pub fn process<M: GuestMemory>(
     engine: &mut CommandEngine,
     inflight: &mut Option<InFlight>,
     budget: u64,
+    role: QueueRole,
 ) -> Result<bool, QueueError> {
     // virtio-queue treats an avail ring at address 0 as "not set" and pops nothing from it
     // although its index may show work: that would leave the work pending forever.
@@ -281,7 +297,7 @@ pub fn process<M: GuestMemory>(
     if let Some(f) = inflight.take() {
         match engine.resume(mem, &mut budget) {
             Some(resp) => {
-                let len = complete(mem, &f.writable, &resp, engine);
+                let len = complete(mem, &f.writable, &resp, engine, role);
                 queue.add_used(mem, f.head, len)?;
                 used_any = true;
             }
@@ -321,7 +337,7 @@ pub fn process<M: GuestMemory>(
             budget = budget.saturating_sub(CHAIN_COST);
             chains -= 1;
             progressed = true;
-            match handle_chain(mem, head, &descs, fault, engine, &mut budget) {
+            match handle_chain(mem, head, &descs, fault, engine, &mut budget, role) {
                 Handled::Used(len) => {
                     queue.add_used(mem, head, len)?;
                     used_any = true;
@@ -390,7 +406,15 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(process(&mut q, &mem, &mut engine, &mut None, u64::MAX).unwrap());
+        assert!(process(
+            &mut q,
+            &mem,
+            &mut engine,
+            &mut None,
+            u64::MAX,
+            QueueRole::Control
+        )
+        .unwrap());
         let e0 = vq.used().ring().ref_at(0).unwrap().load();
         let e1 = vq.used().ring().ref_at(1).unwrap().load();
         assert_eq!((e0.id(), e0.len()), (0, 64));
@@ -409,7 +433,15 @@ mod tests {
         // Descriptor 0 -> 1 -> 0 ...: virtio-queue stops after queue-size descriptors.
         vq.add_desc_chains(&[desc(0x10_0000, 24, 1, 1), desc(0x20_0000, 64, 3, 0)], 0)
             .unwrap();
-        process(&mut q, &mem, &mut engine, &mut None, u64::MAX).unwrap();
+        process(
+            &mut q,
+            &mem,
+            &mut engine,
+            &mut None,
+            u64::MAX,
+            QueueRole::Control,
+        )
+        .unwrap();
         let e0 = vq.used().ring().ref_at(0).unwrap().load();
         assert_eq!(e0.id(), 0);
         assert_eq!(e0.len(), 24); // readable-after-writable: BAD_REQUEST
@@ -422,7 +454,14 @@ mod tests {
         let (mem, mut engine) = setup();
         let mut q = Queue::new(16).unwrap();
         assert!(matches!(
-            process(&mut q, &mem, &mut engine, &mut None, u64::MAX),
+            process(
+                &mut q,
+                &mem,
+                &mut engine,
+                &mut None,
+                u64::MAX,
+                QueueRole::Control
+            ),
             Err(QueueError::Invalid)
         ));
     }

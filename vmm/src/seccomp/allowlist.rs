@@ -94,8 +94,27 @@ fn device_data_path() -> Vec<Allow> {
     ]
 }
 
-/// The list for `kind`.
-pub fn allowed(kind: ThreadKind) -> Vec<Allow> {
+/// Writing a file through a temporary name and a rename (the stats JSON on the main thread,
+/// `--screenshot` PNGs on the device thread).
+fn write_file_atomically() -> Vec<Allow> {
+    use Allow::Any;
+    vec![
+        Any(libc::SYS_openat),
+        Any(libc::SYS_fstat),
+        Any(libc::SYS_newfstatat),
+        Any(libc::SYS_statx),
+        Any(libc::SYS_lseek),
+        Any(libc::SYS_fcntl),
+        Any(libc::SYS_rename),
+        Any(libc::SYS_renameat),
+        Any(libc::SYS_renameat2),
+        Any(libc::SYS_unlink),
+        Any(libc::SYS_unlinkat),
+    ]
+}
+
+/// The list for `kind`; `screenshots`: the device thread writes `--screenshot` PNGs.
+pub fn allowed(kind: ThreadKind, screenshots: bool) -> Vec<Allow> {
     use Allow::Any;
     let mut v = common();
     match kind {
@@ -113,14 +132,7 @@ pub fn allowed(kind: ThreadKind) -> Vec<Allow> {
             // Sampling host memory, and the stats JSON at the end (a temporary name renamed
             // into place, removed if the write fails).
             v.extend(host_memory_probe());
-            v.extend([
-                Any(libc::SYS_rename),
-                Any(libc::SYS_renameat),
-                Any(libc::SYS_renameat2),
-                Any(libc::SYS_unlink),
-                Any(libc::SYS_unlinkat),
-                Any(libc::SYS_fcntl),
-            ]);
+            v.extend(write_file_atomically());
         }
         ThreadKind::Vcpu => {
             // KVM_RUN, and the registers and translated RIP for a failure report.
@@ -139,10 +151,15 @@ pub fn allowed(kind: ThreadKind) -> Vec<Allow> {
             // Its own event loop on the notify eventfd.
             v.extend([Any(libc::SYS_epoll_wait), Any(libc::SYS_epoll_pwait)]);
             v.extend(device_data_path());
-            // glibc's malloc reads /proc/sys/vm/overcommit_memory the first time it shrinks
-            // a thread's heap (seen in `scale`); it copes with the open failing. The device
-            // thread opens no file of its own.
-            v.push(Allow::Refuse(libc::SYS_openat));
+            if screenshots {
+                // `--screenshot`: the scanout as a PNG at flushes (temporary file, rename).
+                v.extend(write_file_atomically());
+            } else {
+                // glibc's malloc reads /proc/sys/vm/overcommit_memory the first time it
+                // shrinks a thread's heap (seen in `scale`); it copes with the open failing.
+                // Without screenshots the device thread opens no file of its own.
+                v.push(Allow::Refuse(libc::SYS_openat));
+            }
         }
     }
     v

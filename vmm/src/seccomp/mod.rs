@@ -26,7 +26,7 @@ pub use allowlist::ThreadKind;
 use allowlist::{allowed, Allow};
 
 /// Exit status after a forbidden system call (a VMM error).
-pub const STATUS_FORBIDDEN_SYSCALL: c_int = 1;
+pub const STATUS_FORBIDDEN_SYSCALL: c_int = pvgpu_abi::exit_status::VMM_ERROR as c_int;
 
 /// Errors building or installing a filter.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,8 @@ pub struct Policy {
     /// Debug/test hook (`pvgpu run --debug-forbidden-syscall THREAD`): that thread makes a
     /// forbidden call right after installing its filter, to show what happens.
     pub provoke: Option<ThreadKind>,
+    /// The device thread writes `--screenshot` PNGs (files: open, rename).
+    pub screenshots: bool,
 }
 
 impl Policy {
@@ -70,18 +72,21 @@ impl Policy {
         threads: false,
         main: false,
         provoke: None,
+        screenshots: false,
     };
     /// Every thread (`pvgpu run`).
     pub const PROCESS: Policy = Policy {
         threads: true,
         main: true,
         provoke: None,
+        screenshots: false,
     };
     /// vCPU and device threads (library callers).
     pub const THREADS: Policy = Policy {
         threads: true,
         main: false,
         provoke: None,
+        screenshots: false,
     };
 
     /// Whether any thread is filtered.
@@ -103,7 +108,7 @@ impl Policy {
         // CPUs (opening /sys/devices/system/cpu/online) when it first needs one more arena:
         // let that happen now, before the filter, not in the middle of the run.
         std::hint::black_box(vec![0u8; 64]);
-        apply(kind, index)?;
+        apply(kind, index, self.screenshots)?;
         if self.provoke == Some(kind) {
             provoke();
         }
@@ -122,9 +127,9 @@ fn label(kind: ThreadKind) -> &'static str {
 /// Compiles the filters of `kind`: the allow-list (trap on anything else) and, if the list
 /// refuses some calls with EACCES, a second filter that does that (seccomp applies the
 /// strictest answer of all filters: a refused call passes the first and fails in the second).
-pub fn filters(kind: ThreadKind) -> Result<Vec<BpfProgram>, SeccompError> {
-    let mut progs = vec![filter(kind)?];
-    let refused: Vec<i64> = allowed(kind)
+pub fn filters(kind: ThreadKind, screenshots: bool) -> Result<Vec<BpfProgram>, SeccompError> {
+    let mut progs = vec![filter(kind, screenshots)?];
+    let refused: Vec<i64> = allowed(kind, screenshots)
         .iter()
         .filter_map(|a| match a {
             Allow::Refuse(nr) => Some(*nr),
@@ -153,13 +158,13 @@ pub fn filters(kind: ThreadKind) -> Result<Vec<BpfProgram>, SeccompError> {
 }
 
 /// Compiles the allow-list of `kind` (trap on anything else).
-pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+pub fn filter(kind: ThreadKind, screenshots: bool) -> Result<BpfProgram, SeccompError> {
     let build = |e: &dyn std::fmt::Display| SeccompError::Build {
         thread: label(kind),
         message: e.to_string(),
     };
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for a in allowed(kind) {
+    for a in allowed(kind, screenshots) {
         match a {
             // An empty rule list matches the call whatever its arguments.
             Allow::Any(nr) | Allow::Refuse(nr) => {
@@ -200,8 +205,8 @@ thread_local! {
 }
 
 /// Installs the filters of `kind` on the calling thread.
-pub fn apply(kind: ThreadKind, index: u32) -> Result<(), SeccompError> {
-    let progs = filters(kind)?;
+pub fn apply(kind: ThreadKind, index: u32, screenshots: bool) -> Result<(), SeccompError> {
+    let progs = filters(kind, screenshots)?;
     KIND.with(|k| {
         k.set(match kind {
             ThreadKind::Main => 0,
@@ -313,7 +318,7 @@ mod tests {
     #[test]
     fn every_list_compiles() {
         for k in [ThreadKind::Main, ThreadKind::Vcpu, ThreadKind::Device] {
-            let p = filter(k).unwrap();
+            let p = filter(k, false).unwrap();
             assert!(!p.is_empty());
         }
     }
@@ -321,7 +326,7 @@ mod tests {
     #[test]
     fn the_lists_are_tight() {
         let has = |k, nr| {
-            allowed(k)
+            allowed(k, false)
                 .iter()
                 .any(|a| matches!(a, Allow::Any(n) if *n == nr))
         };
@@ -341,20 +346,25 @@ mod tests {
             }
         }
         // Only the vCPU threads make ioctls, and only KVM's vCPU ones.
-        assert!(allowed(ThreadKind::Vcpu)
+        assert!(allowed(ThreadKind::Vcpu, false)
             .iter()
             .any(|a| matches!(a, Allow::Ioctl(r) if r.len() == 4)));
-        assert!(!allowed(ThreadKind::Device)
+        assert!(!allowed(ThreadKind::Device, false)
             .iter()
             .any(|a| matches!(a, Allow::Ioctl(_))));
         // The device thread cannot open files (its openat is refused) or rename them.
         assert!(!has(ThreadKind::Device, libc::SYS_openat));
         assert!(!has(ThreadKind::Device, libc::SYS_rename));
-        assert!(allowed(ThreadKind::Device)
+        assert!(allowed(ThreadKind::Device, false)
             .iter()
             .any(|a| matches!(a, Allow::Refuse(n) if *n == libc::SYS_openat)));
-        assert_eq!(filters(ThreadKind::Device).unwrap().len(), 2);
-        assert_eq!(filters(ThreadKind::Vcpu).unwrap().len(), 1);
+        assert_eq!(filters(ThreadKind::Device, false).unwrap().len(), 2);
+        assert_eq!(filters(ThreadKind::Vcpu, false).unwrap().len(), 1);
+        // With --screenshot it writes its PNGs.
+        assert!(allowed(ThreadKind::Device, true)
+            .iter()
+            .any(|a| matches!(a, Allow::Any(n) if *n == libc::SYS_rename)));
+        assert_eq!(filters(ThreadKind::Device, true).unwrap().len(), 1);
         assert!(has(ThreadKind::Device, libc::SYS_fallocate));
     }
 }

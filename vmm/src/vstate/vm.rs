@@ -20,6 +20,7 @@ use crate::devices::bus::Bus;
 use crate::devices::exit_port::ExitDevice;
 use crate::devices::gpu::{DeviceThread, Gpu};
 use crate::devices::phase_port::PhaseDevice;
+use crate::devices::screenshot::Screenshot;
 use crate::devices::serial::{ConsoleOut, SerialDevice};
 use crate::error::VmmError;
 use crate::run::event_loop::EventLoop;
@@ -104,7 +105,14 @@ pub fn run_with_output(
     // go in before the irqchip (much cheaper on PVM; see Gpu::attach).
     let mut mmio = Bus::new();
     let mut gpu = match config.vram_bytes {
-        Some(vram) => Some(Gpu::attach(&vm, &ram, vram, ram.slots(), &mut mmio)?),
+        Some(vram) => Some(Gpu::attach(
+            &vm,
+            &ram,
+            vram,
+            config.display,
+            ram.slots(),
+            &mut mmio,
+        )?),
         None => None,
     };
     let probe = match &gpu {
@@ -193,8 +201,19 @@ pub fn run_with_output(
         crate::seccomp::install_sigsys_handler()?;
     }
     let mut event_loop = EventLoop::new(state.clone(), config.timeout)?;
+    let screenshot = config
+        .screenshot
+        .clone()
+        .map(|p| Arc::new(Mutex::new(Screenshot::new(p))));
     let device_thread = match gpu.as_mut() {
-        Some(g) => DeviceThread::spawn(g, config.seccomp)?,
+        Some(g) => DeviceThread::spawn(
+            g,
+            screenshot.clone(),
+            crate::seccomp::Policy {
+                screenshots: screenshot.is_some(),
+                ..config.seccomp
+            },
+        )?,
         None => None,
     };
     if let Some(every) = config.sample_interval {
@@ -234,6 +253,9 @@ pub fn run_with_output(
     let (unjoined, reports) = stop_vcpus(handles, JOIN_DEADLINE);
     // The device thread stops next, so the final device counters are read from a quiet device.
     drop(device_thread);
+    if let (Some(g), Some(s)) = (&gpu, &screenshot) {
+        final_screenshot(g, s);
+    }
     // Guest output first (ending any partial line), then the failure reports.
     if let Err(e) = serial.lock().unwrap_or_else(|p| p.into_inner()).finish() {
         log::debug!("flushing serial output: {e}");
@@ -279,6 +301,24 @@ pub fn run_with_output(
         unjoined,
         reports,
     })
+}
+
+/// The screenshot at exit: what the scanout shows now, or a warning if nothing was ever shown.
+fn final_screenshot(gpu: &Gpu, shot: &Mutex<Screenshot>) {
+    match gpu.final_screenshot(shot) {
+        Ok(true) => {}
+        Ok(false) => {
+            let s = shot.lock().unwrap_or_else(|p| p.into_inner());
+            if s.written() == 0 {
+                eprintln!(
+                    "pvgpu: warning: --screenshot {}: the guest never showed anything on the \
+                     scanout; no picture written",
+                    s.path().display()
+                );
+            }
+        }
+        Err(e) => eprintln!("pvgpu: warning: {e}"),
+    }
 }
 
 /// Kicks every vCPU thread out of KVM_RUN until all have finished or `deadline` passes, then

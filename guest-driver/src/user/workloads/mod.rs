@@ -4,7 +4,9 @@ pub mod args;
 pub mod basic;
 pub mod bench;
 pub mod busy;
+pub mod checker;
 pub mod concurrent;
+pub mod display;
 pub mod hostile;
 pub mod object_checks;
 pub mod objfuzz;
@@ -16,16 +18,13 @@ use pvgpu_abi::boot_info::BootInfo;
 
 use super::smp::{self, Job};
 
-/// Exit status when every check passed.
-pub const EXIT_OK: u8 = 0;
-/// Exit status when a check failed.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit status for a command line the guest does not understand.
-pub const EXIT_USAGE: u8 = 2;
+/// The guest's exit statuses (every check passed, a check failed, a command line the guest
+/// does not understand), as the VMM and the tests know them.
+pub use pvgpu_abi::exit_status::{FAILED as EXIT_FAILED, OK as EXIT_OK, USAGE as EXIT_USAGE};
 
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
                      [--no-clean] | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
-                     hostile | bench-migrate [--mib M] [--object-mib S] | \
+                     hostile | display [--no-clean] | bench-migrate [--mib M] [--object-mib S] | \
                      bench-latency [--iters N] | scale [--objects N] | density [--mib M] | \
                      busy-device [--mib M] | \
                      fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | \
@@ -90,6 +89,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("stack-overflow", []) => basic::stack_overflow(),
         ("spin", []) => basic::spin(),
         ("workload", rest) => workload::run(rest),
+        ("display", rest) => display::run(rest, info),
         ("pressure", []) => pressure::run(),
         ("objfuzz", rest) => objfuzz::run(rest),
         ("bench-migrate", rest) => bench::migrate(rest),
