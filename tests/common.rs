@@ -107,3 +107,33 @@ pub fn boot(flags: &[&str], guest_args: &[&str]) -> Run {
     args.extend_from_slice(guest_args);
     pvgpu_with_limit(&args, Duration::from_secs(60))
 }
+
+/// Starts `pvgpu run --kernel <guest> <flags> -- spin` (stderr piped) and returns once the
+/// guest has printed, so that what follows happens while the guest runs.
+pub fn spawn_spinning(flags: &[&str]) -> std::process::Child {
+    let img = guest_image();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pvgpu"))
+        .args(["run", "--kernel", img.to_str().expect("utf-8 path")])
+        .args(flags)
+        .args(["--", "spin"])
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pvgpu");
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    let start = Instant::now();
+    while !String::from_utf8_lossy(&seen).contains("spinning") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the guest never ran"
+        );
+        let n = out.read(&mut buf).expect("read stdout");
+        assert!(n > 0, "pvgpu ended before the guest ran");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child
+}

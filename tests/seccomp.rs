@@ -5,36 +5,13 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
-/// Starts `pvgpu run <flags> -- spin` and returns once the guest prints.
 fn spinning(flags: &[&str]) -> Child {
-    let img = common::guest_image();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pvgpu"))
-        .args(["run", "--kernel", img.to_str().unwrap(), "--timeout", "60"])
-        .args(flags)
-        .args(["--", "spin"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn pvgpu");
-    let mut out = child.stdout.take().expect("piped");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    let start = Instant::now();
-    while !String::from_utf8_lossy(&seen).contains("spinning") {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the guest never ran"
-        );
-        let n = out.read(&mut buf).expect("read stdout");
-        assert!(n > 0, "pvgpu ended early");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    child
+    let mut a = vec!["--timeout", "60"];
+    a.extend_from_slice(flags);
+    common::spawn_spinning(&a)
 }
 
 /// (thread name, seccomp mode) of every thread of `pid`.

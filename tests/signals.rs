@@ -4,36 +4,14 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Boots `spin` with a stats file, sends `sig` once the guest runs, and checks the ending.
 fn stop_with(sig: i32, status: i32, name: &str) {
-    let img = common::guest_image();
     let path = std::env::temp_dir().join(format!("pvgpu-sig-{sig}-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pvgpu"))
-        .args(["run", "--kernel", img.to_str().unwrap(), "--timeout", "60"])
-        .args(["--stats-json", path.to_str().unwrap(), "--", "spin"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pvgpu");
-    // Wait for the guest's first line, so the signal lands while the guest runs.
-    let mut out = child.stdout.take().expect("piped");
-    let mut seen = Vec::new();
-    let start = Instant::now();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("spinning") {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the guest never ran"
-        );
-        let n = out.read(&mut buf).expect("read stdout");
-        assert!(n > 0, "pvgpu ended before the signal");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let mut child =
+        common::spawn_spinning(&["--timeout", "60", "--stats-json", path.to_str().unwrap()]);
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
     let sent = Instant::now();
