@@ -314,13 +314,13 @@ fn rect_inside(r: &Rect, img: &ImageInfo) -> Result<(), DisplayError> {
 /// A backing (its extents, in order) with the offset at which each extent starts, so that a
 /// range is found by binary search: a transfer of many rows from a backing of many entries
 /// costs O(rows × log entries), not O(rows × entries).
-struct BackingMap<'a> {
+pub(crate) struct BackingMap<'a> {
     extents: &'a [Extent],
     starts: Vec<u64>,
 }
 
 impl<'a> BackingMap<'a> {
-    fn new(extents: &'a [Extent]) -> Self {
+    pub(crate) fn new(extents: &'a [Extent]) -> Self {
         let mut at = 0u64;
         let starts = extents
             .iter()
@@ -334,7 +334,7 @@ impl<'a> BackingMap<'a> {
     }
 
     /// The part `[offset, offset + len)` of the backing, as guest extents.
-    fn range(&self, offset: u64, mut len: u64) -> Vec<Extent> {
+    pub(crate) fn range(&self, offset: u64, mut len: u64) -> Vec<Extent> {
         let mut out = Vec::new();
         let first = self
             .starts

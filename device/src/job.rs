@@ -8,6 +8,7 @@
 
 use vm_memory::GuestMemory;
 
+use crate::display::BackingMap;
 use crate::guest_ram::Extent;
 use crate::vram::{guest_checksum_append, Vram, VramError};
 
@@ -69,25 +70,8 @@ pub struct Job {
 }
 
 /// `n` bytes of the page runs `extents`, starting `skip` bytes in.
-fn sub_extents(extents: &[Extent], mut skip: u64, mut n: u64) -> Vec<Extent> {
-    let mut out = Vec::new();
-    for x in extents {
-        if n == 0 {
-            break;
-        }
-        if skip >= x.len {
-            skip -= x.len;
-            continue;
-        }
-        let take = (x.len - skip).min(n);
-        out.push(Extent {
-            gpa: x.gpa + skip,
-            len: take,
-        });
-        n -= take;
-        skip = 0;
-    }
-    out
+fn sub_extents(extents: &[Extent], skip: u64, n: u64) -> Vec<Extent> {
+    BackingMap::new(extents).range(skip, n)
 }
 
 impl Job {
