@@ -243,11 +243,12 @@ pub fn run_with_output(
             }
         }
     }
-    gate.open();
-    // Set-up is done: the main thread's own allow-list from here (`pvgpu run` only).
+    // Set-up is done: the main thread's own allow-list from here (`pvgpu run` only), before
+    // the vCPUs pass the gate and the guest runs.
     if let Err(e) = config.seccomp.enter(crate::seccomp::ThreadKind::Main, 0) {
         state.finish(GuestEnd::VmmError(e.to_string()));
     }
+    gate.open();
 
     let end = event_loop.run();
     let (unjoined, reports) = stop_vcpus(handles, JOIN_DEADLINE);
