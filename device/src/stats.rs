@@ -37,6 +37,12 @@ pub struct DeviceStats {
     pub bytes_cleaned: u64,
     /// Bytes copied VRAM → guest by EVICT.
     pub bytes_evicted: u64,
+    /// Bytes that MIGRATE_CLEAN and EVICT moved between guest RAM and VRAM without copying
+    /// (UFFDIO_MOVE).
+    pub bytes_moved: u64,
+    /// Bytes that MIGRATE_CLEAN and EVICT copied where a move was not possible (the shared
+    /// backend, an older kernel, or pages the kernel refused to move).
+    pub bytes_move_copied: u64,
     /// VRAM bytes given back to the host (punched) when freed.
     pub vram_bytes_punched: u64,
     /// VRAM size.

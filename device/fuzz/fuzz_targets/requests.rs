@@ -235,6 +235,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(o.vram_offset.is_some(), o.placement != Placement::System);
         assert_eq!(o.placement == Placement::Cleaned, o.backing.is_none() && o.vram_offset.is_some());
     }
-    assert!(g.ram.allocated_bytes().unwrap_or(0) <= RAM);
-    assert!(g.dev.vram().memfd().allocated_bytes().unwrap_or(0) <= VRAM);
+    assert!(g.ram.resident_bytes() <= RAM);
+    assert!(g.dev.vram().host_memory().resident_bytes() <= VRAM);
 });

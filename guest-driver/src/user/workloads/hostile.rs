@@ -383,7 +383,7 @@ fn command_level(t: &mut Tally, info: &BootInfo) {
     for ty in [
         0x0000,
         0x0aff,
-        0x0a0c,
+        0x0a7f,
         0x0100,
         0x0101,
         0x0200,
