@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pvgpu_abi::layout;
+use pvgpu_device::MemoryBackend;
 
 use crate::size::{format_size, parse_size, SizeError};
 
@@ -73,9 +74,35 @@ pub struct RunArgs {
     /// Sample host memory into the stats every N ms; 0 means never
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_MS)]
     pub sample_ms: u64,
+    /// Host memory of guest RAM and VRAM: anonymous (pages move between them, no copy) or
+    /// shared (memfds another process can map; MIGRATE_CLEAN copies and punches)
+    #[arg(long, value_name = "KIND", value_enum, default_value_t = MemoryKind::Anonymous)]
+    pub memory: MemoryKind,
+    /// Anonymous memory without transparent huge pages (4 KiB pages only)
+    #[arg(long)]
+    pub no_thp: bool,
     /// The guest's command line (e.g. `-- exit 7`, `-- hello`, `-- selftest`)
     #[arg(last = true, value_name = "GUEST ARGS")]
     pub guest_args: Vec<String>,
+}
+
+/// `--memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MemoryKind {
+    /// Anonymous private memory (MADV_HUGEPAGE unless --no-thp).
+    Anonymous,
+    /// memfds mapped MAP_SHARED.
+    Shared,
+}
+
+impl MemoryKind {
+    /// The device crate's backend for this kind.
+    pub fn backend(self, thp: bool) -> MemoryBackend {
+        match self {
+            MemoryKind::Anonymous => MemoryBackend::Anonymous { thp },
+            MemoryKind::Shared => MemoryBackend::Shared,
+        }
+    }
 }
 
 /// A bad command-line value.
@@ -144,6 +171,8 @@ pub struct RunConfig {
     pub vram_bytes: Option<u64>,
     /// How often to sample host memory into the stats, if at all.
     pub sample_interval: Option<Duration>,
+    /// The host memory behind guest RAM and VRAM.
+    pub memory: MemoryBackend,
 }
 
 impl RunConfig {
@@ -160,6 +189,7 @@ impl RunConfig {
             cmdline: String::new(),
             vram_bytes: Some(layout::VRAM_DEFAULT),
             sample_interval: Some(Duration::from_millis(DEFAULT_SAMPLE_MS)),
+            memory: MemoryBackend::DEFAULT_VMM,
         }
     }
 
@@ -192,6 +222,7 @@ impl RunConfig {
             cmdline,
             vram_bytes,
             sample_interval: (args.sample_ms > 0).then(|| Duration::from_millis(args.sample_ms)),
+            memory: args.memory.backend(!args.no_thp),
         })
     }
 }

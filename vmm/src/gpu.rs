@@ -8,12 +8,12 @@
 //!   the event loop's [`QueueWorker`] wakes on it and processes the control queue.
 //! - **Interrupt**: an irqfd on `layout::VIRTIO_MMIO_IRQ` is the device's `InterruptSink`.
 //!   The guest polls the used ring and need not use it.
-//! - **VRAM**: the device's VRAM memfd is KVM memslot `slot` at `layout::VRAM_BASE`. The
-//!   memslot's userspace address is the device's own MAP_SHARED mapping of that memfd
-//!   (`Vram::host_addr`), so guest, device and host accounting all see one set of pages and
-//!   the VMM maps VRAM once.
-//! - **Punch**: CLEAN frees guest pages through the guest-RAM memfd (`MemFd` implements
-//!   `GuestRamPunch`; guest RAM is that memfd at guest-physical 0, so offset = address).
+//! - **VRAM**: the device's VRAM (host memory of the same backend as guest RAM) is KVM memslot
+//!   `slot` at `layout::VRAM_BASE`. The memslot's userspace address is the device's own
+//!   mapping (`Vram::host_addr`), so guest, device and host accounting all see one set of
+//!   pages, the VMM maps VRAM once, and pages can move between guest RAM and VRAM.
+//! - **Punch**: CLEAN frees guest pages through guest RAM's host memory (`HostMemory`
+//!   implements `GuestRamPunch`; guest RAM is at guest-physical 0, so offset = address).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -276,8 +276,9 @@ impl Gpu {
         slot: u32,
         mmio: &mut Bus,
     ) -> Result<Self, GpuError> {
-        let config = DeviceConfig::new(ram.size(), vram_size)?;
-        let device = PvgpuDevice::new(config, Box::new(ram.memfd().clone()))?;
+        let config =
+            DeviceConfig::new(ram.size(), vram_size)?.with_backend(ram.host_memory().backend());
+        let device = PvgpuDevice::new(config, Box::new(ram.host_memory().clone()))?;
 
         let vram = device.vram();
         let len = vram.size();
@@ -289,8 +290,8 @@ impl Gpu {
             memory_size: len,
             userspace_addr: vram.host_addr() as u64,
         };
-        // SAFETY: [host_addr, host_addr + len) is the device's live MAP_SHARED mapping of its
-        // VRAM memfd (exactly `len` bytes). The mapping lives as long as the device, and the
+        // SAFETY: [host_addr, host_addr + len) is the device's live mapping of its VRAM
+        // (exactly `len` bytes). The mapping lives as long as the device, and the
         // device outlives every vCPU that can touch the slot (see the doc comment above). The
         // slot number is not used by guest RAM (the caller passes the next free one), and
         // [VRAM_BASE, VRAM_BASE + len) is inside the VRAM window, clear of RAM and MMIO.
@@ -356,9 +357,9 @@ impl Gpu {
     pub fn memory_probe(&self, ram: &GuestRam) -> Result<MemoryProbe, GpuError> {
         let g = lock(&self.mmio);
         Ok(MemoryProbe::new(
-            ram.memfd().clone(),
-            Some(g.device().vram().memfd()),
-        )?)
+            ram.host_memory().clone(),
+            Some(g.device().vram().host_memory().clone()),
+        ))
     }
 
     /// VRAM size in bytes.
@@ -396,9 +397,9 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     fn bus_with_device() -> (Bus, Arc<Mutex<GpuMmio>>, GuestRam) {
-        let ram = GuestRam::new(layout::RAM_MIN).unwrap();
+        let ram = GuestRam::new(layout::RAM_MIN, pvgpu_device::MemoryBackend::DEFAULT_VMM).unwrap();
         let config = DeviceConfig::new(ram.size(), 4 << 20).unwrap();
-        let device = PvgpuDevice::new(config, Box::new(ram.memfd().clone())).unwrap();
+        let device = PvgpuDevice::new(config, Box::new(ram.host_memory().clone())).unwrap();
         let gpu = Arc::new(Mutex::new(GpuMmio::new(device, ram.memory().clone())));
         let mut bus = Bus::new();
         bus.insert(

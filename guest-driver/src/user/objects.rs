@@ -10,6 +10,8 @@
 //! - `read_at`/`write_at` use the guest pages for SYSTEM objects and the VRAM window for
 //!   VRAM and CLEANED ones (there VRAM holds the authoritative copy).
 //! - CLEAN is fenced: unmap, CLEAN, wait for its completion, and only then free the pages.
+//! - MIGRATE_CLEAN does both in one command (the host moves the pages into VRAM where it can,
+//!   so it never holds two copies); its rules are CLEAN's.
 //! - When VRAM is full, MIGRATE evicts the least recently used VRAM objects (as TTM does).
 //! - When guest pages run out, idle SYSTEM objects are migrated and cleaned, so VRAM backs
 //!   them.
@@ -299,12 +301,11 @@ impl State {
             .min_by_key(|(_, o)| o.last_use)
             .map(|(id, _)| *id);
         let Some(id) = victim else { return Ok(false) };
-        match self.migrate(id, false) {
+        match self.migrate_clean(id, false) {
             Ok(()) => {}
             Err(ObjError::OutOfVram) => return Ok(false),
             Err(e) => return Err(e),
         }
-        self.clean(id)?;
         self.counters.reclaims += 1;
         Ok(true)
     }
@@ -368,6 +369,34 @@ impl State {
                     o.placement = Placement::Vram;
                     o.vram_offset = r.vram_offset;
                     return Ok(());
+                }
+                Err(e) => match ObjError::from(e) {
+                    ObjError::OutOfVram if make_room && self.evict_lru(id)? => continue,
+                    e => {
+                        let _ = self.show_view(id);
+                        return Err(e);
+                    }
+                },
+            }
+        }
+    }
+
+    /// SYSTEM → CLEANED in one command: unmap, MIGRATE_CLEAN, wait for it, then give the pages
+    /// back. With `make_room`, LRU objects are evicted while VRAM is full.
+    fn migrate_clean(&mut self, id: u32, make_room: bool) -> Result<(), ObjError> {
+        let placement = self.obj_by_id(id)?.placement;
+        if placement != Placement::System {
+            return Err(ObjError::WrongPlacement(placement));
+        }
+        self.hide_view(id)?;
+        loop {
+            match self.gpu.submit_one(Cmd::migrate_clean(id)) {
+                Ok(c) => {
+                    let r: p::RespMigrate = c
+                        .response()
+                        .ok_or(ObjError::Gpu(GpuError::BadResponse("migrate_clean")))?;
+                    self.obj_by_id(id)?.vram_offset = r.vram_offset;
+                    return self.cleaned(id);
                 }
                 Err(e) => match ObjError::from(e) {
                     ObjError::OutOfVram if make_room && self.evict_lru(id)? => continue,
@@ -650,6 +679,57 @@ pub fn clean(task: Task, h: Handle) -> Result<(), ObjError> {
     with(|st| {
         st.obj(task, h)?;
         st.clean(h.0)
+    })
+}
+
+/// Moves the object into VRAM and gives its guest pages back in one command (evicting LRU
+/// objects if VRAM is full): MIGRATE and CLEAN fused.
+pub fn migrate_clean(task: Task, h: Handle) -> Result<(), ObjError> {
+    with(|st| {
+        st.obj(task, h)?;
+        st.migrate_clean(h.0, true)
+    })
+}
+
+/// MIGRATE_CLEAN of every object in `hs`: one batch (one notify) for the lot, each one's pages
+/// freed once its command has completed; any that did not fit are then done one by one,
+/// evicting LRU objects.
+pub fn migrate_clean_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
+    with(|st| {
+        for (i, &h) in hs.iter().enumerate() {
+            let pl = st.obj(task, h)?.placement;
+            if pl != Placement::System {
+                return Err(ObjError::WrongPlacement(pl));
+            }
+            if hs[..i].contains(&h) {
+                return Err(ObjError::BadHandle);
+            }
+        }
+        for &h in hs {
+            st.hide_view(h.0)?;
+        }
+        let mut cmds: Vec<Cmd> = hs.iter().map(|h| Cmd::migrate_clean(h.0)).collect();
+        let _ = st.gpu.submit(&mut cmds);
+        let mut retry = Vec::new();
+        for (h, c) in hs.iter().zip(&cmds) {
+            match c
+                .response::<p::RespMigrate>()
+                .filter(|r| r.hdr.type_ == p::RESP_OK_MIGRATE)
+            {
+                Some(r) => {
+                    st.obj_by_id(h.0)?.vram_offset = r.vram_offset;
+                    st.cleaned(h.0)?;
+                }
+                None => retry.push(h.0),
+            }
+        }
+        let mut first_err = Ok(());
+        for id in retry {
+            if let Err(e) = st.migrate_clean(id, true) {
+                first_err = first_err.and(Err(e));
+            }
+        }
+        first_err
     })
 }
 

@@ -10,6 +10,7 @@ pub mod objfuzz;
 pub mod pressure;
 pub mod selftest;
 pub mod workload;
+pub mod zerocopy;
 
 use pvgpu_abi::boot_info::BootInfo;
 
@@ -23,7 +24,7 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
-                     [--no-clean] | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
+                     [--copy|--no-clean] | zerocopy | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
                      hostile | bench-migrate [--mib M] [--object-mib S] | \
                      bench-latency [--iters N] | scale [--objects N] | density [--mib M] | \
                      fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | \
@@ -45,6 +46,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
     let needs_gpu = matches!(
         name,
         "workload"
+            | "zerocopy"
             | "pressure"
             | "concurrent"
             | "objfuzz"
@@ -88,6 +90,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("spin", []) => basic::spin(),
         ("workload", rest) => workload::run(rest),
         ("pressure", []) => pressure::run(),
+        ("zerocopy", []) => zerocopy::run(),
         ("objfuzz", rest) => objfuzz::run(rest),
         ("bench-migrate", rest) => bench::migrate(rest),
         ("bench-latency", rest) => bench::latency(rest),
