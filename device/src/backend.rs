@@ -12,7 +12,7 @@
 //! Host memory is measured the same way for both: the resident bytes of the range, from
 //! mincore(2) (for a memfd that is its page-cache pages, which equals `st_blocks`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vm_memory::{FileOffset, MmapRegion};
 
@@ -65,6 +65,19 @@ pub enum BackendError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// Held by the device while pages move between guest RAM and VRAM (one object at a time),
+/// and by whoever measures both ranges: a measurement then never sees a moving page in both
+/// ranges, or in neither.
+#[derive(Debug, Clone, Default)]
+pub struct MoveLock(Arc<Mutex<()>>);
+
+impl MoveLock {
+    /// Holds the lock until the guard is dropped.
+    pub fn hold(&self) -> MutexGuard<'_, ()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Which host memory backs guest RAM and VRAM.

@@ -6,7 +6,7 @@ use vm_memory::GuestMemory;
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
-use crate::backend::{MemoryBackend, HUGE_PAGE};
+use crate::backend::{MemoryBackend, MoveLock, HUGE_PAGE};
 use crate::backing_index::BackingIndex;
 use crate::guest_ram::{Extent, GuestRam, GuestRamError, GuestRamPunch};
 use crate::object::{ObjectError, ObjectTable, Op, Placement};
@@ -133,6 +133,8 @@ pub struct CommandEngine {
     punch: Box<dyn GuestRamPunch + Send>,
     /// Moves pages between guest RAM and VRAM (MIGRATE_CLEAN, EVICT into new pages).
     mover: PageMover,
+    /// Held while an object's pages move, so host-memory measurements stay consistent.
+    move_lock: MoveLock,
     /// The backing pages of every live object, to refuse lists that would share them.
     backing: BackingIndex,
     stats: DeviceStats,
@@ -196,6 +198,7 @@ impl CommandEngine {
             ram: config.ram,
             punch,
             mover: PageMover::new(config.backend, config.zero_copy),
+            move_lock: MoveLock::default(),
             backing: BackingIndex::default(),
             stats,
             tick: 0,
@@ -211,6 +214,12 @@ impl CommandEngine {
     /// VRAM.
     pub fn vram(&self) -> &Vram {
         &self.vram
+    }
+
+    /// The lock held while pages move between guest RAM and VRAM: hold it while measuring
+    /// both, and no page is counted twice (or not at all).
+    pub fn move_lock(&self) -> MoveLock {
+        self.move_lock.clone()
     }
 
     /// Whether MIGRATE_CLEAN and EVICT can move pages (otherwise they copy).
@@ -450,6 +459,8 @@ impl CommandEngine {
             p::PAGE_SIZE
         };
         let off = self.alloc.alloc(size, align)?;
+        let lock = self.move_lock.clone();
+        let _moving = lock.hold();
         let backing = o.backing.as_deref().unwrap_or(&[]);
         let result = if moving {
             // The destination must be missing for a move (freed VRAM already is).
@@ -531,6 +542,8 @@ impl CommandEngine {
             (None, None) => return Err(CommandError::InvalidParameter("nr_entries")),
         };
         let off = o.vram_offset.unwrap_or_default();
+        let lock = self.move_lock.clone();
+        let _moving = lock.hold();
         match &new_backing {
             Some(n) if self.mover.can_move() => {
                 // EVICT overwrites the new pages whole: discard them, so they are missing

@@ -359,7 +359,8 @@ impl Gpu {
         Ok(MemoryProbe::new(
             ram.host_memory().clone(),
             Some(g.device().vram().host_memory().clone()),
-        ))
+        )
+        .with_move_lock(g.device().move_lock()))
     }
 
     /// VRAM size in bytes.

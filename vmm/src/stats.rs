@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use pvgpu_device::backend::MoveLock;
 use pvgpu_device::{DeviceStats, HostMemory};
 use serde::Serialize;
 
@@ -54,12 +55,23 @@ pub struct MemoryProbe {
     // VRAM's host memory, shared with the device: counting it needs no device lock, so a vCPU
     // at a phase marker never waits for the device thread's queue processing.
     vram: Option<Arc<HostMemory>>,
+    // Held while measuring both: the device holds it while pages move between them.
+    moves: MoveLock,
 }
 
 impl MemoryProbe {
     /// A probe of `guest_ram` and, if there is one, `vram`.
     pub fn new(guest_ram: Arc<HostMemory>, vram: Option<Arc<HostMemory>>) -> Self {
-        MemoryProbe { guest_ram, vram }
+        MemoryProbe {
+            guest_ram,
+            vram,
+            moves: MoveLock::default(),
+        }
+    }
+
+    /// The same probe, measuring consistently with the device's page moves.
+    pub fn with_move_lock(self, moves: MoveLock) -> Self {
+        MemoryProbe { moves, ..self }
     }
 
     /// Host bytes resident in guest RAM (0 if mincore fails).
@@ -76,9 +88,13 @@ impl MemoryProbe {
     pub fn snapshot(&self) -> MemSnapshot {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let kb = |field| parse_status_kb(&status, field).map_or(0, |kb| kb * 1024);
+        let (guest_ram_bytes, vram_bytes) = {
+            let _consistent = self.moves.hold();
+            (self.guest_ram_bytes(), self.vram_bytes())
+        };
         MemSnapshot {
-            guest_ram_bytes: self.guest_ram_bytes(),
-            vram_bytes: self.vram_bytes(),
+            guest_ram_bytes,
+            vram_bytes,
             rss_bytes: kb("VmRSS"),
             rss_anon_bytes: kb("RssAnon"),
         }
