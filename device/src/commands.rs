@@ -461,6 +461,7 @@ impl CommandEngine {
         let off = self.alloc.alloc(size, align)?;
         let lock = self.move_lock.clone();
         let _moving = lock.hold();
+        let t0 = std::time::Instant::now();
         let backing = o.backing.as_deref().unwrap_or(&[]);
         let result = if moving {
             // The destination must be missing for a move (freed VRAM already is).
@@ -489,6 +490,7 @@ impl CommandEngine {
         self.stats.bytes_moved += counts.moved;
         self.stats.bytes_move_copied += counts.copied;
         self.clean(id)?;
+        self.stats.migrate_clean_ns += u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         Ok(off)
     }
 

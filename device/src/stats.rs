@@ -43,6 +43,9 @@ pub struct DeviceStats {
     /// Bytes that MIGRATE_CLEAN and EVICT copied where a move was not possible (the shared
     /// backend, an older kernel, or pages the kernel refused to move).
     pub bytes_move_copied: u64,
+    /// Nanoseconds the device spent in MIGRATE_CLEAN commands (moving or copying, and
+    /// discarding the guest pages), for the device-side throughput.
+    pub migrate_clean_ns: u64,
     /// VRAM bytes given back to the host (punched) when freed.
     pub vram_bytes_punched: u64,
     /// VRAM size.

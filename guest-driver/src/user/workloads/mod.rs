@@ -25,7 +25,7 @@ pub const EXIT_USAGE: u8 = 2;
 
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
                      [--copy|--no-clean] | zerocopy | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
-                     hostile | bench-migrate [--mib M] [--object-mib S] | \
+                     hostile | bench-migrate [--mib M] [--object-mib S] [--fused] | \
                      bench-latency [--iters N] | scale [--objects N] | density [--mib M] | \
                      fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | \
                      stack-overflow | spin";
