@@ -291,6 +291,29 @@ pub struct RunStats {
 }
 
 impl RunStats {
+    /// The phase marker `n`, if the guest wrote it.
+    pub fn phase(&self, n: u32) -> Option<&PhaseMark> {
+        self.phases.iter().find(|p| p.phase == n)
+    }
+
+    /// The largest guest RAM + VRAM (resident bytes) sampled or marked from phase marker
+    /// `from` to phase marker `to`, both included; `None` if either marker is missing.
+    pub fn peak_host_between(&self, from: u32, to: u32) -> Option<u64> {
+        let (a, b) = (self.phase(from)?.t_ms, self.phase(to)?.t_ms);
+        let host = |m: &MemSnapshot| m.guest_ram_bytes + m.vram_bytes;
+        self.samples
+            .iter()
+            .filter(|s| (a..=b).contains(&s.t_ms))
+            .map(|s| host(&s.mem))
+            .chain(
+                self.phases
+                    .iter()
+                    .filter(|p| (a..=b).contains(&p.t_ms))
+                    .map(|p| host(&p.mem)),
+            )
+            .max()
+    }
+
     /// Collects the stats at the end of a run: `host` is host memory now, `device` the
     /// device counters if there is a device.
     pub fn collect(

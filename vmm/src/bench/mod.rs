@@ -475,18 +475,7 @@ fn workload(
     let host = |m: &crate::stats::MemSnapshot| m.guest_ram_bytes + m.vram_bytes;
     let peak_host = g
         .stats
-        .samples
-        .iter()
-        .filter(|s| (filled.t_ms..=cleaned.t_ms).contains(&s.t_ms))
-        .map(|s| host(&s.mem))
-        .chain(
-            g.stats
-                .phases
-                .iter()
-                .filter(|p| (filled.t_ms..=cleaned.t_ms).contains(&p.t_ms))
-                .map(|p| host(&p.mem)),
-        )
-        .max()
+        .peak_host_between(phase::FILLED, phase::CLEANED)
         .unwrap_or(0);
     Ok(WorkloadMemory {
         object_bytes: line.u64("bytes")?,
