@@ -15,6 +15,9 @@ if ! (cd "$root" && rustup toolchain install "$toolchain" --profile minimal --co
     exit 1
 fi
 command -v cc >/dev/null || { echo "images/build.sh: no C compiler/linker (cc) for the host build: apt-get install build-essential" >&2; exit 1; }
+for tool in objdump nm; do
+    command -v "$tool" >/dev/null || { echo "images/build.sh: $tool is missing (it checks the guest image): apt-get install binutils" >&2; exit 1; }
+done
 out="$root/images/out"
 mkdir -p "$out"
 profile=${PVGPU_GUEST_PROFILE:-release}
@@ -26,27 +29,23 @@ if ! cmp -s "$elf" "$out/pvgpu-guest"; then
 fi
 # The instructions KVM's emulator lacks must not appear in the guest's code at all (ring 0
 # runs in the emulator on PVM). int3 padding between functions is never executed.
-if command -v objdump >/dev/null; then
-    bad=$(objdump -d "$out/pvgpu-guest" | grep -E $'\t(xsave|xrstor|popcnt|fwait|clac|stac|movaps|movups|movdq)' || true)
-    if [ -n "$bad" ]; then
-        echo "images/build.sh: the guest contains instructions KVM's emulator lacks:" >&2
-        echo "$bad" | head -5 >&2
-        exit 1
-    fi
+bad=$(objdump -d "$out/pvgpu-guest" | grep -E $'\t(xsave|xrstor|popcnt|fwait|clac|stac|movaps|movups|movdq)' || true)
+if [ -n "$bad" ]; then
+    echo "images/build.sh: the guest contains instructions KVM's emulator lacks:" >&2
+    echo "$bad" | head -5 >&2
+    exit 1
 fi
 # Every indirect call through memory (the GOT) must read a slot ring 3 cannot write: one below
 # __readonly_end. A writable slot would let ring 3 redirect ring 0's calls to its own code.
-if command -v objdump >/dev/null && command -v nm >/dev/null; then
-    ro_end=$(nm "$out/pvgpu-guest" | awk '$3 == "__readonly_end" {print $1}')
-    bad=""
-    for slot in $(objdump -d -M intel "$out/pvgpu-guest" \
-        | grep -oE 'call +QWORD PTR \[rip\+0x[0-9a-f]+\] +# [0-9a-f]+' | awk '{print $NF}' | sort -u); do
-        if [ $((16#$slot)) -ge $((16#${ro_end:-0})) ]; then bad="$bad $slot"; fi
-    done
-    if [ -z "$ro_end" ] || [ -n "$bad" ]; then
-        echo "images/build.sh: indirect calls through writable memory (or no __readonly_end):" >&2
-        echo "$bad" >&2
-        exit 1
-    fi
+ro_end=$(nm "$out/pvgpu-guest" | awk '$3 == "__readonly_end" {print $1}')
+bad=""
+for slot in $(objdump -d -M intel "$out/pvgpu-guest" \
+    | grep -oE 'call +QWORD PTR \[rip\+0x[0-9a-f]+\] +# [0-9a-f]+' | awk '{print $NF}' | sort -u); do
+    if [ $((16#$slot)) -ge $((16#${ro_end:-0})) ]; then bad="$bad $slot"; fi
+done
+if [ -z "$ro_end" ] || [ -n "$bad" ]; then
+    echo "images/build.sh: indirect calls through writable memory (or no __readonly_end):" >&2
+    echo "$bad" >&2
+    exit 1
 fi
 echo "images/out/pvgpu-guest ($(stat -c %s "$out/pvgpu-guest") bytes)"

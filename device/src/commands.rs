@@ -8,7 +8,7 @@ use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
 use crate::backend::{MemoryBackend, MoveLock, HUGE_PAGE};
 use crate::backing_index::BackingIndex;
-use crate::guest_ram::{Extent, GuestRam, GuestRamError, GuestRamPunch};
+use crate::guest_ram::{Extent, GuestRamError, GuestRamPunch, RamRanges};
 use crate::object::{ObjectError, ObjectTable, Op, Placement};
 use crate::page_mover::{MoveCounts, PageMover, ZeroCopy};
 use crate::stats::DeviceStats;
@@ -96,7 +96,7 @@ pub struct DeviceConfig {
     /// VRAM size in bytes (page multiple, at most `layout::VRAM_MAX`).
     pub vram_size: u64,
     /// Which guest-physical ranges are RAM (backing pages must lie inside).
-    pub ram: GuestRam,
+    pub ram: RamRanges,
     /// Most live objects (at most `protocol::MAX_OBJECTS`).
     pub max_objects: u32,
     /// The host memory of VRAM (guest RAM, made by the VMM, must be of the same kind for
@@ -111,7 +111,7 @@ impl DeviceConfig {
     pub fn new(ram_size: u64, vram_size: u64) -> Result<Self, GuestRamError> {
         Ok(DeviceConfig {
             vram_size,
-            ram: GuestRam::from_size(ram_size)?,
+            ram: RamRanges::from_size(ram_size)?,
             max_objects: p::MAX_OBJECTS,
             backend: MemoryBackend::Shared,
             zero_copy: ZeroCopy::Auto,
@@ -129,7 +129,7 @@ pub struct CommandEngine {
     vram: Vram,
     alloc: VramAllocator,
     objects: ObjectTable,
-    ram: GuestRam,
+    ram: RamRanges,
     punch: Box<dyn GuestRamPunch + Send>,
     /// Moves pages between guest RAM and VRAM (MIGRATE_CLEAN, EVICT into new pages).
     mover: PageMover,

@@ -14,12 +14,13 @@ use crate::commands::{CommandEngine, DeviceConfig};
 use crate::guest_ram::GuestRamPunch;
 use crate::queue::{self, QueueError};
 use crate::stats::DeviceStats;
-use crate::transport::{self, MmioEvent, MmioTransport, TransportError};
+use crate::transport::{MmioEvent, MmioTransport, TransportError};
 use crate::vram::{Vram, VramError};
 use pvgpu_abi::protocol as p;
+use pvgpu_abi::virtio_mmio;
 
 /// Offset of QueueNotify in the register window: where the VMM puts its ioeventfd.
-pub const QUEUE_NOTIFY_OFFSET: u64 = transport::regs::QUEUE_NOTIFY;
+pub const QUEUE_NOTIFY_OFFSET: u64 = virtio_mmio::regs::QUEUE_NOTIFY;
 
 /// Errors creating or running the device.
 #[derive(Debug, thiserror::Error)]
@@ -118,11 +119,11 @@ impl PvgpuDevice {
         }
         self.engine.stats_mut().notifications += 1;
         let bits = match queue::process(self.transport.queue_mut(), mem, &mut self.engine) {
-            Ok(true) => transport::INT_VRING,
+            Ok(true) => virtio_mmio::INT_VRING,
             Ok(false) => 0,
             Err(QueueError::Invalid) | Err(QueueError::Virtqueue(_)) => {
                 self.transport.set_needs_reset();
-                transport::INT_CONFIG
+                virtio_mmio::INT_CONFIG
             }
         };
         if bits == 0 {

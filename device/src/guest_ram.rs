@@ -66,7 +66,7 @@ pub struct Extent {
 
 /// Frees host memory behind guest RAM. The VMM implements it with its guest-RAM memfd
 /// (`MemFd` implements it directly when guest RAM is the memfd mapped at guest-physical 0).
-/// The device only calls it with ranges that [`GuestRam`] accepted.
+/// The device only calls it with ranges that [`RamRanges`] accepted.
 pub trait GuestRamPunch {
     /// Releases the host pages of guest-physical `[gpa, gpa + len)`; afterwards the range
     /// reads as zeros.
@@ -91,7 +91,7 @@ impl<T: GuestRamPunch + ?Sized> GuestRamPunch for std::sync::Arc<T> {
 
 /// The guest-physical ranges that are RAM.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestRam {
+pub struct RamRanges {
     ranges: Vec<Range>,
 }
 
@@ -108,7 +108,7 @@ fn forbidden() -> [Range; 2] {
     ]
 }
 
-impl GuestRam {
+impl RamRanges {
     /// RAM is `[0, ram_size)`, the pvgpu layout.
     pub fn from_size(ram_size: u64) -> Result<Self, GuestRamError> {
         Self::new(&[Range {
@@ -138,7 +138,7 @@ impl GuestRam {
             }
             prev_end = end;
         }
-        Ok(GuestRam {
+        Ok(RamRanges {
             ranges: ranges.to_vec(),
         })
     }
@@ -215,21 +215,21 @@ mod tests {
 
     #[test]
     fn vmm_ranges_are_checked() {
-        assert!(GuestRam::from_size(256 << 20).is_ok());
-        assert!(GuestRam::from_size(0).is_err());
-        assert!(GuestRam::from_size(0x1001).is_err());
-        assert!(GuestRam::from_size(layout::MMIO_HOLE_START + PAGE_SIZE).is_err());
+        assert!(RamRanges::from_size(256 << 20).is_ok());
+        assert!(RamRanges::from_size(0).is_err());
+        assert!(RamRanges::from_size(0x1001).is_err());
+        assert!(RamRanges::from_size(layout::MMIO_HOLE_START + PAGE_SIZE).is_err());
         let r = |start, len| Range { start, len };
-        assert!(GuestRam::new(&[r(0, 0x2000), r(0x1000, 0x1000)]).is_err());
-        assert!(GuestRam::new(&[r(layout::VRAM_BASE, 0x1000)]).is_err());
-        assert!(GuestRam::new(&[r(!0xfff, 0x2000)]).is_err());
-        let ram = GuestRam::new(&[r(0, 0x10000), r(0x20000, 0x10000)]).unwrap();
+        assert!(RamRanges::new(&[r(0, 0x2000), r(0x1000, 0x1000)]).is_err());
+        assert!(RamRanges::new(&[r(layout::VRAM_BASE, 0x1000)]).is_err());
+        assert!(RamRanges::new(&[r(!0xfff, 0x2000)]).is_err());
+        let ram = RamRanges::new(&[r(0, 0x10000), r(0x20000, 0x10000)]).unwrap();
         assert_eq!(ram.ranges().len(), 2);
     }
 
     #[test]
     fn entries_are_checked() {
-        let ram = GuestRam::from_size(16 << 20).unwrap();
+        let ram = RamRanges::from_size(16 << 20).unwrap();
         assert!(ram.check(0x1000, 0x1000).is_ok());
         assert_eq!(
             ram.check(0x1001, 0x1000),
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn entries_merge_and_must_match_size() {
-        let ram = GuestRam::from_size(16 << 20).unwrap();
+        let ram = RamRanges::from_size(16 << 20).unwrap();
         let x = ram
             .check_entries(
                 &[e(0x1000, 0x1000), e(0x2000, 0x2000), e(0x8000, 0x1000)],

@@ -34,6 +34,6 @@ pub mod vram_alloc;
 pub use backend::{HostMemory, MemoryBackend};
 pub use commands::{CommandEngine, CommandError, DeviceConfig};
 pub use device::{DeviceError, InterruptSink, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
-pub use guest_ram::{GuestRam, GuestRamPunch};
+pub use guest_ram::{GuestRamPunch, RamRanges};
 pub use page_mover::ZeroCopy;
 pub use stats::DeviceStats;

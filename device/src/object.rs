@@ -9,20 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use crate::guest_ram::Extent;
-
-/// Where an object's data lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Placement {
-    /// In guest pages (or nowhere yet, before ATTACH_BACKING). No VRAM.
-    System,
-    /// In VRAM, and the guest pages still hold a copy.
-    Vram,
-    /// Only in VRAM; the guest pages were punched.
-    Cleaned,
-}
+pub use pvgpu_abi::protocol::Placement;
 
 /// An operation on an object, for error reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, Wire};
+use pvgpu_abi::virtio_mmio::desc;
 
 use crate::commands::CommandEngine;
 
@@ -39,11 +40,6 @@ enum ChainFault {
     Indirect,
 }
 
-/// Split-ring descriptor flags (virtio 1.x, 2.7.5).
-const DESC_F_NEXT: u16 = 1;
-/// The descriptor points at an indirect table (VIRTIO_F_INDIRECT_DESC).
-const DESC_F_INDIRECT: u16 = 4;
-
 /// Whether the chain from `head` in the descriptor table at `table` (of `size` entries) uses
 /// an indirect table. virtio-queue follows indirect tables whether or not the feature was
 /// negotiated, so the device looks first; it never offers the feature.
@@ -52,10 +48,10 @@ fn uses_indirect<M: GuestMemory>(mem: &M, table: u64, size: u16, head: u16) -> b
     for _ in 0..size {
         let at = table.wrapping_add(16 * u64::from(i));
         let flags: u16 = mem.read_obj(GuestAddress(at.wrapping_add(12))).unwrap_or(0);
-        if flags & DESC_F_INDIRECT != 0 {
+        if flags & desc::F_INDIRECT != 0 {
             return true;
         }
-        if flags & DESC_F_NEXT == 0 {
+        if flags & desc::F_NEXT == 0 {
             return false;
         }
         i = mem

@@ -17,14 +17,7 @@ use crate::backend::{HostMemory, MemoryBackend};
 use crate::commands::DeviceConfig;
 use crate::device::{PvgpuDevice, QUEUE_NOTIFY_OFFSET};
 use crate::page_mover::ZeroCopy;
-use crate::transport::{regs, status};
-
-/// Descriptor flag: another descriptor follows.
-pub const DESC_F_NEXT: u16 = 1;
-/// Descriptor flag: device-writable.
-pub const DESC_F_WRITE: u16 = 2;
-/// Descriptor flag: indirect table.
-pub const DESC_F_INDIRECT: u16 = 4;
+use pvgpu_abi::virtio_mmio::{desc, regs, status};
 
 /// Queue size the simulated driver uses.
 pub const QSIZE: u16 = 256;
@@ -40,6 +33,56 @@ pub const SCRATCH_START: u64 = 0x10_0000;
 pub const DATA_START: u64 = 0x50_0000;
 /// Room for one response.
 const RESP_SLOT: u64 = 128;
+
+/// Where a driver puts one queue's split rings.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueRings {
+    /// Queue size (QUEUE_NUM).
+    pub size: u16,
+    /// Descriptor table address.
+    pub desc: u64,
+    /// Available (driver) ring address.
+    pub avail: u64,
+    /// Used (device) ring address.
+    pub used: u64,
+}
+
+/// The virtio-mmio driver start-up sequence (virtio 1.2 §3.1.1 and §4.2.3.2) for queue 0,
+/// through any 32-bit register writer: reset, ACKNOWLEDGE, DRIVER, the driver's `features`,
+/// FEATURES_OK, the queue's size and rings, QUEUE_READY, DRIVER_OK. Every host-side test and
+/// tool that plays the driver uses this one sequence.
+pub fn start_driver(mut w32: impl FnMut(u64, u32), features: u64, rings: &QueueRings) {
+    use status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
+    w32(regs::STATUS, 0);
+    w32(regs::STATUS, ACKNOWLEDGE);
+    w32(regs::STATUS, ACKNOWLEDGE | DRIVER);
+    w32(regs::DRIVER_FEATURES_SEL, 0);
+    w32(regs::DRIVER_FEATURES, features as u32);
+    w32(regs::DRIVER_FEATURES_SEL, 1);
+    w32(regs::DRIVER_FEATURES, (features >> 32) as u32);
+    w32(regs::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+    w32(regs::QUEUE_SEL, 0);
+    w32(regs::QUEUE_NUM, u32::from(rings.size));
+    w32(regs::QUEUE_DESC_LOW, rings.desc as u32);
+    w32(regs::QUEUE_DESC_HIGH, (rings.desc >> 32) as u32);
+    w32(regs::QUEUE_DRIVER_LOW, rings.avail as u32);
+    w32(regs::QUEUE_DRIVER_HIGH, (rings.avail >> 32) as u32);
+    w32(regs::QUEUE_DEVICE_LOW, rings.used as u32);
+    w32(regs::QUEUE_DEVICE_HIGH, (rings.used >> 32) as u32);
+    w32(regs::QUEUE_READY, 1);
+    w32(regs::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+}
+
+/// The features a pvgpu driver accepts: VERSION_1, EVENT_IDX and, if `pvgpu`, the memory
+/// extension.
+pub fn driver_features(pvgpu: bool) -> u64 {
+    let ext = if pvgpu {
+        1 << p::VIRTIO_GPU_F_PVGPU_MEM
+    } else {
+        0
+    };
+    (1 << p::VIRTIO_F_VERSION_1) | (1 << p::VIRTIO_RING_F_EVENT_IDX) | ext
+}
 
 /// Errors from the simulated driver (tests unwrap them).
 #[derive(Debug, thiserror::Error)]
@@ -159,35 +202,21 @@ impl SimGuest {
     }
 
     fn init(&mut self, pvgpu: bool) {
-        let features: u64 = (1 << p::VIRTIO_F_VERSION_1)
-            | (1 << p::VIRTIO_RING_F_EVENT_IDX)
-            | if pvgpu {
-                1 << p::VIRTIO_GPU_F_PVGPU_MEM
-            } else {
-                0
-            };
-        self.w32(regs::STATUS, 0);
-        self.w32(regs::STATUS, status::ACKNOWLEDGE);
-        self.w32(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-        self.w32(regs::DRIVER_FEATURES_SEL, 0);
-        self.w32(regs::DRIVER_FEATURES, features as u32);
-        self.w32(regs::DRIVER_FEATURES_SEL, 1);
-        self.w32(regs::DRIVER_FEATURES, (features >> 32) as u32);
-        self.w32(regs::STATUS, 11);
-        self.w32(regs::QUEUE_SEL, 0);
-        self.w32(regs::QUEUE_NUM, u32::from(QSIZE));
-        // Zero the rings (a reset guest may have left garbage).
+        // Zero the rings first (a reset guest may have left garbage).
         let _ = self
             .mem
             .write_slice(&[0u8; 0x3000], GuestAddress(DESC_ADDR));
-        self.w32(regs::QUEUE_DESC_LOW, DESC_ADDR as u32);
-        self.w32(regs::QUEUE_DESC_HIGH, 0);
-        self.w32(regs::QUEUE_DRIVER_LOW, AVAIL_ADDR as u32);
-        self.w32(regs::QUEUE_DRIVER_HIGH, 0);
-        self.w32(regs::QUEUE_DEVICE_LOW, USED_ADDR as u32);
-        self.w32(regs::QUEUE_DEVICE_HIGH, 0);
-        self.w32(regs::QUEUE_READY, 1);
-        self.w32(regs::STATUS, 15);
+        let rings = QueueRings {
+            size: QSIZE,
+            desc: DESC_ADDR,
+            avail: AVAIL_ADDR,
+            used: USED_ADDR,
+        };
+        start_driver(
+            |off, v| _ = self.w32(off, v),
+            driver_features(pvgpu),
+            &rings,
+        );
         self.avail_idx = 0;
         self.used_seen = 0;
     }
@@ -276,7 +305,7 @@ impl SimGuest {
                 RawDesc {
                     addr: req,
                     len: r.len() as u32,
-                    flags: DESC_F_NEXT,
+                    flags: desc::F_NEXT,
                     next: d + 1,
                 },
             );
@@ -285,7 +314,7 @@ impl SimGuest {
                 RawDesc {
                     addr: resp,
                     len: RESP_SLOT as u32,
-                    flags: DESC_F_WRITE,
+                    flags: desc::F_WRITE,
                     next: 0,
                 },
             );

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 /// Errors from the stats module (none can happen today; kept for the one-enum-per-module rule).
 #[derive(Debug, thiserror::Error)]
-pub enum StatsError {
+pub enum DeviceStatsError {
     /// Serialising failed.
     #[error("cannot serialise stats: {0}")]
     Serialize(String),
@@ -96,8 +96,8 @@ impl DeviceStats {
     }
 
     /// The counters as JSON.
-    pub fn to_json(&self) -> Result<String, StatsError> {
-        serde_json::to_string(self).map_err(|e| StatsError::Serialize(e.to_string()))
+    pub fn to_json(&self) -> Result<String, DeviceStatsError> {
+        serde_json::to_string(self).map_err(|e| DeviceStatsError::Serialize(e.to_string()))
     }
 }
 

@@ -12,91 +12,8 @@ use virtio_queue::{Queue, QueueT};
 use pvgpu_abi::layout;
 use pvgpu_abi::protocol as p;
 
-/// Register offsets (virtio 1.x §4.2.2).
-pub mod regs {
-    /// "virt".
-    pub const MAGIC_VALUE: u64 = 0x000;
-    /// 2.
-    pub const VERSION: u64 = 0x004;
-    /// Device ID.
-    pub const DEVICE_ID: u64 = 0x008;
-    /// Vendor ID.
-    pub const VENDOR_ID: u64 = 0x00c;
-    /// Device features, the 32-bit word chosen by DEVICE_FEATURES_SEL.
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    /// Selects a device feature word.
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    /// Driver features, word chosen by DRIVER_FEATURES_SEL.
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    /// Selects a driver feature word.
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    /// Selects the queue the queue registers refer to.
-    pub const QUEUE_SEL: u64 = 0x030;
-    /// Largest size of the selected queue (0: no such queue).
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    /// Size of the selected queue.
-    pub const QUEUE_NUM: u64 = 0x038;
-    /// The selected queue is ready.
-    pub const QUEUE_READY: u64 = 0x044;
-    /// Write a queue index: new buffers. The VMM puts an ioeventfd here.
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    /// Bit 0: used buffer; bit 1: configuration change.
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    /// Clears bits of INTERRUPT_STATUS.
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    /// Device status.
-    pub const STATUS: u64 = 0x070;
-    /// Descriptor table address, low word.
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    /// Descriptor table address, high word.
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    /// Available ring address, low word.
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    /// Available ring address, high word.
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    /// Used ring address, low word.
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    /// Used ring address, high word.
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-    /// Selects a shared-memory region.
-    pub const SHM_SEL: u64 = 0x0ac;
-    /// Length of the selected region, low word (all ones: no such region).
-    pub const SHM_LEN_LOW: u64 = 0x0b0;
-    /// Length, high word.
-    pub const SHM_LEN_HIGH: u64 = 0x0b4;
-    /// Guest-physical base of the selected region, low word.
-    pub const SHM_BASE_LOW: u64 = 0x0b8;
-    /// Base, high word.
-    pub const SHM_BASE_HIGH: u64 = 0x0bc;
-    /// Changes whenever the config space changes.
-    pub const CONFIG_GENERATION: u64 = 0x0fc;
-    /// Start of the device config space (virtio_gpu_config).
-    pub const CONFIG: u64 = 0x100;
-}
+use pvgpu_abi::virtio_mmio::{regs, status, INT_CONFIG, MMIO_MAGIC, MMIO_VERSION};
 
-/// Device status bits.
-pub mod status {
-    /// The guest found the device.
-    pub const ACKNOWLEDGE: u32 = 1;
-    /// The guest has a driver.
-    pub const DRIVER: u32 = 2;
-    /// The driver is ready.
-    pub const DRIVER_OK: u32 = 4;
-    /// Feature negotiation is complete.
-    pub const FEATURES_OK: u32 = 8;
-    /// The device hit an error and needs a reset.
-    pub const DEVICE_NEEDS_RESET: u32 = 64;
-    /// The driver gave up.
-    pub const FAILED: u32 = 128;
-}
-
-/// INTERRUPT_STATUS bit: the used ring changed.
-pub const INT_VRING: u32 = 1;
-/// INTERRUPT_STATUS bit: the configuration changed (or the device needs a reset).
-pub const INT_CONFIG: u32 = 2;
-
-/// "virt".
-pub const MMIO_MAGIC: u32 = 0x7472_6976;
 /// Size of virtio_gpu_config.
 const CONFIG_SIZE: u64 = 16;
 
@@ -243,7 +160,7 @@ impl MmioTransport {
         let controlq = self.queue_sel == u32::from(p::CONTROLQ);
         let v: u32 = match offset {
             regs::MAGIC_VALUE => MMIO_MAGIC,
-            regs::VERSION => 2,
+            regs::VERSION => MMIO_VERSION,
             regs::DEVICE_ID => p::VIRTIO_ID_GPU,
             regs::VENDOR_ID => p::PVGPU_VENDOR_ID,
             regs::DEVICE_FEATURES => word(self.device_features, self.device_features_sel),
@@ -450,6 +367,7 @@ impl MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pvgpu_abi::virtio_mmio::INT_VRING;
 
     fn rd(t: &MmioTransport, off: u64) -> u32 {
         let mut b = [0u8; 4];
@@ -474,6 +392,9 @@ mod tests {
             status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
         );
     }
+
+    /// ACKNOWLEDGE | DRIVER | FEATURES_OK.
+    const NEGOTIATED: u32 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
 
     const ALL: u64 = (1 << 32) | (1 << 29) | (1 << 20);
 
@@ -543,11 +464,18 @@ mod tests {
         negotiate(&mut t, ALL);
         // Clearing bits: ignored.
         wr(&mut t, regs::STATUS, status::ACKNOWLEDGE);
-        assert_eq!(rd(&t, regs::STATUS), 11);
+        assert_eq!(rd(&t, regs::STATUS), NEGOTIATED);
         // The driver cannot set NEEDS_RESET.
-        wr(&mut t, regs::STATUS, 11 | status::DEVICE_NEEDS_RESET);
-        assert_eq!(rd(&t, regs::STATUS), 11);
-        assert_eq!(wr(&mut t, regs::STATUS, 15), MmioEvent::DriverOk);
+        wr(
+            &mut t,
+            regs::STATUS,
+            NEGOTIATED | status::DEVICE_NEEDS_RESET,
+        );
+        assert_eq!(rd(&t, regs::STATUS), NEGOTIATED);
+        assert_eq!(
+            wr(&mut t, regs::STATUS, NEGOTIATED | status::DRIVER_OK),
+            MmioEvent::DriverOk
+        );
         assert!(t.is_live());
         assert_eq!(wr(&mut t, regs::QUEUE_NOTIFY, 0), MmioEvent::QueueNotify);
         assert_eq!(wr(&mut t, regs::QUEUE_NOTIFY, 1), MmioEvent::None);
@@ -597,7 +525,7 @@ mod tests {
         assert_eq!(rd(&t, regs::QUEUE_READY), 0);
         wr(&mut t, regs::QUEUE_READY, 1);
         wr(&mut t, regs::QUEUE_SEL, 0);
-        wr(&mut t, regs::STATUS, 15);
+        wr(&mut t, regs::STATUS, NEGOTIATED | status::DRIVER_OK);
         assert!(t.is_live());
         // After DRIVER_OK the queue cannot be switched off and on (no ring reset offered).
         wr(&mut t, regs::QUEUE_READY, 0);

@@ -2,10 +2,10 @@
 //! or a panic, and the device keeps working afterwards.
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, Wire};
+use pvgpu_abi::virtio_mmio::{desc, regs, status, INT_CONFIG};
 use pvgpu_device::sim_driver::{
-    RawDesc, SimGuest, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, QSIZE, SCRATCH_START,
+    driver_features, start_driver, QueueRings, RawDesc, SimGuest, QSIZE, SCRATCH_START,
 };
-use pvgpu_device::transport::{regs, status, INT_CONFIG};
 use vm_memory::{Bytes, GuestAddress};
 
 const MIB: u64 = 1 << 20;
@@ -24,14 +24,14 @@ fn r(addr: u64, len: u32, next: Option<u16>) -> RawDesc {
     RawDesc {
         addr,
         len,
-        flags: if next.is_some() { DESC_F_NEXT } else { 0 },
+        flags: if next.is_some() { desc::F_NEXT } else { 0 },
         next: next.unwrap_or(0),
     }
 }
 
 fn w(addr: u64, len: u32, next: Option<u16>) -> RawDesc {
     RawDesc {
-        flags: r(addr, len, next).flags | DESC_F_WRITE,
+        flags: r(addr, len, next).flags | desc::F_WRITE,
         ..r(addr, len, next)
     }
 }
@@ -174,7 +174,7 @@ fn indirect_tables() {
     let head = RawDesc {
         addr: table,
         len: 32,
-        flags: DESC_F_INDIRECT,
+        flags: desc::F_INDIRECT,
         next: 0,
     };
     // The device does not offer VIRTIO_F_INDIRECT_DESC: a well-formed table is refused.
@@ -212,16 +212,14 @@ fn broken_rings() {
 #[test]
 fn a_queue_outside_guest_memory_needs_reset() {
     let mut g = guest();
-    g.w32(regs::STATUS, 0);
-    g.w32(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-    g.w32(regs::DRIVER_FEATURES_SEL, 1);
-    g.w32(regs::DRIVER_FEATURES, 1);
-    g.w32(regs::STATUS, 11);
-    g.w32(regs::QUEUE_NUM, 16);
-    g.w32(regs::QUEUE_DESC_LOW, 0);
-    g.w32(regs::QUEUE_DESC_HIGH, 0x10); // 64 GiB: not RAM
-    g.w32(regs::QUEUE_READY, 1);
-    g.w32(regs::STATUS, 15);
+    // Rings at 64 GiB: not RAM.
+    let rings = QueueRings {
+        size: 16,
+        desc: 64 << 30,
+        avail: 0,
+        used: 0,
+    };
+    start_driver(|off, v| _ = g.w32(off, v), driver_features(true), &rings);
     assert!(g.notify());
     assert_ne!(g.r32(regs::STATUS) & status::DEVICE_NEEDS_RESET, 0);
     assert_eq!(g.r32(regs::INTERRUPT_STATUS) & INT_CONFIG, INT_CONFIG);

@@ -386,9 +386,9 @@ fn interrupts_are_raised_once_per_batch_and_acked() {
     g.submit(&[nop.as_bytes(), nop.as_bytes(), nop.as_bytes()])
         .unwrap();
     assert_eq!(n.load(Ordering::SeqCst), 1);
-    use pvgpu_device::transport::regs;
-    assert_eq!(g.r32(regs::INTERRUPT_STATUS) & 1, 1);
-    g.w32(regs::INTERRUPT_ACK, 1);
+    use pvgpu_abi::virtio_mmio::{regs, INT_VRING};
+    assert_eq!(g.r32(regs::INTERRUPT_STATUS) & INT_VRING, INT_VRING);
+    g.w32(regs::INTERRUPT_ACK, INT_VRING);
     assert_eq!(g.r32(regs::INTERRUPT_STATUS), 0);
     // An eventfd works as the sink.
     let efd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, Wire};
 use pvgpu_abi::request;
+use pvgpu_abi::virtio_mmio::status;
 use pvgpu_device::memfd::MemFd;
-use pvgpu_device::transport::{regs, status};
+use pvgpu_device::sim_driver::{start_driver, QueueRings};
 use pvgpu_device::{DeviceConfig, GuestRamPunch, PvgpuDevice};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 
@@ -33,20 +34,13 @@ fn mem_and_dev(punch: Box<dyn GuestRamPunch + Send>) -> (GuestMemoryMmap, PvgpuD
 
 fn bring_up(dev: &mut PvgpuDevice, qsize: u32, desc: u64, avail: u64, used: u64) {
     let f: u64 = (1 << p::VIRTIO_F_VERSION_1) | (1 << p::VIRTIO_GPU_F_PVGPU_MEM);
-    w(dev, regs::STATUS, 0);
-    w(dev, regs::STATUS, 1);
-    w(dev, regs::STATUS, 3);
-    w(dev, regs::DRIVER_FEATURES_SEL, 0);
-    w(dev, regs::DRIVER_FEATURES, f as u32);
-    w(dev, regs::DRIVER_FEATURES_SEL, 1);
-    w(dev, regs::DRIVER_FEATURES, (f >> 32) as u32);
-    w(dev, regs::STATUS, 11);
-    w(dev, regs::QUEUE_NUM, qsize);
-    w(dev, regs::QUEUE_DESC_LOW, desc as u32);
-    w(dev, regs::QUEUE_DRIVER_LOW, avail as u32);
-    w(dev, regs::QUEUE_DEVICE_LOW, used as u32);
-    w(dev, regs::QUEUE_READY, 1);
-    w(dev, regs::STATUS, 15);
+    let rings = QueueRings {
+        size: qsize as u16,
+        desc,
+        avail,
+        used,
+    };
+    start_driver(|off, v| _ = w(dev, off, v), f, &rings);
     assert_eq!(
         dev.transport().status() & status::DRIVER_OK,
         status::DRIVER_OK

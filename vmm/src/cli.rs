@@ -3,8 +3,8 @@
 //!
 //! clap handles the syntax (a usage error exits 2); [`RunConfig::from_args`] checks the values
 //! (a bad value is a one-line [`ConfigError`], and the binary exits 1). `pvgpu bench` and
-//! `pvgpu demo` take their options from [`crate::bench::BenchArgs`] and
-//! [`crate::demo::DemoArgs`].
+//! `pvgpu demo` take their options from [`crate::tools::bench::BenchArgs`] and
+//! [`crate::tools::demo::DemoArgs`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,9 +37,9 @@ pub enum Command {
     /// Boot the guest kernel and run it until it exits, faults or times out.
     Run(RunArgs),
     /// Measure pvgpu against its baselines (migrate, reclaim, latency, boot, scale, density)
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
     /// Run a workload that fills, migrates, cleans and touches objects, and plot host memory
-    Demo(crate::demo::DemoArgs),
+    Demo(crate::tools::demo::DemoArgs),
 }
 
 /// Options of `pvgpu run`.

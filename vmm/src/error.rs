@@ -1,15 +1,15 @@
 //! The VMM's top-level error: every module's error, each shown as one line.
 
-use crate::bus::BusError;
 use crate::cli::ConfigError;
-use crate::cpuid::CpuidError;
-use crate::event_loop::EventLoopError;
-use crate::gpu::GpuError;
-use crate::guest_ram::GuestRamError;
-use crate::loader::LoaderError;
-use crate::run_state::RunStateError;
-use crate::stats::StatsError;
-use crate::vcpu::VcpuError;
+use crate::devices::bus::BusError;
+use crate::devices::gpu::GpuError;
+use crate::run::event_loop::EventLoopError;
+use crate::run::state::RunStateError;
+use crate::run::stats::RunStatsError;
+use crate::vstate::cpuid::CpuidError;
+use crate::vstate::guest_ram::GuestRamError;
+use crate::vstate::loader::LoaderError;
+use crate::vstate::vcpu::VcpuError;
 
 /// Anything that stops the VMM before or around the guest run (exit status 1).
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ pub enum VmmError {
     Gpu(#[from] GpuError),
     /// Host-memory accounting.
     #[error(transparent)]
-    Stats(#[from] StatsError),
+    Stats(#[from] RunStatsError),
 }
 
 impl VmmError {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use pvgpu::cli::{Cli, Command, RunArgs, RunConfig};
-use pvgpu::run_state::STATUS_VMM_ERROR;
-use pvgpu::stats::Timeline;
+use pvgpu::run::state::STATUS_VMM_ERROR;
+use pvgpu::run::stats::Timeline;
 
 fn main() {
     // VMM start: every boot time is measured from here.
@@ -18,8 +18,8 @@ fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     let status = match cli.command {
         Command::Run(args) => run(&args, start),
-        Command::Bench(args) => pvgpu::bench::main(&args),
-        Command::Demo(args) => pvgpu::demo::main(&args),
+        Command::Bench(args) => pvgpu::tools::bench::main(&args),
+        Command::Demo(args) => pvgpu::tools::demo::main(&args),
     };
     std::process::exit(status);
 }
@@ -29,7 +29,7 @@ fn run(args: &RunArgs, start: Instant) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let outcome = match pvgpu::run(&config, Arc::new(Timeline::new(start))) {
+    let outcome = match pvgpu::vstate::vm::run(&config, Arc::new(Timeline::new(start))) {
         Ok(o) => o,
         Err(e) => return fail(&e),
     };

@@ -13,6 +13,7 @@ pub mod layout;
 pub mod protocol;
 #[cfg(feature = "alloc")]
 pub mod request;
+pub mod virtio_mmio;
 
 #[cfg(feature = "alloc")]
 extern crate alloc;

@@ -120,8 +120,20 @@ pub const SHM_ID_VRAM: u8 = 1;
 
 /// Version of this protocol, reported by GET_INFO.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// Page size for backing and object sizes.
-pub const PAGE_SIZE: u64 = 0x1000;
+/// Page size for backing and object sizes (the guest's page size, from [`crate::layout`]).
+pub use crate::layout::PAGE_SIZE;
+
+/// Where an object's data lives: the life cycle SYSTEM → VRAM → CLEANED (and EVICT back to
+/// SYSTEM). The device's object table and the guest's object API both use this one type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// In guest pages only (or nowhere yet, before ATTACH_BACKING). No VRAM.
+    System,
+    /// In VRAM, and the guest pages still hold a copy.
+    Vram,
+    /// Only in VRAM; the guest unmapped its pages and the host dropped them.
+    Cleaned,
+}
 /// Most entries in one ATTACH_BACKING or EVICT request.
 pub const MAX_SG_ENTRIES: u32 = 65536;
 /// Most live objects.
@@ -237,6 +249,30 @@ pub const fn command_name(cmd: u32) -> &'static str {
         CMD_CHECKSUM => "checksum",
         CMD_STATS => "stats",
         CMD_MIGRATE_CLEAN => "migrate_clean",
+        _ => "unknown",
+    }
+}
+
+/// The name of a response type, for logs and test reports.
+pub const fn response_name(resp: u32) -> &'static str {
+    match resp {
+        RESP_OK_NODATA => "OK_NODATA",
+        RESP_OK_INFO => "OK_INFO",
+        RESP_OK_CHECKSUM => "OK_CHECKSUM",
+        RESP_OK_STATS => "OK_STATS",
+        RESP_OK_MIGRATE => "OK_MIGRATE",
+        RESP_ERR_UNSPEC => "ERR_UNSPEC",
+        RESP_ERR_OUT_OF_MEMORY => "ERR_OUT_OF_MEMORY",
+        RESP_ERR_INVALID_OBJECT_ID => "ERR_INVALID_OBJECT_ID",
+        RESP_ERR_INVALID_PARAMETER => "ERR_INVALID_PARAMETER",
+        RESP_ERR_INVALID_STATE => "ERR_INVALID_STATE",
+        RESP_ERR_UNKNOWN_COMMAND => "ERR_UNKNOWN_COMMAND",
+        RESP_ERR_BAD_REQUEST => "ERR_BAD_REQUEST",
+        RESP_ERR_BAD_BACKING => "ERR_BAD_BACKING",
+        RESP_ERR_OBJECT_EXISTS => "ERR_OBJECT_EXISTS",
+        RESP_ERR_TOO_MANY_OBJECTS => "ERR_TOO_MANY_OBJECTS",
+        RESP_ERR_OUT_OF_RANGE => "ERR_OUT_OF_RANGE",
+        RESP_ERR_NOT_NEGOTIATED => "ERR_NOT_NEGOTIATED",
         _ => "unknown",
     }
 }

@@ -26,10 +26,10 @@ use pvgpu_device::{DeviceConfig, DeviceError, DeviceStats, PvgpuDevice, QUEUE_NO
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::{Bus, BusDevice, BusError};
-use crate::event_loop::Subscriber;
-use crate::guest_ram::GuestRam;
-use crate::stats::{MemoryProbe, StatsError};
+use crate::devices::bus::{Bus, BusDevice, BusError};
+use crate::run::event_loop::Subscriber;
+use crate::run::stats::{MemoryProbe, RunStatsError};
+use crate::vstate::guest_ram::GuestRam;
 
 /// Guest-physical address of the QueueNotify register, where the ioeventfd sits.
 pub const QUEUE_NOTIFY_ADDR: u64 = layout::VIRTIO_MMIO_BASE + QUEUE_NOTIFY_OFFSET;
@@ -62,7 +62,7 @@ pub enum GpuError {
     Bus(#[from] BusError),
     /// Host-memory accounting of VRAM could not be set up.
     #[error(transparent)]
-    Stats(#[from] StatsError),
+    Stats(#[from] RunStatsError),
     /// The device thread's epoll set could not be made.
     #[error("GPU device thread: {0}")]
     Events(#[from] event_manager::Error),
@@ -392,9 +392,11 @@ impl Gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::SharedDevice;
+    use crate::devices::bus::SharedDevice;
     use event_manager::SubscriberOps;
     use pvgpu_abi::protocol as p;
+    use pvgpu_abi::virtio_mmio::{regs, status, INT_VRING, MMIO_MAGIC, MMIO_VERSION};
+    use pvgpu_device::sim_driver::{start_driver, QueueRings};
     use vm_memory::{Bytes, GuestAddress};
 
     fn bus_with_device() -> (Bus, Arc<Mutex<GpuMmio>>, GuestRam) {
@@ -422,10 +424,10 @@ mod tests {
     fn identification_registers_through_the_bus() {
         let (bus, _gpu, _ram) = bus_with_device();
         let base = layout::VIRTIO_MMIO_BASE;
-        assert_eq!(read32(&bus, base), 0x7472_6976); // "virt"
-        assert_eq!(read32(&bus, base + 4), 2); // version
-        assert_eq!(read32(&bus, base + 8), 16); // device id: GPU
-                                                // Outside the window nothing answers.
+        assert_eq!(read32(&bus, base + regs::MAGIC_VALUE), MMIO_MAGIC);
+        assert_eq!(read32(&bus, base + regs::VERSION), MMIO_VERSION);
+        assert_eq!(read32(&bus, base + regs::DEVICE_ID), p::VIRTIO_ID_GPU);
+        // Outside the window nothing answers.
         let mut d = [0u8; 4];
         assert!(!bus.read(base + layout::VIRTIO_MMIO_SIZE, &mut d));
         assert!(!bus.read(base - 4, &mut d));
@@ -436,12 +438,13 @@ mod tests {
         let (bus, gpu, _ram) = bus_with_device();
         let base = layout::VIRTIO_MMIO_BASE;
         // Status: ACKNOWLEDGE | DRIVER, then read it back.
-        assert!(bus.write(base + 0x70, &3u32.to_le_bytes()));
-        assert_eq!(read32(&bus, base + 0x70), 3);
+        let ack_driver = status::ACKNOWLEDGE | status::DRIVER;
+        assert!(bus.write(base + regs::STATUS, &ack_driver.to_le_bytes()));
+        assert_eq!(read32(&bus, base + regs::STATUS), ack_driver);
         // A notify before the queue is live goes through the fallback path and does nothing.
         assert!(bus.write(QUEUE_NOTIFY_ADDR, &0u32.to_le_bytes()));
         // Odd sizes and offsets are the device's to refuse; no panic.
-        assert!(bus.write(base + 0x71, &[1, 2, 3]));
+        assert!(bus.write(base + regs::STATUS + 1, &[1, 2, 3]));
         let mut d = [0u8; 8];
         assert!(bus.read(base + layout::VIRTIO_MMIO_SIZE - 2, &mut d));
         assert_eq!(gpu.lock().unwrap().device().stats().commands, 0);
@@ -450,24 +453,19 @@ mod tests {
     /// Brings the control queue up the way a guest driver would (features: VERSION_1 and
     /// PVGPU_MEM), with 16 entries, rings at 0x30_0000.
     fn bring_up(bus: &Bus) {
-        let w =
-            |off: u64, v: u32| assert!(bus.write(layout::VIRTIO_MMIO_BASE + off, &v.to_le_bytes()));
-        w(0x70, 1);
-        w(0x70, 3);
-        w(0x24, 0);
-        w(0x20, 1 << p::VIRTIO_GPU_F_PVGPU_MEM);
-        w(0x24, 1);
-        w(0x20, 1 << (p::VIRTIO_F_VERSION_1 - 32));
-        w(0x70, 0xb);
-        assert_eq!(read32(bus, layout::VIRTIO_MMIO_BASE + 0x70), 0xb);
-        w(0x30, 0);
-        w(0x38, 16);
-        w(0x80, DESC as u32);
-        w(0x90, AVAIL as u32);
-        w(0xa0, USED as u32);
-        w(0x44, 1);
-        w(0x70, 0xf);
-        assert_eq!(read32(bus, layout::VIRTIO_MMIO_BASE + 0x70), 0xf);
+        let w = |off: u64, v: u32| {
+            assert!(bus.write(layout::VIRTIO_MMIO_BASE + off, &v.to_le_bytes()));
+        };
+        let features = (1 << p::VIRTIO_GPU_F_PVGPU_MEM) | (1 << p::VIRTIO_F_VERSION_1);
+        let rings = QueueRings {
+            size: 16,
+            desc: DESC,
+            avail: AVAIL,
+            used: USED,
+        };
+        start_driver(w, features, &rings);
+        let live = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+        assert_eq!(read32(bus, layout::VIRTIO_MMIO_BASE + regs::STATUS), live);
     }
 
     const DESC: u64 = 0x30_0000;
@@ -512,7 +510,10 @@ mod tests {
         let st = gpu.lock().unwrap().device().stats();
         assert_eq!((st.commands, st.errors, st.notifications), (1, 0, 1));
         // The used-buffer interrupt is pending in INTERRUPT_STATUS.
-        assert_eq!(read32(&bus, layout::VIRTIO_MMIO_BASE + 0x60) & 1, 1);
+        assert_eq!(
+            read32(&bus, layout::VIRTIO_MMIO_BASE + regs::INTERRUPT_STATUS) & INT_VRING,
+            INT_VRING
+        );
     }
 
     #[test]

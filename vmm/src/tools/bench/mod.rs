@@ -28,8 +28,8 @@ use clap::Args;
 use pvgpu_abi::layout::phase;
 
 use crate::cli::{default_kernel_candidates, find_default_kernel, ConfigError};
-use crate::measure::{ratio, signed_diff, Spread, MIB};
 use crate::size::format_size;
+use crate::tools::measure::{ratio, signed_diff, Spread, MIB};
 use crate::VmmError;
 use guest::{run_guest, GuestSpec};
 use pvgpu_device::MemoryBackend;
@@ -307,8 +307,9 @@ fn migrate(kernel: &Path, plan: &Plan) -> Result<MigrateReport, BenchError> {
             bytes = line.u64("bytes")?;
             times.push(line.f64("us")?);
         }
-        let us = crate::measure::median(&times).ok_or(BenchError::Undefined("migrate time"))?;
-        let gib = crate::measure::gib_per_s(bytes, us / 1e6)
+        let us =
+            crate::tools::measure::median(&times).ok_or(BenchError::Undefined("migrate time"))?;
+        let gib = crate::tools::measure::gib_per_s(bytes, us / 1e6)
             .ok_or(BenchError::Undefined("migrate throughput"))?;
         let copy = memcpy::measure(bytes.max(1), m * MIB_U, plan.memcpy_reps)?;
         let s = MigrateSize {
@@ -397,7 +398,7 @@ fn migrate_clean(kernel: &Path, plan: &Plan) -> Result<MigrateCleanReport, Bench
     )?;
     let bytes = thp.bytes;
     let gib = |us: f64| {
-        crate::measure::gib_per_s(bytes, us / 1e6)
+        crate::tools::measure::gib_per_s(bytes, us / 1e6)
             .ok_or(BenchError::Undefined("migrate_clean throughput"))
     };
     let copy = memcpy::measure(bytes.max(1), object_mib * MIB_U, plan.memcpy_reps)?;
@@ -472,7 +473,7 @@ fn workload(
     let line = g.bench_line("workload", "bytes")?;
     let filled = g.phase(phase::FILLED)?;
     let cleaned = g.phase(phase::CLEANED)?;
-    let host = |m: &crate::stats::MemSnapshot| m.guest_ram_bytes + m.vram_bytes;
+    let host = |m: &crate::run::stats::MemSnapshot| m.guest_ram_bytes + m.vram_bytes;
     let peak_host = g
         .stats
         .peak_host_between(phase::FILLED, phase::CLEANED)
@@ -497,7 +498,7 @@ fn fill(kernel: &Path, plan: &Plan) -> Result<WorkloadReport, BenchError> {
     let thp = workload(kernel, plan, "", MemoryBackend::DEFAULT_VMM)?;
     let small = workload(kernel, plan, "", MemoryBackend::Anonymous { thp: false })?;
     let gib = |w: &WorkloadMemory| {
-        crate::measure::gib_per_s(w.object_bytes, w.fill_us as f64 / 1e6)
+        crate::tools::measure::gib_per_s(w.object_bytes, w.fill_us as f64 / 1e6)
             .ok_or(BenchError::Undefined("fill throughput"))
     };
     let r = WorkloadReport {

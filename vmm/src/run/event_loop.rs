@@ -10,8 +10,8 @@ use std::time::Duration;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::run_state::{GuestEnd, RunState};
-use crate::stats::{MemoryProbe, Sample, Timeline};
+use crate::run::state::{GuestEnd, RunState};
+use crate::run::stats::{MemoryProbe, Sample, Timeline};
 
 /// A subscriber as the loop holds it.
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;

@@ -1,39 +1,9 @@
-//! The exit port (the guest's status becomes the VMM's) and the phase port (timestamped
-//! markers with host memory, for the stats).
+//! The phase port: timestamped markers with host memory, for the stats.
 
 use std::sync::Arc;
 
-use crate::bus::{le_value, BusDevice};
-use crate::run_state::{GuestEnd, RunState};
-use crate::stats::{MemoryProbe, PhaseMark, Timeline};
-
-/// EXIT_PORT: a 1-, 2- or 4-byte write of N ends the run with status N & 0xff.
-pub struct ExitDevice {
-    state: Arc<RunState>,
-}
-
-impl ExitDevice {
-    /// An exit port that ends `state`.
-    pub fn new(state: Arc<RunState>) -> Self {
-        ExitDevice { state }
-    }
-}
-
-impl BusDevice for ExitDevice {
-    fn read(&mut self, _offset: u64, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-
-    fn write(&mut self, _offset: u64, data: &[u8]) {
-        if matches!(data.len(), 1 | 2 | 4) {
-            let code = (le_value(data) & 0xff) as u8;
-            log::debug!("guest wrote exit status {code}");
-            self.state.finish(GuestEnd::Exit(code));
-        } else {
-            log::warn!("ignoring a {}-byte write to the exit port", data.len());
-        }
-    }
-}
+use crate::devices::bus::{le_value, BusDevice};
+use crate::run::stats::{MemoryProbe, PhaseMark, Timeline};
 
 /// PHASE_PORT: a 4-byte write of N records phase marker N with the time and host memory
 /// (guest RAM, VRAM, RSS).
@@ -76,28 +46,9 @@ impl BusDevice for PhaseDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::tests::touch;
+    use crate::run::stats::tests::touch;
     use pvgpu_device::{HostMemory, MemoryBackend};
     use std::time::Instant;
-
-    #[test]
-    fn exit_port_ends_the_run() {
-        let s = Arc::new(RunState::new(1).unwrap());
-        let mut d = ExitDevice::new(s.clone());
-        d.write(0, &[1, 2, 3]);
-        assert_eq!(s.end(), None);
-        d.write(0, &[0x07, 0x01, 0, 0]);
-        assert_eq!(s.end(), Some(GuestEnd::Exit(7)));
-    }
-
-    #[test]
-    fn exit_port_takes_bytes_and_words() {
-        for data in [&[42u8][..], &[42, 0][..], &[42, 0, 0, 0][..]] {
-            let s = Arc::new(RunState::new(1).unwrap());
-            ExitDevice::new(s.clone()).write(0, data);
-            assert_eq!(s.end(), Some(GuestEnd::Exit(42)));
-        }
-    }
 
     #[test]
     fn phase_port_records_markers() {

@@ -16,12 +16,12 @@ use libc::{c_int, c_void, siginfo_t};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::bus::Bus;
-use crate::cpuid::{self, CpuidError};
-use crate::long_mode;
-use crate::report::FaultReport;
-use crate::run_state::{FaultKind, GuestEnd, RunState};
-use crate::stats::Timeline;
+use crate::devices::bus::Bus;
+use crate::run::fault_report::FaultReport;
+use crate::run::state::{FaultKind, GuestEnd, RunState};
+use crate::run::stats::Timeline;
+use crate::vstate::cpuid::{self, CpuidError};
+use crate::vstate::long_mode;
 
 /// Errors creating or starting a vCPU.
 #[derive(Debug, thiserror::Error)]

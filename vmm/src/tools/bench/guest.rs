@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cli::RunConfig;
-use crate::stats::{PhaseMark, RunStats, Timeline};
+use crate::run::stats::{PhaseMark, RunStats, Timeline};
 use pvgpu_device::MemoryBackend;
 
 use super::BenchError;

@@ -1,7 +1,7 @@
 //! `pvgpu demo`: boots a guest that runs `workload` in phases (fill, MIGRATE_CLEAN, touch,
 //! destroy), forwards its progress lines, prints host memory at each phase, then boots the
 //! same workload on the copy path (`--copy`: MIGRATE, then CLEAN) as the baseline, and draws
-//! both into the host-memory plot ([`crate::plot`]).
+//! both into the host-memory plot ([`crate::tools::plot`]).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -10,11 +10,11 @@ use std::time::Duration;
 use clap::Args;
 use pvgpu_abi::layout::{self, phase};
 
-use crate::bench::guest::{run_guest, GuestSpec};
-use crate::bench::{resolve_kernel, BenchError, Plan};
-use crate::measure::{ratio, MIB};
-use crate::plot::{Baseline, Level, Marker, MemoryPlot, PlotError, Point};
-use crate::stats::{PhaseMark, RunStats};
+use crate::run::stats::{PhaseMark, RunStats};
+use crate::tools::bench::guest::{run_guest, GuestSpec};
+use crate::tools::bench::{resolve_kernel, BenchError, Plan};
+use crate::tools::measure::{ratio, MIB};
+use crate::tools::plot::{Baseline, Level, Marker, MemoryPlot, PlotError, Point};
 
 /// Default `--out`.
 pub const DEFAULT_OUT: &str = "pvgpu-demo.png";
@@ -228,7 +228,7 @@ pub fn plot_of(
         });
     let baseline = baseline.and_then(|b| {
         let shift = stats.phase(phase::FILLED)?.t_ms - b.phase(phase::FILLED)?.t_ms;
-        let host = |m: &crate::stats::MemSnapshot| m.guest_ram_bytes + m.vram_bytes;
+        let host = |m: &crate::run::stats::MemSnapshot| m.guest_ram_bytes + m.vram_bytes;
         Some(Baseline {
             label: "total, copy path (MIGRATE, then CLEAN)".to_owned(),
             points: b
@@ -269,8 +269,8 @@ pub fn plot_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run_state::GuestEnd;
-    use crate::stats::{MemSnapshot, RunShape, Sample, Timeline};
+    use crate::run::state::GuestEnd;
+    use crate::run::stats::{MemSnapshot, RunShape, Sample, Timeline};
     use std::time::Instant;
 
     fn stats() -> RunStats {

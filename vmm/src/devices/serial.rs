@@ -11,8 +11,8 @@ use std::sync::Arc;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::BusDevice;
-use crate::stats::Timeline;
+use crate::devices::bus::BusDevice;
+use crate::run::stats::Timeline;
 
 const FLUSH_AT: usize = 4096;
 

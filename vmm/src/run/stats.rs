@@ -15,7 +15,7 @@ use pvgpu_device::backend::MoveLock;
 use pvgpu_device::{DeviceStats, HostMemory};
 use serde::Serialize;
 
-use crate::run_state::GuestEnd;
+use crate::run::state::GuestEnd;
 use crate::size::format_size;
 
 /// Most periodic samples kept (at the default 50 ms, over an hour and a half); later ones are
@@ -27,7 +27,7 @@ pub const MAX_PHASES: usize = 100_000;
 
 /// Errors of the stats module.
 #[derive(Debug, thiserror::Error)]
-pub enum StatsError {
+pub enum RunStatsError {
     /// The VRAM memfd's descriptor could not be duplicated for counting.
     #[error("cannot duplicate the VRAM memfd for accounting: {0}")]
     Dup(std::io::Error),

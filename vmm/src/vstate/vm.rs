@@ -15,22 +15,23 @@ use pvgpu_abi::boot_info::BootInfo;
 use pvgpu_abi::layout;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::Bus;
 use crate::cli::RunConfig;
-use crate::cpuid;
+use crate::devices::bus::Bus;
+use crate::devices::exit_port::ExitDevice;
+use crate::devices::gpu::{DeviceThread, Gpu};
+use crate::devices::phase_port::PhaseDevice;
+use crate::devices::serial::{ConsoleOut, SerialDevice};
 use crate::error::VmmError;
-use crate::event_loop::EventLoop;
-use crate::event_loop::Sampler;
-use crate::exit_device::{ExitDevice, PhaseDevice};
-use crate::gpu::{DeviceThread, Gpu};
-use crate::guest_ram::GuestRam;
-use crate::loader;
-use crate::long_mode;
-use crate::report::FaultReport;
-use crate::run_state::{GuestEnd, RunState};
-use crate::serial::{ConsoleOut, SerialDevice};
-use crate::stats::{MemoryProbe, RunShape, RunStats, Timeline};
-use crate::vcpu::{self, EntryState, StartGate, VcpuShared, VcpuThread};
+use crate::run::event_loop::EventLoop;
+use crate::run::event_loop::Sampler;
+use crate::run::fault_report::FaultReport;
+use crate::run::state::{GuestEnd, RunState};
+use crate::run::stats::{MemoryProbe, RunShape, RunStats, Timeline};
+use crate::vstate::cpuid;
+use crate::vstate::guest_ram::GuestRam;
+use crate::vstate::loader;
+use crate::vstate::long_mode;
+use crate::vstate::vcpu::{self, EntryState, StartGate, VcpuShared, VcpuThread};
 
 /// How long to wait for vCPU threads to leave KVM_RUN after the end is decided.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(2);

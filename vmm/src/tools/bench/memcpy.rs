@@ -15,7 +15,7 @@ use std::time::Instant;
 use pvgpu_device::memfd::MemFd;
 
 use super::BenchError;
-use crate::measure::{gib_per_s, median};
+use crate::tools::measure::{gib_per_s, median};
 
 /// Throughputs of one memcpy baseline, each the median over its repetitions.
 #[derive(Debug, Clone, Copy, PartialEq)]

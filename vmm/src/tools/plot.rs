@@ -14,8 +14,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
-use crate::measure::MIB;
-use crate::stats::MemSnapshot;
+use crate::run::stats::MemSnapshot;
+use crate::tools::measure::MIB;
 
 /// The picture's size in pixels.
 pub const SIZE: (u32, u32) = (1400, 800);

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::measure::{Spread, MIB};
 use crate::size::format_size;
+use crate::tools::measure::{Spread, MIB};
 
 /// The whole report. In JSON: `{machine, quick, migrate, migrate_clean, reclaim, workload,
 /// latency, boot, scale, density, errors}`.
@@ -68,7 +68,7 @@ impl Machine {
         let cpus = std::thread::available_parallelism().map_or(0, usize::from);
         let mem_bytes = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|m| crate::stats::parse_status_kb(&m, "MemTotal"))
+            .and_then(|m| crate::run::stats::parse_status_kb(&m, "MemTotal"))
             .map_or(0, |kb| kb * 1024);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
@@ -378,7 +378,7 @@ impl BenchReport {
                 opt(
                     r.peak_host_bytes_per_object_byte
                         .zip(r.baseline_peak_host_bytes_per_object_byte)
-                        .and_then(|(a, b)| crate::measure::ratio(a, b)),
+                        .and_then(|(a, b)| crate::tools::measure::ratio(a, b)),
                     3,
                 ),
                 "<= 1.05 (vs 2)",
@@ -400,7 +400,7 @@ impl BenchReport {
                 opt(
                     r.host_bytes_per_object_byte
                         .zip(r.baseline_host_bytes_per_object_byte)
-                        .and_then(|(a, b)| crate::measure::ratio(a, b)),
+                        .and_then(|(a, b)| crate::tools::measure::ratio(a, b)),
                     3,
                 ),
                 "<= 1.02 (vs ~2)",
@@ -412,7 +412,7 @@ impl BenchReport {
                 format!("{:.2} GiB/s", w.fill_gib_per_s),
                 format!("{:.2} GiB/s with 4 KiB pages", w.fill_gib_per_s_4k),
                 opt(
-                    crate::measure::ratio(w.fill_gib_per_s, w.fill_gib_per_s_4k),
+                    crate::tools::measure::ratio(w.fill_gib_per_s, w.fill_gib_per_s_4k),
                     2,
                 ),
                 "",
@@ -479,7 +479,7 @@ impl BenchReport {
                 mib(d.peak_host_bytes),
                 String::new(),
                 opt(
-                    crate::measure::ratio(d.peak_host_bytes as f64, d.object_bytes as f64),
+                    crate::tools::measure::ratio(d.peak_host_bytes as f64, d.object_bytes as f64),
                     3,
                 ),
                 "",

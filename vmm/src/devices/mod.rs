@@ -1,0 +1,9 @@
+//! The devices on the guest's buses: port I/O and MMIO dispatch ([`bus`]), the 16550 console
+//! ([`serial`]), the exit and phase ports ([`exit_port`], [`phase_port`]) and the GPU wired to
+//! KVM ([`gpu`]: MMIO window, ioeventfd, irqfd, VRAM memslot, device thread).
+
+pub mod bus;
+pub mod exit_port;
+pub mod gpu;
+pub mod phase_port;
+pub mod serial;
