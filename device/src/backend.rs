@@ -152,7 +152,7 @@ impl HostMemory {
                     .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
                     .build()
                     .map_err(|e| map_err(e.to_string()))?;
-                if region.as_ptr() as u64 % HUGE_PAGE != 0 {
+                if !(region.as_ptr() as u64).is_multiple_of(HUGE_PAGE) {
                     log::info!("{name} is not 2 MiB aligned: fewer huge pages");
                 }
                 let advice = if thp {
