@@ -189,3 +189,72 @@ impl Uffd {
         self.transfer(sys::UFFDIO_COPY, 0, dst, src, len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{HostMemory, MemoryBackend};
+    use vm_memory::VolatileMemory;
+
+    #[test]
+    fn pages_move_and_the_source_reads_zero() {
+        let b = MemoryBackend::Anonymous { thp: false };
+        let src = HostMemory::new(b, "src", 1 << 20).unwrap();
+        let dst = HostMemory::new(b, "dst", 1 << 20).unwrap();
+        let data: Vec<u8> = (0..64 << 10).map(|i| (i * 7 % 251) as u8).collect();
+        src.region()
+            .get_slice(0, data.len())
+            .unwrap()
+            .copy_from(&data);
+        let u = Uffd::new().expect("this host has UFFDIO_MOVE (Linux 6.8+)");
+        let (d, s) = (dst.host_addr() as u64, src.host_addr() as u64);
+        let len = data.len() as u64;
+        u.register(d, len).unwrap();
+        let p = u.move_pages(d, s, len);
+        assert!(p.error.is_none(), "{:?}", p.error);
+        assert_eq!(p.done, len);
+        // Moving the (now empty) source onto the present destination again never overwrites
+        // it (checked below).
+        let again = u.move_pages(d, s, 4096);
+        assert!(again.done <= 4096);
+        u.unregister(d, len).unwrap();
+        let mut back = vec![0u8; data.len()];
+        dst.region()
+            .get_slice(0, back.len())
+            .unwrap()
+            .copy_to(&mut back[..]);
+        assert_eq!(back, data);
+        assert_eq!(src.resident_bytes(), 0, "the source holds no memory");
+        let mut z = vec![1u8; 4096];
+        src.region().get_slice(0, 4096).unwrap().copy_to(&mut z[..]);
+        assert!(z.iter().all(|b| *b == 0));
+        // Into a range that is not registered: refused with an error, nothing moves.
+        let p = u.move_pages(s, d, 4096);
+        assert!(p.error.is_some());
+        assert_eq!(dst.resident_bytes(), len);
+        // Registering a range that is not mapped anonymous memory fails cleanly.
+        assert!(u.register(0x1000, 0x1000).is_err());
+    }
+
+    #[test]
+    fn copies_fill_missing_pages_of_a_registered_range() {
+        let b = MemoryBackend::Anonymous { thp: false };
+        let src = HostMemory::new(b, "src", 1 << 20).unwrap();
+        let dst = HostMemory::new(b, "dst", 1 << 20).unwrap();
+        src.region()
+            .get_slice(0, 8192)
+            .unwrap()
+            .copy_from(&[9u8; 8192][..]);
+        let u = Uffd::new().unwrap();
+        let (d, s) = (dst.host_addr() as u64, src.host_addr() as u64);
+        u.register(d, 1 << 20).unwrap();
+        let p = u.copy_pages(d, s, 8192);
+        assert!(p.error.is_none() && p.done == 8192);
+        // The page is there now: a second copy is refused (EEXIST).
+        let p = u.copy_pages(d, s, 4096);
+        assert_eq!(p.error.and_then(|e| e.raw_os_error()), Some(libc::EEXIST));
+        u.unregister(d, 1 << 20).unwrap();
+        assert_eq!(src.resident_bytes(), 8192, "a copy leaves the source");
+        assert_eq!(dst.resident_bytes(), 8192);
+    }
+}

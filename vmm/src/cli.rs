@@ -365,6 +365,20 @@ mod tests {
             cfg(&["--vram", "lots"]),
             Err(ConfigError::VramSize(_))
         ));
+        // The memory backend: anonymous with huge pages unless told otherwise.
+        assert_eq!(
+            cfg(&[]).unwrap().memory,
+            MemoryBackend::Anonymous { thp: true }
+        );
+        assert_eq!(
+            cfg(&["--no-thp"]).unwrap().memory,
+            MemoryBackend::Anonymous { thp: false }
+        );
+        assert_eq!(
+            cfg(&["--memory", "shared"]).unwrap().memory,
+            MemoryBackend::Shared
+        );
+        assert!(parse(&["run", "--memory", "hugetlb"]).is_err());
         // --no-gpu with an explicit --vram is a usage error; the default does not conflict.
         assert!(parse(&["run", "--no-gpu", "--vram", "1G"]).is_err());
         assert!(parse(&["run", "--sample-ms", "-1"]).is_err());
