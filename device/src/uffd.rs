@@ -17,9 +17,9 @@ use crate::uffd_sys as sys;
 /// Errors from userfaultfd.
 #[derive(Debug, thiserror::Error)]
 pub enum UffdError {
-    /// userfaultfd(2) failed (EPERM: set `vm.unprivileged_userfaultfd=1` or run with
-    /// CAP_SYS_PTRACE; ENOSYS: a kernel without userfaultfd).
-    #[error("userfaultfd(2): {0}")]
+    /// userfaultfd(2) failed (EPERM: run as root or with CAP_SYS_PTRACE, or set
+    /// `vm.unprivileged_userfaultfd=1`; ENOSYS: a kernel without userfaultfd).
+    #[error("userfaultfd(2): {0} (moving pages needs root, CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1)")]
     Open(std::io::Error),
     /// The API handshake failed.
     #[error("UFFDIO_API: {0}")]
@@ -57,27 +57,19 @@ pub struct Uffd {
 }
 
 impl Uffd {
-    /// Opens a userfaultfd and checks that the kernel can move pages. Tries a full one first
-    /// (kernel-mode faults wait too, which is what a KVM access needs), then, if that is not
-    /// permitted, one for user-mode faults only.
+    /// Opens a userfaultfd and checks that the kernel can move pages. It must handle faults
+    /// from kernel mode too (a vCPU's access through KVM), so a user-mode-only userfaultfd
+    /// (UFFD_USER_MODE_ONLY) will not do: without the privilege (root, CAP_SYS_PTRACE, or
+    /// `vm.unprivileged_userfaultfd=1`) this fails with EPERM, and the caller copies instead.
     pub fn new() -> Result<Self, UffdError> {
-        let open = |flags: libc::c_int| {
-            // SAFETY: userfaultfd(2) takes only flags and returns a new descriptor or -1.
-            let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
-        };
-        let base = libc::O_CLOEXEC | libc::O_NONBLOCK;
-        let fd = match open(base) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                open(base | sys::UFFD_USER_MODE_ONLY).map_err(UffdError::Open)?
-            }
-            Err(e) => return Err(UffdError::Open(e)),
-        };
+        // SAFETY: userfaultfd(2) takes only flags and returns a new descriptor or -1.
+        let fd =
+            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        if fd < 0 {
+            return Err(UffdError::Open(std::io::Error::last_os_error()));
+        }
+        // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
         let mut api = sys::UffdioApi {
             api: sys::UFFD_API,
             features: sys::UFFD_FEATURE_MOVE,

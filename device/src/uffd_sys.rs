@@ -8,9 +8,6 @@ pub const UFFD_API: u64 = 0xAA;
 /// `UFFDIO`: the ioctl type of userfaultfd.
 const UFFDIO: u64 = 0xAA;
 
-/// `UFFD_USER_MODE_ONLY`: userfaultfd(2) flag; only faults from user mode are handled (what an
-/// unprivileged process may ask for when `vm.unprivileged_userfaultfd` is 0).
-pub const UFFD_USER_MODE_ONLY: libc::c_int = 1;
 /// `UFFD_FEATURE_MOVE` (1 << 16): the kernel supports UFFDIO_MOVE.
 pub const UFFD_FEATURE_MOVE: u64 = 1 << 16;
 /// `UFFDIO_REGISTER_MODE_MISSING`: faults on missing pages are reported.

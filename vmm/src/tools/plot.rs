@@ -219,14 +219,15 @@ impl MemoryPlot {
             };
             chart
                 .draw_series(DashedLineSeries::new(
-                    [(m.t_s, 0.0), (m.t_s, y_max * 0.86)],
+                    [(m.t_s, 0.0), (m.t_s, y_max * 0.82)],
                     8,
                     5,
                     style,
                 ))
                 .map_err(|e| err(&e))?;
-            // Alternate two label rows, so close markers do not overlap.
-            let row = if i % 2 == 0 { 0.945 } else { 0.895 };
+            // Three label rows in turn, so close markers (MIGRATE_CLEAN puts "migrated" and
+            // "cleaned" right after "filled") do not overlap.
+            let row = [0.945, 0.895, 0.845][i % 3];
             let text = format!("{}. {}", i + 1, m.label);
             let style = label_font.clone().color(&color);
             chart
