@@ -13,12 +13,12 @@
 //! each way.
 
 use vm_memory::bitmap::{Bitmap, BitmapSlice};
-use vm_memory::{GuestAddress, GuestMemory, Permissions, VolatileSlice};
+use vm_memory::{GuestMemory, Permissions, VolatileSlice};
 
 use crate::backend::MemoryBackend;
 use crate::guest_ram::Extent;
 use crate::uffd::Uffd;
-use crate::vram::{Vram, VramError};
+use crate::vram::{guest_slices, Vram, VramError};
 use pvgpu_abi::protocol::PAGE_SIZE;
 
 /// How many times an EAGAIN is retried before the page is copied instead.
@@ -127,30 +127,15 @@ impl PageMover {
             Dir::ToGuest => Permissions::Write,
         };
         // The guest runs, each with the VRAM offset it pairs with (all checked first).
-        let mut runs = Vec::with_capacity(extents.len());
         let mut voff = vram_offset;
-        for x in extents {
-            let guest_err = |msg: String| VramError::Guest {
-                gpa: x.gpa,
-                len: x.len,
-                msg,
-            };
-            let n = usize::try_from(x.len).map_err(|_| guest_err("too long".into()))?;
-            let it = mem
-                .get_slices(GuestAddress(x.gpa), n, access)
-                .map_err(|e| guest_err(e.to_string()))?;
-            let mut done = 0u64;
-            for s in it {
-                let s = s.map_err(|e| guest_err(e.to_string()))?;
-                let len = s.len() as u64;
-                runs.push((s, voff));
-                voff += len;
-                done += len;
-            }
-            if done != x.len {
-                return Err(guest_err("short guest memory".into()));
-            }
-        }
+        let runs: Vec<_> = guest_slices(mem, extents, access)?
+            .into_iter()
+            .map(|s| {
+                let at = voff;
+                voff += s.len() as u64;
+                (s, at)
+            })
+            .collect();
         let total = voff - vram_offset;
         let vram_all = vram.slice(vram_offset, total)?;
         let mut counts = MoveCounts::default();

@@ -31,11 +31,11 @@ pub struct DeviceStats {
     pub objects_peak: u64,
     /// Objects ever created.
     pub objects_created: u64,
-    /// Bytes copied guest → VRAM by MIGRATE.
+    /// Bytes brought guest → VRAM by MIGRATE and MIGRATE_CLEAN (copied or moved).
     pub bytes_migrated: u64,
-    /// Guest bytes punched by CLEAN.
+    /// Guest bytes given back by CLEAN and MIGRATE_CLEAN.
     pub bytes_cleaned: u64,
-    /// Bytes copied VRAM → guest by EVICT.
+    /// Bytes brought VRAM → guest by EVICT (copied or moved).
     pub bytes_evicted: u64,
     /// Bytes that MIGRATE_CLEAN and EVICT moved between guest RAM and VRAM without copying
     /// (UFFDIO_MOVE).

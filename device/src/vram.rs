@@ -164,29 +164,8 @@ impl Vram {
             Direction::ToGuest => Permissions::Write,
         };
         // Gather every guest run first (checked against guest memory), then VRAM bounds.
-        let mut slices = Vec::with_capacity(extents.len());
-        let mut total = 0u64;
-        for x in extents {
-            let guest_err = |msg: String| VramError::Guest {
-                gpa: x.gpa,
-                len: x.len,
-                msg,
-            };
-            let n = usize::try_from(x.len).map_err(|_| guest_err("too long".into()))?;
-            let it = mem
-                .get_slices(GuestAddress(x.gpa), n, access)
-                .map_err(|e| guest_err(e.to_string()))?;
-            let mut done = 0u64;
-            for s in it {
-                let s = s.map_err(|e| guest_err(e.to_string()))?;
-                done += s.len() as u64;
-                slices.push(s);
-            }
-            if done != x.len {
-                return Err(guest_err("short guest memory".into()));
-            }
-            total += done;
-        }
+        let slices = guest_slices(mem, extents, access)?;
+        let total: u64 = slices.iter().map(|s| s.len() as u64).sum();
         let vram_all = self.slice(vram_offset, total)?;
         let Some(memfd) = self.host.memfd() else {
             // Anonymous VRAM: copy through the mapping, run by run.
@@ -321,6 +300,41 @@ impl Vram {
         Ok(self.host.discard(offset, len)?)
     }
 }
+
+/// The guest memory of the pages `extents`, in order, as vm-memory slices for `access`; every
+/// extent must be wholly backed by guest memory.
+pub(crate) fn guest_slices<'m, M: GuestMemory + ?Sized>(
+    mem: &'m M,
+    extents: &[Extent],
+    access: Permissions,
+) -> Result<Vec<GuestSlice<'m, M>>, VramError> {
+    let mut slices = Vec::with_capacity(extents.len());
+    for x in extents {
+        let guest_err = |msg: String| VramError::Guest {
+            gpa: x.gpa,
+            len: x.len,
+            msg,
+        };
+        let n = usize::try_from(x.len).map_err(|_| guest_err("too long".into()))?;
+        let it = mem
+            .get_slices(GuestAddress(x.gpa), n, access)
+            .map_err(|e| guest_err(e.to_string()))?;
+        let mut done = 0u64;
+        for s in it {
+            let s = s.map_err(|e| guest_err(e.to_string()))?;
+            done += s.len() as u64;
+            slices.push(s);
+        }
+        if done != x.len {
+            return Err(guest_err("short guest memory".into()));
+        }
+    }
+    Ok(slices)
+}
+
+/// A slice of guest memory `M`.
+pub(crate) type GuestSlice<'m, M> =
+    VolatileSlice<'m, <<M as GuestMemory>::Bitmap as vm_memory::bitmap::WithBitmapSlice<'m>>::S>;
 
 /// Continues crc32c `crc` over a volatile slice, a chunk at a time.
 pub fn checksum_slice<B: vm_memory::bitmap::BitmapSlice>(

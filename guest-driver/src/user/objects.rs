@@ -695,42 +695,7 @@ pub fn migrate_clean(task: Task, h: Handle) -> Result<(), ObjError> {
 /// freed once its command has completed; any that did not fit are then done one by one,
 /// evicting LRU objects.
 pub fn migrate_clean_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
-    with(|st| {
-        for (i, &h) in hs.iter().enumerate() {
-            let pl = st.obj(task, h)?.placement;
-            if pl != Placement::System {
-                return Err(ObjError::WrongPlacement(pl));
-            }
-            if hs[..i].contains(&h) {
-                return Err(ObjError::BadHandle);
-            }
-        }
-        for &h in hs {
-            st.hide_view(h.0)?;
-        }
-        let mut cmds: Vec<Cmd> = hs.iter().map(|h| Cmd::migrate_clean(h.0)).collect();
-        let _ = st.gpu.submit(&mut cmds);
-        let mut retry = Vec::new();
-        for (h, c) in hs.iter().zip(&cmds) {
-            match c
-                .response::<p::RespMigrate>()
-                .filter(|r| r.hdr.type_ == p::RESP_OK_MIGRATE)
-            {
-                Some(r) => {
-                    st.obj_by_id(h.0)?.vram_offset = r.vram_offset;
-                    st.cleaned(h.0)?;
-                }
-                None => retry.push(h.0),
-            }
-        }
-        let mut first_err = Ok(());
-        for id in retry {
-            if let Err(e) = st.migrate_clean(id, true) {
-                first_err = first_err.and(Err(e));
-            }
-        }
-        first_err
-    })
+    to_vram_many(task, hs, true)
 }
 
 /// Brings the object back into guest pages and frees its VRAM.
@@ -744,6 +709,12 @@ pub fn evict(task: Task, h: Handle) -> Result<(), ObjError> {
 /// Migrates every object in `hs`: one batch (one notify) for the lot; any that did not fit
 /// are then migrated one by one, evicting LRU objects.
 pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
+    to_vram_many(task, hs, false)
+}
+
+/// MIGRATE (or, `fused`, MIGRATE_CLEAN) of every object in `hs` in one batch, then one by one
+/// for those that did not fit.
+fn to_vram_many(task: Task, hs: &[Handle], fused: bool) -> Result<(), ObjError> {
     with(|st| {
         for (i, &h) in hs.iter().enumerate() {
             let pl = st.obj(task, h)?.placement;
@@ -757,9 +728,14 @@ pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
         for &h in hs {
             st.hide_view(h.0)?;
         }
-        let mut cmds: Vec<Cmd> = hs.iter().map(|h| Cmd::migrate(h.0)).collect();
+        let cmd = if fused {
+            Cmd::migrate_clean
+        } else {
+            Cmd::migrate
+        };
+        let mut cmds: Vec<Cmd> = hs.iter().map(|h| cmd(h.0)).collect();
         let _ = st.gpu.submit(&mut cmds);
-        // Record every migration the device did before retrying any, so the driver's books
+        // Record every command the device did before retrying any, so the driver's books
         // match the device whatever happens next.
         let mut retry = Vec::new();
         for (h, c) in hs.iter().zip(&cmds) {
@@ -769,8 +745,12 @@ pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
             {
                 Some(r) => {
                     let o = st.obj_by_id(h.0)?;
-                    o.placement = Placement::Vram;
                     o.vram_offset = r.vram_offset;
+                    if fused {
+                        st.cleaned(h.0)?;
+                    } else {
+                        o.placement = Placement::Vram;
+                    }
                 }
                 None => retry.push(h.0),
             }
@@ -779,7 +759,12 @@ pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
         // returned once every one was tried.
         let mut first_err = Ok(());
         for id in retry {
-            if let Err(e) = st.migrate(id, true) {
+            let r = if fused {
+                st.migrate_clean(id, true)
+            } else {
+                st.migrate(id, true)
+            };
+            if let Err(e) = r {
                 first_err = first_err.and(Err(e));
             }
         }
