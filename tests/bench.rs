@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{guest_image, pvgpu_with_limit};
+use common::{code, exit_status, guest_image, pvgpu_with_limit};
 
 fn num(v: &serde_json::Value, path: &str) -> f64 {
     v.pointer(path)
@@ -28,7 +28,7 @@ fn bench_quick_reports_every_figure() {
         ],
         Duration::from_secs(240),
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
     let _ = std::fs::remove_file(&json);
     let v: serde_json::Value = serde_json::from_str(&text).expect("bench JSON");
@@ -137,7 +137,7 @@ fn demo_writes_a_png() {
         ],
         Duration::from_secs(120),
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     // The guest's progress is forwarded, and the report shows the drop at clean.
     assert!(r.stdout.contains("workload: PASS"), "{}", r.dump());
     assert!(r.stdout.contains("3. cleaned"), "{}", r.dump());

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::boot;
+use common::exit_status::{self, guest_fault, vector};
+use common::{boot, code};
 
 #[test]
 fn guest_exit_status_becomes_the_vmm_exit_status() {
@@ -16,7 +17,7 @@ fn guest_exit_status_becomes_the_vmm_exit_status() {
 #[test]
 fn hello_prints_its_line() {
     let r = boot(&[], &["hello"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(
         r.stdout
             .contains("Hello from the pvgpu guest: ring 3 on vCPU 0 of 1, 256 MiB of RAM"),
@@ -28,7 +29,7 @@ fn hello_prints_its_line() {
 #[test]
 fn selftest_passes_on_one_vcpu() {
     let r = boot(&["--vcpus", "1"], &["selftest"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(
         r.stdout.contains("selftest: 1 of 1 vCPUs passed"),
         "{}",
@@ -40,7 +41,7 @@ fn selftest_passes_on_one_vcpu() {
 #[test]
 fn selftest_passes_on_two_vcpus() {
     let r = boot(&["--vcpus", "2"], &["selftest"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(
         r.stdout.contains("[selftest cpu 1]"),
         "vCPU 1 did not run: {}",
@@ -56,14 +57,14 @@ fn selftest_passes_on_two_vcpus() {
 #[test]
 fn unknown_guest_command_is_a_usage_error() {
     let r = boot(&[], &["no-such-workload"]);
-    assert_eq!(r.code, Some(2), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::USAGE), "{}", r.dump());
     assert!(r.stdout.contains("usage:"), "{}", r.dump());
 }
 
 #[test]
 fn ring0_page_fault_is_reported() {
     let r = boot(&[], &["fault-ring0", "pf"]);
-    assert_eq!(r.code, Some(64 + 14), "{}", r.dump());
+    assert_eq!(r.code, code(guest_fault(vector::PF)), "{}", r.dump());
     assert!(
         r.stdout
             .contains("FATAL #PF page fault (vector 14) at ring 0"),
@@ -76,7 +77,7 @@ fn ring0_page_fault_is_reported() {
 #[test]
 fn ring0_invalid_opcode_is_reported() {
     let r = boot(&[], &["fault-ring0", "ud"]);
-    assert_eq!(r.code, Some(64 + 6), "{}", r.dump());
+    assert_eq!(r.code, code(guest_fault(vector::UD)), "{}", r.dump());
     assert!(
         r.stdout
             .contains("FATAL #UD invalid opcode (vector 6) at ring 0"),
@@ -88,7 +89,7 @@ fn ring0_invalid_opcode_is_reported() {
 #[test]
 fn ring3_fault_without_handler_is_reported() {
     let r = boot(&[], &["fault-ring3"]);
-    assert_eq!(r.code, Some(64 + 14), "{}", r.dump());
+    assert_eq!(r.code, code(guest_fault(vector::PF)), "{}", r.dump());
     assert!(r.stdout.contains("at ring 3"), "{}", r.dump());
     assert!(r.stdout.contains("cr2=0x8000000000"), "{}", r.dump());
 }
@@ -96,7 +97,7 @@ fn ring3_fault_without_handler_is_reported() {
 #[test]
 fn triple_fault_gets_a_clear_report() {
     let r = boot(&[], &["fault-ring0", "triple"]);
-    assert_eq!(r.code, Some(121), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::TRIPLE_FAULT), "{}", r.dump());
     let e = r.stderr.to_lowercase();
     assert!(e.contains("triple fault"), "{}", r.dump());
     assert!(e.contains("rip"), "{}", r.dump());
@@ -107,7 +108,7 @@ fn triple_fault_gets_a_clear_report() {
 #[test]
 fn timeout_ends_a_spinning_guest() {
     let r = boot(&["--timeout", "2"], &["spin"]);
-    assert_eq!(r.code, Some(124), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::TIMEOUT), "{}", r.dump());
     assert!(r.stderr.contains("timed out"), "{}", r.dump());
     assert!(r.elapsed.as_secs_f64() < 10.0, "took {:?}", r.elapsed);
 }
@@ -115,7 +116,7 @@ fn timeout_ends_a_spinning_guest() {
 #[test]
 fn timeout_ends_a_spinning_guest_with_parked_vcpus() {
     let r = boot(&["--timeout", "2", "--vcpus", "2"], &["spin"]);
-    assert_eq!(r.code, Some(124), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::TIMEOUT), "{}", r.dump());
     assert!(r.elapsed.as_secs_f64() < 10.0, "took {:?}", r.elapsed);
 }
 
@@ -127,7 +128,7 @@ fn twenty_boots_in_a_row() {
             &["--vcpus", vcpus, "--timeout", "20"],
             &["exit", &i.to_string()],
         );
-        assert_eq!(r.code, Some(i as i32), "boot {i}: {}", r.dump());
+        assert_eq!(r.code, code(i), "boot {i}: {}", r.dump());
     }
 }
 
@@ -136,7 +137,7 @@ fn an_instruction_the_emulator_lacks_gets_a_clear_report() {
     let r = boot(&[], &["fault-ring0", "emulator"]);
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
         // PVM interprets ring 0: int3 is not in KVM's emulator.
-        assert_eq!(r.code, Some(120), "{}", r.dump());
+        assert_eq!(r.code, code(exit_status::INTERNAL_ERROR), "{}", r.dump());
         let e = r.stderr.to_lowercase();
         assert!(e.contains("emulation failure"), "{}", r.dump());
         assert!(e.contains("rip=") && e.contains("cr3="), "{}", r.dump());
@@ -152,7 +153,7 @@ fn an_instruction_the_emulator_lacks_gets_a_clear_report() {
         );
     } else {
         // With VMX/SVM the int3 runs and the guest's own #BP report ends it.
-        assert_eq!(r.code, Some(64 + 3), "{}", r.dump());
+        assert_eq!(r.code, code(guest_fault(vector::BP)), "{}", r.dump());
         assert!(r.stdout.contains("#BP"), "{}", r.dump());
     }
 }
@@ -161,7 +162,7 @@ fn an_instruction_the_emulator_lacks_gets_a_clear_report() {
 fn ring3_stack_overflow_hits_its_guard_page() {
     for vcpus in ["1", "2"] {
         let r = boot(&["--vcpus", vcpus], &["stack-overflow"]);
-        assert_eq!(r.code, Some(64 + 14), "{}", r.dump());
+        assert_eq!(r.code, code(guest_fault(vector::PF)), "{}", r.dump());
         assert!(
             r.stdout
                 .contains("FATAL #PF page fault (vector 14) at ring 3"),
@@ -186,7 +187,7 @@ fn ring3_stack_overflow_hits_its_guard_page() {
 #[test]
 fn ring0_stack_overflow_is_a_reported_double_fault() {
     let r = boot(&[], &["fault-ring0", "stack"]);
-    assert_eq!(r.code, Some(64 + 8), "{}", r.dump());
+    assert_eq!(r.code, code(guest_fault(vector::DF)), "{}", r.dump());
     assert!(
         r.stdout
             .contains("FATAL #DF double fault (vector 8) at ring 0 on cpu 0"),

@@ -4,14 +4,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{guest_image, pvgpu_with_limit, Run};
+use common::{code, exit_status, guest_image, pvgpu_with_limit, Run};
 
 fn run(args: &[&str]) -> Run {
     pvgpu_with_limit(args, Duration::from_secs(30))
 }
 
 fn assert_clean_error(r: &Run, needle: &str) {
-    assert_eq!(r.code, Some(1), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::VMM_ERROR), "{}", r.dump());
     assert!(!r.stderr.contains("panicked"), "{}", r.dump());
     let lines: Vec<&str> = r
         .stderr
@@ -48,7 +48,7 @@ fn bad_sizes() {
     for bad in ["12Q", "", "-5M", "99999999999999999999G", "1M", "3K"] {
         let r = run(&["run", "--kernel", img, "--mem", bad, "--", "hello"]);
         assert!(
-            matches!(r.code, Some(1) | Some(2)),
+            [code(exit_status::VMM_ERROR), code(exit_status::VMM_USAGE)].contains(&r.code),
             "--mem {bad:?}: {}",
             r.dump()
         );
@@ -71,7 +71,7 @@ fn too_many_vcpus() {
             "hello",
         ]);
         assert!(
-            matches!(r.code, Some(1) | Some(2)),
+            [code(exit_status::VMM_ERROR), code(exit_status::VMM_USAGE)].contains(&r.code),
             "--vcpus {n}: {}",
             r.dump()
         );
@@ -109,7 +109,7 @@ fn command_line_too_long_for_the_guest() {
 #[test]
 fn help_lists_the_run_flags() {
     let r = run(&["run", "--help"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     for flag in ["--kernel", "--mem", "--vcpus", "--timeout", "--stats-json"] {
         assert!(r.stdout.contains(flag), "help lacks {flag}: {}", r.dump());
     }
@@ -129,7 +129,7 @@ fn bad_vram_sizes() {
             "hello",
         ]);
         assert!(
-            matches!(r.code, Some(1) | Some(2)),
+            [code(exit_status::VMM_ERROR), code(exit_status::VMM_USAGE)].contains(&r.code),
             "--vram {bad:?}: {}",
             r.dump()
         );

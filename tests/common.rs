@@ -8,6 +8,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The exit statuses of a run, by name (defined once, in pvgpu-abi).
+pub use pvgpu_abi::exit_status;
+
+/// The process exit code of a run that ends with `status`, as [`Run::code`] holds it.
+pub fn code(status: u8) -> Option<i32> {
+    Some(i32::from(status))
+}
+
 /// What one `pvgpu` run produced.
 pub struct Run {
     /// Exit status (None if killed by a signal).

@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{boot, num, stats_of};
+use common::{boot, code, exit_status, num, stats_of};
 
 #[test]
 fn selftest_runs_every_device_check() {
     let (r, v) = stats_of(&[], &["selftest"], "selftest");
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("selftest: PASS"), "{}", r.dump());
     assert!(!r.stdout.contains("device checks skipped"), "{}", r.dump());
     // The device really ran the commands: every kind, and the deliberate bad ones failed.
@@ -39,7 +39,7 @@ fn selftest_runs_every_device_check() {
 #[test]
 fn selftest_on_two_vcpus_shares_the_device() {
     let r = boot(&["--vcpus", "2"], &["selftest"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(
         r.stdout.contains("selftest: 2 of 2 vCPUs passed"),
         "{}",
@@ -54,7 +54,7 @@ fn clean_frees_host_memory() {
         &["workload", "--objects", "64", "--mib", "256"],
         "workload",
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("workload: PASS"), "{}", r.dump());
     let phases = v["phases"].as_array().expect("phases");
     let at = |n: u64| {
@@ -94,7 +94,7 @@ fn pressure_evicts_lru_and_verifies_on_two_vcpus() {
         &["--vcpus", "2", "--mem", "512M", "--vram", "64M"],
         &["pressure"],
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("pressure: PASS"), "{}", r.dump());
     let lru: u64 = r
         .stdout
@@ -110,7 +110,7 @@ fn pressure_evicts_lru_and_verifies_on_two_vcpus() {
 #[test]
 fn concurrent_tasks_keep_to_their_own_objects() {
     let r = boot(&["--vcpus", "2"], &["concurrent"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("[concurrent cpu 0] PASS"), "{}", r.dump());
     assert!(r.stdout.contains("[concurrent cpu 1] PASS"), "{}", r.dump());
     assert!(
@@ -123,17 +123,17 @@ fn concurrent_tasks_keep_to_their_own_objects() {
 #[test]
 fn without_the_gpu_object_workloads_fail_cleanly() {
     let r = boot(&["--no-gpu"], &["workload"]);
-    assert_eq!(r.code, Some(1), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::FAILED), "{}", r.dump());
     assert!(r.stdout.contains("needs the GPU device"), "{}", r.dump());
     let r = boot(&["--no-gpu"], &["selftest"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("device checks skipped"), "{}", r.dump());
 }
 
 /// `hostile`: malformed requests and descriptor chains through the control queue, each
 /// refused; then the driver restarts and the selftest passes in the same boot.
 fn check_hostile(r: &common::Run, vcpus: u32) {
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     let out = &r.stdout;
     let pass = out
         .find("hostile: PASS")
@@ -176,7 +176,7 @@ fn random_object_operations_match_a_shadow_copy() {
             &["--vram", "2M"],
             &["objfuzz", "--ops", "3000", "--seed", seed],
         );
-        assert_eq!(r.code, Some(0), "seed {seed}: {}", r.dump());
+        assert_eq!(r.code, code(exit_status::OK), "seed {seed}: {}", r.dump());
         let line = r
             .stdout
             .lines()

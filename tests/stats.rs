@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::boot;
+use common::{boot, code, exit_status};
 
 fn f(v: &serde_json::Value, path: &str) -> f64 {
     v.pointer(path)
@@ -17,7 +17,7 @@ fn stats_json_has_sane_values() {
         &["--stats-json", path.to_str().unwrap(), "--mem", "128M"],
         &["exit", "5"],
     );
-    assert_eq!(r.code, Some(5), "{}", r.dump());
+    assert_eq!(r.code, code(5), "{}", r.dump());
     let text = std::fs::read_to_string(&path).expect("stats file written");
     let _ = std::fs::remove_file(&path);
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
@@ -45,7 +45,7 @@ fn stats_json_has_sane_values() {
 fn first_output_comes_after_entry() {
     let path = std::env::temp_dir().join(format!("pvgpu-stats-hello-{}.json", std::process::id()));
     let r = boot(&["--stats-json", path.to_str().unwrap()], &["hello"]);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("stats file")).expect("JSON");
     let _ = std::fs::remove_file(&path);
@@ -62,7 +62,7 @@ fn first_output_comes_after_entry() {
 #[test]
 fn summary_line_at_exit() {
     let r = boot(&[], &["exit", "3"]);
-    assert_eq!(r.code, Some(3), "{}", r.dump());
+    assert_eq!(r.code, code(3), "{}", r.dump());
     let line = r
         .stderr
         .lines()
@@ -77,7 +77,7 @@ fn device_section_follows_the_gpu_flag() {
         &["--stats-json", path.to_str().unwrap(), "--no-gpu"],
         &["hello"],
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("stats file")).expect("JSON");
     assert!(v["device"].is_null(), "{v}");
@@ -87,7 +87,7 @@ fn device_section_follows_the_gpu_flag() {
         &["--stats-json", path.to_str().unwrap(), "--vram", "64M"],
         &["selftest"],
     );
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("stats file")).expect("JSON");
     let _ = std::fs::remove_file(&path);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{num, stats_of};
+use common::{code, exit_status, num, stats_of};
 
 const OBJECT_BYTES: f64 = 128.0 * 1024.0 * 1024.0;
 
@@ -21,7 +21,7 @@ fn peak_during_migrate_and_clean(
     let mut g = vec!["workload", "--objects", "32", "--mib", "128"];
     g.extend_from_slice(mode);
     let (r, v) = stats_of(&f, &g, tag);
-    assert_eq!(r.code, Some(0), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("workload: PASS"), "{}", r.dump());
     let phases = v["phases"].as_array().expect("phases");
     let at = |n: u64| {
@@ -82,7 +82,7 @@ fn on_the_shared_backend_migrate_clean_copies_and_punches() {
 fn moved_from_pages_read_zero_and_objects_fault_back() {
     for flags in [&[][..], &["--no-thp"][..], &["--memory", "shared"][..]] {
         let (r, v) = stats_of(flags, &["zerocopy"], "zero");
-        assert_eq!(r.code, Some(0), "{flags:?}: {}", r.dump());
+        assert_eq!(r.code, code(exit_status::OK), "{flags:?}: {}", r.dump());
         for line in [
             "moved-from pages read as zero",
             "EVICT into fresh pages brought back every byte",

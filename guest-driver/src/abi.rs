@@ -1,9 +1,10 @@
 //! The system-call ABI between the guest's ring 3 and its ring 0.
 //!
-//! On PVM neither `syscall` nor `int N` can enter ring 0 (see DESIGN.md), so a system call is
-//! a `ud2` at one known stub address ([`crate::user::sys`]): the #UD handler recognises the
-//! address, runs the call, puts the result in `rax`, steps over the `ud2` and returns with
-//! `iretq`. Arguments travel in the SysV argument registers: `rdi` = number, then `rsi`, `rdx`,
+//! On PVM neither `syscall` nor `int N` can enter ring 0 (README.md, "Architecture"), so a
+//! system call is a `ud2` at one known stub address
+//! ([`crate::memory_map::syscall_stub_addr`]): the #UD handler recognises the address, runs
+//! the call, puts the result in `rax`, steps over the `ud2` and returns with `iretq`.
+//! Arguments travel in the SysV argument registers: `rdi` = number, then `rsi`, `rdx`,
 //! `rcx`, `r8`.
 
 /// Map pages: `(va, runs_ptr, nruns, flags)`. `runs_ptr` points to `nruns` [`MapRun`]s,
@@ -29,6 +30,10 @@ pub struct MapRun {
     /// Number of pages.
     pub pages: u64,
 }
+
+/// Most pages one [`SYS_MAP`] or [`SYS_UNMAP`] call may cover (1 GiB): bounds the time one call
+/// holds ring 0's page-table lock in the emulator. Ring 3 splits larger requests.
+pub const MAX_PAGES_PER_CALL: u64 = 1 << 18;
 
 /// [`SYS_MAP`] flag: the mapping is writable.
 pub const MAP_WRITE: u64 = 1;

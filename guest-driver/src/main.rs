@@ -11,6 +11,7 @@ extern crate alloc;
 
 pub mod abi;
 pub mod kernel;
+pub mod memory_map;
 pub mod port;
 pub mod user;
 

@@ -11,6 +11,9 @@
 //! 0xd000_0000  MMIO hole: the pvgpu virtio-mmio device (VIRTIO_MMIO_BASE)
 //! 0x1_0000_0000  VRAM window (virtio shared-memory region 1), VRAM_MAX at most
 //! ```
+//!
+//! The guest kernel's own map (its image, stacks, heap and user-map window) is the guest's
+//! business: guest-driver/src/memory_map.rs.
 
 /// Size of a guest page.
 pub const PAGE_SIZE: u64 = 0x1000;
@@ -72,14 +75,11 @@ pub const SERIAL_PORT: u16 = 0x3f8;
 pub const SERIAL_PORT_LEN: u16 = 8;
 /// Guest IRQ (GSI) of the serial port.
 pub const SERIAL_IRQ: u32 = 4;
-/// Exit device: a 1- to 4-byte write of status N makes the VMM exit with status N (low 8 bits).
+/// Exit device: a 1- to 4-byte write of status N makes the VMM exit with status N (low 8 bits;
+/// the statuses are in [`crate::exit_status`]).
 pub const EXIT_PORT: u16 = 0x501;
 /// Phase-marker device: a 4-byte write of N tells the VMM "phase N begins".
 pub const PHASE_PORT: u16 = 0x504;
-
-/// Guest exit status for "a CPU exception at ring 0 or an unhandled one at ring 3": the
-/// vector is added to this base, so a #PF (14) exits with 78.
-pub const EXIT_GUEST_FAULT_BASE: u8 = 64;
 
 /// A guest-physical range, `[start, start + len)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,16 +231,6 @@ mod tests {
         }));
         assert_eq!(a.end(), 0x2000);
     }
-}
-
-/// The guest kernel's virtual layout (guest-internal, but kept with the other magic numbers).
-pub mod guest {
-    /// Start of the window where ring 3 maps pages through the map system call (PML4 slot 1).
-    pub const USER_MAP_BASE: u64 = 0x80_0000_0000;
-    /// Size of that window (one PML4 slot: 512 GiB).
-    pub const USER_MAP_SIZE: u64 = 0x80_0000_0000;
-    /// Each vCPU's share of the window, for per-CPU tasks.
-    pub const USER_MAP_PER_CPU: u64 = USER_MAP_SIZE / super::MAX_VCPUS as u64;
 }
 
 /// Phase numbers the guest writes to [`PHASE_PORT`] during `workload` (the VMM snapshots host

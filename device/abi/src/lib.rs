@@ -9,6 +9,7 @@
 
 pub mod boot_info;
 pub mod crc32c;
+pub mod exit_status;
 pub mod layout;
 pub mod protocol;
 #[cfg(feature = "alloc")]

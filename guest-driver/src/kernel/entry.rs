@@ -12,24 +12,7 @@ use pvgpu_abi::layout::MAX_VCPUS;
 use spin::Once;
 
 use super::{gdt, idt, paging, trap};
-
-/// Size of each CPU's ring-0 stack.
-pub const KSTACK_SIZE: usize = 16 * 1024;
-/// Each ring-0 stack sits in a slot after an unmapped guard page (see paging), so an overflow
-/// becomes a double fault on its own stack, which is reported, not silent corruption.
-pub const KSTACK_SLOT: usize = KSTACK_SIZE + pvgpu_abi::layout::PAGE_SIZE as usize;
-
-#[repr(C, align(4096))]
-pub struct Stacks(pub [[u8; KSTACK_SLOT]; MAX_VCPUS as usize]);
-
-/// Ring-0 stacks, one per CPU (mapped without the user bit).
-#[link_section = ".kstack"]
-pub static mut KERNEL_STACKS: Stacks = Stacks([[0; KSTACK_SLOT]; MAX_VCPUS as usize]);
-
-/// Where the ring-0 stack slots start (paging checks it is the start of `.kstack`).
-pub fn kstacks_base() -> u64 {
-    core::ptr::addr_of!(KERNEL_STACKS) as u64
-}
+use crate::memory_map::{self, KERNEL_STACKS, KSTACK_SLOT};
 
 /// The validated boot info (vCPU 0 fills it).
 #[link_section = ".kdata"]
@@ -57,17 +40,6 @@ core::arch::global_asm!(
     slot = const KSTACK_SLOT,
     kmain = sym kmain,
 );
-
-/// Top of CPU `cpu`'s ring-0 stack.
-pub fn kstack_top(cpu: usize) -> u64 {
-    core::ptr::addr_of!(KERNEL_STACKS) as u64 + ((cpu as u64 + 1) * KSTACK_SLOT as u64)
-}
-
-/// The CPU whose ring-0 stack holds `rsp` (every ring-0 path runs on one).
-pub fn cpu_of_stack(rsp: u64) -> usize {
-    let base = core::ptr::addr_of!(KERNEL_STACKS) as u64;
-    (rsp.wrapping_sub(base) / KSTACK_SLOT as u64) as usize
-}
 
 extern "C" fn kmain(boot_ptr: u64, cpu: u64) -> ! {
     let cpu = cpu as usize;
@@ -100,7 +72,7 @@ pub const USER_RFLAGS: u64 = 0x2;
 
 fn enter_ring3(cpu: usize) -> ! {
     let entry = crate::user::user_main as extern "C" fn(usize) -> ! as usize as u64;
-    let stack = crate::user::stack_top(cpu);
+    let stack = memory_map::user_stacks().top(cpu);
     // SAFETY: builds an interrupt-return frame to ring 3 with the user selectors from our
     // GDT, a user stack and the user entry point, and never comes back.
     unsafe {

@@ -10,7 +10,7 @@ use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
-use super::entry::kstack_top;
+use crate::memory_map::kernel_stacks;
 
 const NCPU: usize = MAX_VCPUS as usize;
 const ENTRIES: usize = 5 + 2 * NCPU;
@@ -79,7 +79,7 @@ pub fn init(ncpu: usize) {
     let tss = TSS.call_once(|| {
         core::array::from_fn(|cpu| {
             let mut t = TaskStateSegment::new();
-            t.privilege_stack_table[0] = VirtAddr::new(kstack_top(cpu));
+            t.privilege_stack_table[0] = VirtAddr::new(kernel_stacks().top(cpu));
             let df_base = core::ptr::addr_of!(DF_STACKS) as u64;
             t.interrupt_stack_table[DOUBLE_FAULT_IST as usize] =
                 VirtAddr::new(df_base + ((cpu + 1) * DF_STACK_SIZE) as u64);

@@ -92,8 +92,9 @@ pub fn init() {
         // SAFETY: the table is 32 addresses of the stubs above, written by the assembler.
         let stubs = unsafe { &*core::ptr::addr_of!(trap_stub_table) };
         let addr = |v: usize| VirtAddr::new(stubs[v]);
-        // SAFETY (every set_handler_addr below): each address is the matching stub above,
-        // which saves a full TrapFrame and returns with iretq, as a gate handler must.
+        // SAFETY: every address set below is the matching stub above, which saves a full
+        // TrapFrame and returns with iretq, as a gate handler must; the double-fault gate's
+        // IST index names the per-CPU double-fault stack every TSS sets up (gdt::init).
         unsafe {
             idt.divide_error.set_handler_addr(addr(0));
             idt.debug.set_handler_addr(addr(1));

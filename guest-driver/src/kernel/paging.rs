@@ -12,20 +12,17 @@
 //! made under one lock; every loop here runs in the emulator, so each is kept short.
 
 use pvgpu_abi::boot_info::BootInfo;
-use pvgpu_abi::layout::{self, guest, LARGE_PAGE_SIZE, PAGE_SIZE};
+use pvgpu_abi::layout::{self, LARGE_PAGE_SIZE, PAGE_SIZE};
 use spin::Mutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
 use x86_64::PhysAddr;
 
-use super::image;
-use crate::abi::{MapRun, EEXIST, EINVAL, ENOENT, ENOMEM, MAP_WRITE};
+use crate::abi::{MapRun, EEXIST, EINVAL, ENOENT, ENOMEM, MAP_WRITE, MAX_PAGES_PER_CALL};
+use crate::memory_map::{self as map, image, in_user_map, USER_MAP_BASE, USER_MAP_SIZE};
 
 /// Page-table pages available (each maps 2 MiB of 4 KiB pages at the last level).
 const POOL_PAGES: usize = 512;
-/// Most pages one map or unmap call may cover (1 GiB): bounds the time one call holds the
-/// page-table lock in the emulator. Ring 3 splits larger views.
-pub const MAX_PAGES_PER_CALL: u64 = 1 << 18;
 
 #[repr(C, align(4096))]
 struct Pool([PageTable; POOL_PAGES]);
@@ -157,13 +154,13 @@ fn identity_run(pa: u64) -> (F, u64) {
         (
             image::data_end(),
             image::ustack_end(),
-            crate::user::USTACK_SLOT,
+            map::USTACK_SLOT,
             USER_RW,
         ),
         (
             image::ustack_end(),
             image::kstack_end(),
-            super::entry::KSTACK_SLOT,
+            map::KSTACK_SLOT,
             KERNEL_RW,
         ),
     ];
@@ -203,8 +200,8 @@ pub fn init(info: &BootInfo) {
     // The stack guard pages are placed by slot, counting from the starts of `.ustack` and
     // `.kstack`. (The compiler assumes distinct symbols have distinct addresses, so compare
     // opaque values.)
-    let ustacks = core::hint::black_box(crate::user::stacks_base());
-    let kstacks = core::hint::black_box(super::entry::kstacks_base());
+    let ustacks = core::hint::black_box(map::user_stacks().base);
+    let kstacks = core::hint::black_box(map::kernel_stacks().base);
     if ustacks != core::hint::black_box(image::data_end())
         || kstacks != core::hint::black_box(image::ustack_end())
     {
@@ -287,17 +284,12 @@ pub fn activate() {
     unsafe { Cr3::write(pml4, Cr3Flags::empty()) };
 }
 
-/// Whether `addr` lies in the user-map window.
-pub fn in_user_window(addr: u64) -> bool {
-    (guest::USER_MAP_BASE..guest::USER_MAP_BASE + guest::USER_MAP_SIZE).contains(&addr)
-}
-
 fn window_range_ok(va: u64, count: u64) -> bool {
     va.is_multiple_of(PAGE_SIZE)
         && count > 0
         && count <= MAX_PAGES_PER_CALL
-        && in_user_window(va)
-        && va + count * PAGE_SIZE <= guest::USER_MAP_BASE + guest::USER_MAP_SIZE
+        && in_user_map(va)
+        && va + count * PAGE_SIZE <= USER_MAP_BASE + USER_MAP_SIZE
 }
 
 /// Whether ring 3 may hand ring 0 the buffer `[addr, addr + len)`: writable ring-3 memory of
@@ -309,7 +301,7 @@ pub fn user_buffer_ok(addr: u64, len: u64) -> bool {
         return false;
     };
     let in_stack = || {
-        let slot = crate::user::USTACK_SLOT as u64;
+        let slot = map::USTACK_SLOT as u64;
         let start = image::data_end() + (addr - image::data_end()) / slot * slot;
         addr >= start + PAGE_SIZE && end <= start + slot && end <= image::ustack_end()
     };
@@ -340,7 +332,7 @@ pub fn map(va: u64, runs: u64, nruns: u64, flags: u64) -> i64 {
         || nruns > MAX_PAGES_PER_CALL
         || !user_buffer_ok(runs, nruns * run_size)
         || !va.is_multiple_of(PAGE_SIZE)
-        || !in_user_window(va)
+        || !in_user_map(va)
     {
         return EINVAL;
     }
@@ -350,7 +342,7 @@ pub fn map(va: u64, runs: u64, nruns: u64, flags: u64) -> i64 {
         USER_RO
     }
     .bits();
-    let window_end = guest::USER_MAP_BASE + guest::USER_MAP_SIZE;
+    let window_end = USER_MAP_BASE + USER_MAP_SIZE;
     let mut s = STATE.lock();
     let mut v = va;
     let mut err = 0;

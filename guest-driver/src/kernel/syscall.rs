@@ -4,6 +4,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::{entry::USER_RFLAGS, gdt, paging};
 use crate::abi::*;
+use crate::memory_map::{self, image};
 
 /// The ring-3 page-fault handler, or 0.
 #[link_section = ".kdata"]
@@ -21,7 +22,7 @@ const USER_ADDR_END: u64 = 0x0000_8000_0000_0000;
 
 /// Whether `addr` is in the image's code and constants, where all ring-3 code lives.
 fn is_user_code(addr: u64) -> bool {
-    (super::image::start()..super::image::readonly_end()).contains(&addr)
+    (image::start()..image::readonly_end()).contains(&addr)
 }
 
 /// Runs the call in `f` (number in rdi, arguments in rsi, rdx, rcx, r8).
@@ -68,7 +69,7 @@ pub fn deliver_fault(f: &mut TrapFrame, addr: u64) -> bool {
         frame: *f,
         fault_addr: addr,
         // The trap frame sits on this CPU's ring-0 stack.
-        cpu: super::entry::cpu_of_stack(f as *const TrapFrame as u64) as u64,
+        cpu: memory_map::kernel_stacks().cpu_of(f as *const TrapFrame as u64) as u64,
     };
     // SAFETY: [sp - 8, sp + size) is ordinary ring-3 RAM (checked above), 16-byte aligned.
     unsafe {

@@ -2,18 +2,16 @@
 
 use core::fmt::Write;
 
-use pvgpu_abi::layout::EXIT_GUEST_FAULT_BASE;
+use pvgpu_abi::exit_status::{vector, GUEST_FAULT_BASE, KERNEL_ERROR};
 use x86_64::registers::control::Cr2;
 
-use super::{entry, paging, syscall};
+use super::syscall;
 use crate::abi::TrapFrame;
+use crate::memory_map;
 use crate::port::{self, LineWriter};
 
-const VECTOR_UD: u64 = 6;
-const VECTOR_PF: u64 = 14;
-
-/// Exit status for a fatal error with no CPU exception behind it (bad boot info, panic).
-pub const EXIT_KERNEL_ERROR: u8 = 100;
+const VECTOR_UD: u64 = vector::UD as u64;
+const VECTOR_PF: u64 = vector::PF as u64;
 
 const NAMES: [&str; 32] = [
     "#DE divide error",
@@ -53,13 +51,13 @@ const NAMES: [&str; 32] = [
 /// Called by the entry stub with the saved frame of every exception.
 pub extern "C" fn trap_dispatch(f: &mut TrapFrame) {
     let from_user = f.cs & 3 == 3;
-    if from_user && f.vector == VECTOR_UD && f.rip == crate::user::sys::stub_addr() {
+    if from_user && f.vector == VECTOR_UD && f.rip == memory_map::syscall_stub_addr() {
         syscall::handle(f);
         return;
     }
     if f.vector == VECTOR_PF {
         let addr = Cr2::read_raw();
-        if from_user && paging::in_user_window(addr) && syscall::deliver_fault(f, addr) {
+        if from_user && memory_map::in_user_map(addr) && syscall::deliver_fault(f, addr) {
             return;
         }
         fatal(f, addr);
@@ -71,7 +69,8 @@ pub extern "C" fn trap_dispatch(f: &mut TrapFrame) {
 fn fatal(f: &TrapFrame, cr2: u64) -> ! {
     let vector = (f.vector & 31) as usize;
     let rsp = current_rsp();
-    let cpu = super::gdt::cpu_of_df_stack(rsp).unwrap_or_else(|| entry::cpu_of_stack(rsp));
+    let cpu =
+        super::gdt::cpu_of_df_stack(rsp).unwrap_or_else(|| memory_map::kernel_stacks().cpu_of(rsp));
     let mut w = LineWriter::new();
     let _ = write!(
         w,
@@ -93,15 +92,15 @@ fn fatal(f: &TrapFrame, cr2: u64) -> ! {
         f.rax, f.rbx, f.rcx, f.rdx, f.rsi, f.rdi, f.rbp
     );
     w.flush();
-    port::exit(EXIT_GUEST_FAULT_BASE + vector as u8)
+    port::exit(GUEST_FAULT_BASE + vector as u8)
 }
 
-/// Reports a fatal condition that is not an exception, then exits with [`EXIT_KERNEL_ERROR`].
+/// Reports a fatal condition that is not an exception, then exits with [`KERNEL_ERROR`].
 pub fn fatal_message(args: core::fmt::Arguments) -> ! {
     let mut w = LineWriter::new();
     let _ = write!(w, "\n[pvgpu-guest] FATAL: {args}\n");
     w.flush();
-    port::exit(EXIT_KERNEL_ERROR)
+    port::exit(KERNEL_ERROR)
 }
 
 fn current_rsp() -> u64 {

@@ -2,7 +2,7 @@
 //! which finds the resolver registered for that address range, lets it make the page
 //! present, and resumes the faulting instruction. Demand paging of objects is built on this.
 
-use pvgpu_abi::layout::EXIT_GUEST_FAULT_BASE;
+use pvgpu_abi::exit_status;
 use spin::Mutex;
 
 use super::sys;
@@ -72,5 +72,5 @@ extern "C" fn entry(up: *mut FaultUpcall) -> ! {
     } else {
         crate::println!("[pvgpu-guest] unresolved page fault at {addr:#x} on vCPU {cpu}");
     }
-    crate::port::exit(EXIT_GUEST_FAULT_BASE + 14)
+    crate::port::exit(exit_status::guest_fault(exit_status::vector::PF))
 }

@@ -1,7 +1,7 @@
 //! Pageable GPU objects, used like files (Piggin's point): create, read_at, write_at, map,
 //! close, whatever the placement; plus migrate, clean, evict and placement.
 //!
-//! Life cycle (DESIGN.md): SYSTEM (guest pages) → MIGRATE → VRAM (both copies) → CLEAN →
+//! Life cycle (README.md): SYSTEM (guest pages) → MIGRATE → VRAM (both copies) → CLEAN →
 //! CLEANED (VRAM only: the host punched the guest pages) and EVICT back to SYSTEM.
 //!
 //! - A view made by [`map`] always shows the guest pages, so it is present only while the
@@ -22,7 +22,6 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use pvgpu_abi::boot_info::BootInfo;
-use pvgpu_abi::layout::guest::{USER_MAP_BASE, USER_MAP_PER_CPU};
 use pvgpu_abi::layout::{MAX_VCPUS, PAGE_SIZE};
 use pvgpu_abi::protocol::{self as p, RespStats};
 use spin::Mutex;
@@ -30,20 +29,13 @@ use spin::Mutex;
 use super::gpu::{Cmd, Gpu, GpuError};
 use super::sys::{self, SysError};
 use super::{fault, pages};
+use crate::memory_map::{view_window, USER_MAP_BASE, USER_MAP_SIZE};
 
 /// A task: the vCPU that runs it.
 pub type Task = usize;
 
-/// Where an object's data lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placement {
-    /// Guest pages only.
-    System,
-    /// VRAM, with the guest pages still holding a copy.
-    Vram,
-    /// VRAM only; the guest pages were given back to the host.
-    Cleaned,
-}
+/// Where an object's data lives (the protocol's one definition).
+pub use pvgpu_abi::protocol::Placement;
 
 /// An object handle, valid only for the task that created it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -151,12 +143,6 @@ struct State {
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
-
-/// Where each task's views live: the second quarter of its share of the user-map window.
-fn view_window(task: Task) -> (u64, u64) {
-    let start = USER_MAP_BASE + task as u64 * USER_MAP_PER_CPU + USER_MAP_PER_CPU / 4;
-    (start, start + USER_MAP_PER_CPU / 4)
-}
 
 /// Whether (and how) the GPU driver started: it starts on first use, so a guest that never
 /// uses it boots without touching the device.
@@ -596,7 +582,7 @@ pub fn placement(task: Task, h: Handle) -> Result<Placement, ObjError> {
 /// touched while the lock is held.
 fn in_views(buf: &[u8]) -> bool {
     let (start, len) = (buf.as_ptr() as u64, buf.len() as u64);
-    start < USER_MAP_BASE + pvgpu_abi::layout::guest::USER_MAP_SIZE && start + len > USER_MAP_BASE
+    start < USER_MAP_BASE + USER_MAP_SIZE && start + len > USER_MAP_BASE
 }
 
 /// Copies `data` into the object at `offset` (pwrite). `data` may be another object's view.

@@ -21,9 +21,8 @@ static PAGES: Mutex<Option<Allocator>> = Mutex::new(None);
 
 /// Sets the allocator up over the RAM after the heap (vCPU 0, after the heap).
 pub fn init(info: &BootInfo) {
-    let (heap, len) = super::heap::region(info);
     // 2 MiB-aligned, so whole free 64-bit words in groups of 8 are 2 MiB-aligned blocks.
-    let base = (heap + len).next_multiple_of(pvgpu_abi::layout::LARGE_PAGE_SIZE);
+    let base = crate::memory_map::page_pool_base(info);
     let pages = (info.ram_size.saturating_sub(base) / PAGE_SIZE) as usize;
     let mut bits = vec![0u64; pages.div_ceil(64)];
     // Mark the tail of the last word as used, so it is never handed out.

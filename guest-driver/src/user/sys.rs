@@ -1,23 +1,10 @@
 //! Ring-3 wrappers for the system calls (see [`crate::abi`]).
 
+use pvgpu_abi::exit_status;
+use pvgpu_abi::layout::PAGE_SIZE;
+
 use crate::abi::*;
-
-core::arch::global_asm!(
-    ".section .text",
-    ".global pvgpu_syscall_stub",
-    "pvgpu_syscall_stub:",
-    "    ud2",
-    "    ret",
-);
-
-extern "C" {
-    fn pvgpu_syscall_stub(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> i64;
-}
-
-/// Address of the `ud2` that ring 0 treats as a system call.
-pub fn stub_addr() -> u64 {
-    pvgpu_syscall_stub as unsafe extern "C" fn(u64, u64, u64, u64, u64) -> i64 as usize as u64
-}
+use crate::memory_map::pvgpu_syscall_stub;
 
 /// A failed system call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,15 +50,12 @@ pub fn map(va: u64, pages: &[u64], writable: bool) -> Result<(), SysError> {
     let mut runs: alloc::vec::Vec<MapRun> = alloc::vec::Vec::new();
     for &pa in pages {
         match runs.last_mut() {
-            Some(r) if r.pa + r.pages * pvgpu_abi::layout::PAGE_SIZE == pa => r.pages += 1,
+            Some(r) if r.pa + r.pages * PAGE_SIZE == pa => r.pages += 1,
             _ => runs.push(MapRun { pa, pages: 1 }),
         }
     }
     map_runs(va, &runs, writable)
 }
-
-/// Most pages ring 0 maps or unmaps in one call (kernel::paging::MAX_PAGES_PER_CALL).
-const MAX_PAGES_PER_CALL: u64 = 1 << 18;
 
 /// Maps runs of physically contiguous pages at `va`, one after another, in as many calls as
 /// ring 0's per-call limit needs. On error nothing stays mapped.
@@ -95,7 +79,7 @@ pub fn map_runs(va: u64, runs: &[MapRun], writable: bool) -> Result<(), SysError
             batch.len() as u64,
             flags,
         )?;
-        *at += *pages * pvgpu_abi::layout::PAGE_SIZE;
+        *at += *pages * PAGE_SIZE;
         batch.clear();
         *pages = 0;
         Ok(())
@@ -109,11 +93,11 @@ pub fn map_runs(va: u64, runs: &[MapRun], writable: bool) -> Result<(), SysError
                 pages: n,
             });
             pages += n;
-            run.pa += n * pvgpu_abi::layout::PAGE_SIZE;
+            run.pa += n * PAGE_SIZE;
             run.pages -= n;
             if pages == MAX_PAGES_PER_CALL {
                 if let Err(e) = flush(&mut batch, &mut pages, &mut at) {
-                    let _ = unmap(va, (at - va) / pvgpu_abi::layout::PAGE_SIZE);
+                    let _ = unmap(va, (at - va) / PAGE_SIZE);
                     return Err(e);
                 }
             }
@@ -121,7 +105,7 @@ pub fn map_runs(va: u64, runs: &[MapRun], writable: bool) -> Result<(), SysError
     }
     if let Err(e) = flush(&mut batch, &mut pages, &mut at) {
         if at > va {
-            let _ = unmap(va, (at - va) / pvgpu_abi::layout::PAGE_SIZE);
+            let _ = unmap(va, (at - va) / PAGE_SIZE);
         }
         return Err(e);
     }
@@ -134,7 +118,7 @@ pub fn unmap(va: u64, count: u64) -> Result<(), SysError> {
     let mut done = 0;
     while done < count {
         let n = (count - done).min(MAX_PAGES_PER_CALL);
-        let r = call(SYS_UNMAP, va + done * pvgpu_abi::layout::PAGE_SIZE, n, 0, 0).map(|_| ());
+        let r = call(SYS_UNMAP, va + done * PAGE_SIZE, n, 0, 0).map(|_| ());
         result = result.and(r);
         done += n;
     }
@@ -160,7 +144,7 @@ pub fn fault_return(frame: *const FaultUpcall) -> SysError {
 /// Halts this vCPU for good.
 pub fn park() -> ! {
     let _ = call(SYS_PARK, 0, 0, 0, 0);
-    crate::port::exit(crate::kernel::trap::EXIT_KERNEL_ERROR)
+    crate::port::exit(exit_status::KERNEL_ERROR)
 }
 
 /// Makes ring 0 fault on purpose (0: #PF, 1: #UD), to test the fault report.

@@ -9,20 +9,23 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use pvgpu_abi::exit_status;
 use vmm_sys_util::eventfd::EventFd;
 
+// The VMM's exit statuses, as i32 for `std::process::exit`; the numbers are defined once, in
+// `pvgpu_abi::exit_status` (shared with the guest and the tests).
 /// Exit status for a KVM internal error (e.g. an emulation failure).
-pub const STATUS_INTERNAL_ERROR: i32 = 120;
+pub const STATUS_INTERNAL_ERROR: i32 = exit_status::INTERNAL_ERROR as i32;
 /// Exit status for a triple fault (KVM_EXIT_SHUTDOWN).
-pub const STATUS_TRIPLE_FAULT: i32 = 121;
+pub const STATUS_TRIPLE_FAULT: i32 = exit_status::TRIPLE_FAULT as i32;
 /// Exit status for KVM_EXIT_FAIL_ENTRY.
-pub const STATUS_FAIL_ENTRY: i32 = 122;
+pub const STATUS_FAIL_ENTRY: i32 = exit_status::FAIL_ENTRY as i32;
 /// Exit status for any other unexpected exit, a failed KVM_RUN, or every vCPU halting.
-pub const STATUS_UNEXPECTED: i32 = 123;
+pub const STATUS_UNEXPECTED: i32 = exit_status::UNEXPECTED as i32;
 /// Exit status when `--timeout` expires.
-pub const STATUS_TIMEOUT: i32 = 124;
+pub const STATUS_TIMEOUT: i32 = exit_status::TIMEOUT as i32;
 /// Exit status for an error of the VMM itself.
-pub const STATUS_VMM_ERROR: i32 = 1;
+pub const STATUS_VMM_ERROR: i32 = exit_status::VMM_ERROR as i32;
 
 /// A vCPU failure.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -76,36 +76,56 @@ pub struct Gpu {
     broken: bool,
 }
 
+/// Opens the virtio-mmio transport of the device the boot info names, and checks it is a GPU.
+///
+/// # Safety
+/// Only one transport may drive the device at a time: while the returned one lives, no other
+/// may be used (the object layer's driver owns one; the `hostile` workload opens its own only
+/// while that driver is idle, and restarts the driver afterwards).
+pub unsafe fn open_transport(info: &BootInfo) -> Result<MmioTransport<'static>, GpuError> {
+    let header = core::ptr::NonNull::new(info.virtio_mmio_base as *mut VirtIOHeader)
+        .ok_or(GpuError::NoDevice)?;
+    // SAFETY: ring 0 maps the virtio-mmio window (uncached) for ring 3 at its physical
+    // address for the guest's whole life; the caller keeps every other transport idle.
+    let transport = unsafe { MmioTransport::new(header, info.virtio_mmio_size as usize) }
+        .map_err(|_| GpuError::NotAGpu)?;
+    if transport.device_type() != DeviceType::GPU {
+        return Err(GpuError::NotAGpu);
+    }
+    Ok(transport)
+}
+
+/// Resets the device and negotiates virtio 1 and the pvgpu extension, up to FEATURES_OK.
+/// Returns the status the driver has written (ACKNOWLEDGE | DRIVER | FEATURES_OK).
+pub fn negotiate(transport: &mut impl Transport) -> Result<DeviceStatus, GpuError> {
+    transport.set_status(DeviceStatus::empty());
+    transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+    let offered = transport.read_device_features();
+    for bit in [p::VIRTIO_F_VERSION_1, p::VIRTIO_GPU_F_PVGPU_MEM] {
+        if offered & (1 << bit) == 0 {
+            return Err(GpuError::MissingFeature(bit));
+        }
+    }
+    let wanted = (1u64 << p::VIRTIO_F_VERSION_1) | (1 << p::VIRTIO_GPU_F_PVGPU_MEM);
+    transport.write_driver_features(wanted);
+    let st = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK;
+    transport.set_status(st);
+    if !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
+        return Err(GpuError::FeaturesRefused);
+    }
+    Ok(st)
+}
+
 impl Gpu {
     /// Finds, resets and starts the device.
     pub fn probe(info: &BootInfo) -> Result<Gpu, GpuError> {
         if info.virtio_mmio_base == 0 || info.vram_size == 0 {
             return Err(GpuError::NoDevice);
         }
-        let header = core::ptr::NonNull::new(info.virtio_mmio_base as *mut VirtIOHeader)
-            .ok_or(GpuError::NoDevice)?;
-        // SAFETY: ring 0 maps the virtio-mmio window (uncached) for ring 3 at its physical
-        // address for the guest's whole life, and only this driver uses it.
-        let mut transport = unsafe { MmioTransport::new(header, info.virtio_mmio_size as usize) }
-            .map_err(|_| GpuError::NotAGpu)?;
-        if transport.device_type() != DeviceType::GPU {
-            return Err(GpuError::NotAGpu);
-        }
-        transport.set_status(DeviceStatus::empty());
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-        let offered = transport.read_device_features();
-        for bit in [p::VIRTIO_F_VERSION_1, p::VIRTIO_GPU_F_PVGPU_MEM] {
-            if offered & (1 << bit) == 0 {
-                return Err(GpuError::MissingFeature(bit));
-            }
-        }
-        let wanted = (1u64 << p::VIRTIO_F_VERSION_1) | (1 << p::VIRTIO_GPU_F_PVGPU_MEM);
-        transport.write_driver_features(wanted);
-        let st = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK;
-        transport.set_status(st);
-        if !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
-            return Err(GpuError::FeaturesRefused);
-        }
+        // SAFETY: the object layer holds the only driver; it probes when nothing else uses
+        // the device (the `hostile` workload's own transport is gone before `reinit`).
+        let mut transport = unsafe { open_transport(info) }?;
+        let st = negotiate(&mut transport)?;
         let queue =
             VirtQueue::new(&mut transport, p::CONTROLQ, false, false).map_err(GpuError::Queue)?;
         transport.set_status(st | DeviceStatus::DRIVER_OK);

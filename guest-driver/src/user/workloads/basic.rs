@@ -1,7 +1,7 @@
 //! Small workloads: greet, fault on purpose, spin.
 
+use crate::memory_map::USER_MAP_BASE;
 use pvgpu_abi::boot_info::BootInfo;
-use pvgpu_abi::layout::guest::USER_MAP_BASE;
 
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::user::sys;

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod basic;
 pub mod bench;
+pub mod checker;
 pub mod concurrent;
 pub mod hostile;
 pub mod object_checks;
@@ -16,12 +17,9 @@ use pvgpu_abi::boot_info::BootInfo;
 
 use super::smp::{self, Job};
 
-/// Exit status when every check passed.
-pub const EXIT_OK: u8 = 0;
-/// Exit status when a check failed.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit status for a command line the guest does not understand.
-pub const EXIT_USAGE: u8 = 2;
+/// The guest's exit statuses (every check passed, a check failed, a command line the guest
+/// does not understand), as the VMM and the tests know them.
+pub use pvgpu_abi::exit_status::{FAILED as EXIT_FAILED, OK as EXIT_OK, USAGE as EXIT_USAGE};
 
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
                      [--copy|--no-clean] | zerocopy | pressure | concurrent | objfuzz [--ops N] [--seed S] | \

@@ -8,7 +8,7 @@ use pvgpu_abi::crc32c::crc32c;
 use pvgpu_abi::layout::PAGE_SIZE;
 use pvgpu_abi::protocol as p;
 
-use super::selftest::Checker;
+use super::checker::Checker;
 use crate::check;
 use crate::user::gpu::Cmd;
 use crate::user::objects::{self as obj, Handle, ObjError, Placement, Task};

@@ -8,11 +8,13 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use pvgpu_abi::boot_info::BootInfo;
-use pvgpu_abi::layout::guest::{USER_MAP_BASE, USER_MAP_PER_CPU};
 use pvgpu_abi::layout::{MAX_VCPUS, PAGE_SIZE};
 
+use super::checker::Checker;
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::abi::ENOSYS;
+use crate::check;
+use crate::memory_map::{self, image};
 use crate::user::sys::{self, SysError};
 use crate::user::{fault, pages, smp};
 
@@ -24,32 +26,6 @@ const FAULT_PAGES: u64 = 8;
 static FAULTS: [AtomicU32; MAX_VCPUS as usize] = [const { AtomicU32::new(0) }; MAX_VCPUS as usize];
 /// Pages the fault resolver mapped: (virtual, physical), so the test can give them back.
 static RESOLVED: spin::Mutex<Vec<(u64, u64)>> = spin::Mutex::new(Vec::new());
-
-/// Counts and reports checks.
-pub struct Checker {
-    /// The vCPU running the checks.
-    pub cpu: usize,
-    failed: u32,
-    passed: u32,
-}
-
-impl Checker {
-    /// Records one check.
-    pub fn check(&mut self, ok: bool, what: core::fmt::Arguments) {
-        if ok {
-            self.passed += 1;
-        } else {
-            self.failed += 1;
-            crate::println!("[selftest cpu {}] FAIL: {}", self.cpu, what);
-        }
-    }
-}
-
-/// `check!(checker, condition, "what", args...)`.
-#[macro_export]
-macro_rules! check {
-    ($c:expr, $cond:expr, $($fmt:tt)*) => { $c.check($cond, format_args!($($fmt)*)) };
-}
 
 /// The value word `k` of a page at `addr` holds in these tests.
 fn pattern(addr: u64, k: u64, salt: u64) -> u64 {
@@ -100,16 +76,12 @@ pub fn run(info: &BootInfo) -> u8 {
 
 /// Runs every check on this vCPU; true if all passed.
 pub fn run_on_cpu(cpu: usize) -> bool {
-    let mut c = Checker {
-        cpu,
-        failed: 0,
-        passed: 0,
-    };
+    let mut c = Checker::new(alloc::format!("[selftest cpu {cpu}]"));
     heap_checks(&mut c);
-    let window = USER_MAP_BASE + cpu as u64 * USER_MAP_PER_CPU;
+    let (window, _) = memory_map::selftest_map_window(cpu);
     map_checks(&mut c, window);
     bad_call_checks(&mut c, window);
-    fault_checks(&mut c, window + USER_MAP_PER_CPU / 2);
+    fault_checks(&mut c, cpu, memory_map::selftest_fault_window(cpu).0);
     if crate::user::objects::available() {
         super::object_checks::run(&mut c, cpu);
     } else if cpu == 0 {
@@ -117,10 +89,10 @@ pub fn run_on_cpu(cpu: usize) -> bool {
     }
     crate::println!(
         "[selftest cpu {cpu}] {} checks passed, {} failed",
-        c.passed,
-        c.failed
+        c.passed(),
+        c.failed()
     );
-    c.failed == 0
+    c.failed() == 0
 }
 
 fn heap_checks(c: &mut Checker) {
@@ -150,14 +122,15 @@ fn heap_checks(c: &mut Checker) {
         "boxes of many sizes keep their data"
     );
     drop(boxes);
-    let layout = core::alloc::Layout::from_size_align(3 * 4096, 4096)
+    let page = PAGE_SIZE as usize;
+    let layout = core::alloc::Layout::from_size_align(3 * page, page)
         .unwrap_or(core::alloc::Layout::new::<u8>());
     // SAFETY: layout has a non-zero size; the block is freed with the same layout.
     unsafe {
         let p = alloc::alloc::alloc(layout);
         check!(
             c,
-            !p.is_null() && (p as usize).is_multiple_of(4096),
+            !p.is_null() && (p as usize).is_multiple_of(page),
             "page-aligned allocation"
         );
         if !p.is_null() {
@@ -238,7 +211,7 @@ fn map_checks(c: &mut Checker, va: u64) {
 }
 
 fn bad_call_checks(c: &mut Checker, va: u64) {
-    let kpriv = crate::kernel::image::kpriv_start();
+    let kpriv = image::kpriv_start();
     let ram = crate::user::boot_info().ram_size;
     check!(
         c,
@@ -301,7 +274,7 @@ fn bad_call_checks(c: &mut Checker, va: u64) {
 /// Resolves a fault in a selftest window: a fresh page filled with the pattern of its address.
 fn resolve(addr: u64, _cpu: usize) -> bool {
     let page = addr & !(PAGE_SIZE - 1);
-    let cpu = ((page - USER_MAP_BASE) / USER_MAP_PER_CPU) as usize;
+    let cpu = memory_map::cpu_of_user_map(page);
     let Some(pa) = pages::alloc() else {
         return false;
     };
@@ -317,14 +290,14 @@ fn resolve(addr: u64, _cpu: usize) -> bool {
     true
 }
 
-fn fault_checks(c: &mut Checker, va: u64) {
+fn fault_checks(c: &mut Checker, cpu: usize, va: u64) {
     let end = va + FAULT_PAGES * PAGE_SIZE;
     check!(
         c,
         fault::register(va, end, resolve).is_ok(),
         "install the fault handler"
     );
-    let before = FAULTS[c.cpu].load(Ordering::Relaxed);
+    let before = FAULTS[cpu].load(Ordering::Relaxed);
     let mut ok = true;
     for i in 0..FAULT_PAGES {
         let page = va + i * PAGE_SIZE;
@@ -334,7 +307,7 @@ fn fault_checks(c: &mut Checker, va: u64) {
         let got = unsafe { ((page + 8 * k) as *const u64).read_volatile() };
         ok &= got == pattern(page, k, page);
     }
-    let faults = FAULTS[c.cpu].load(Ordering::Relaxed) - before;
+    let faults = FAULTS[cpu].load(Ordering::Relaxed) - before;
     check!(
         c,
         ok,
@@ -351,7 +324,7 @@ fn fault_checks(c: &mut Checker, va: u64) {
     check!(c, again, "resolved pages keep their data");
     check!(
         c,
-        FAULTS[c.cpu].load(Ordering::Relaxed) - before == FAULT_PAGES as u32,
+        FAULTS[cpu].load(Ordering::Relaxed) - before == FAULT_PAGES as u32,
         "no further faults"
     );
     check!(

@@ -10,7 +10,6 @@
 use alloc::vec::Vec;
 
 use pvgpu_abi::crc32c::crc32c;
-use pvgpu_abi::layout::guest::{USER_MAP_BASE, USER_MAP_PER_CPU};
 use pvgpu_abi::layout::PAGE_SIZE;
 use pvgpu_abi::protocol as p;
 
@@ -40,7 +39,7 @@ pub fn run() -> u8 {
 }
 
 fn scratch_va() -> u64 {
-    USER_MAP_BASE + USER_MAP_PER_CPU / 8
+    crate::memory_map::workload_map_window(0).0
 }
 
 /// Submits one command and checks its response type.
