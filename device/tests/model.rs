@@ -160,6 +160,10 @@ fn run(ops: Vec<Op>, backend: MemoryBackend, zero_copy: ZeroCopy) -> Result<(), 
     let mut m: std::collections::BTreeMap<u32, MObj> = Default::default();
     // Bytes MIGRATE_CLEAN and EVICT into new pages transferred (moved or copied).
     let mut transferred = 0u64;
+    // Whether freed guest RAM can be counted exactly: with transparent huge pages, khugepaged
+    // may collapse a partly freed huge page again (filling the freed 4 KiB pages with zeros),
+    // and these objects are a few 4 KiB pages each.
+    let exact = backend != MemoryBackend::Anonymous { thp: true };
     // Touch the request scratch page first, so CLEAN's page counts only see punching.
     g.cmd(p::CtrlHdr::new(p::CMD_NOP).as_bytes());
     for op in ops {
@@ -239,7 +243,9 @@ fn run(ops: Vec<Op>, backend: MemoryBackend, zero_copy: ZeroCopy) -> Result<(), 
                     Some(_) => (p::RESP_ERR_INVALID_STATE, 0),
                 };
                 prop_assert_eq!(g.obj_cmd(p::CMD_CLEAN, id), want);
-                prop_assert_eq!(before - g.ram.resident_bytes(), freed);
+                if exact {
+                    prop_assert_eq!(before - g.ram.resident_bytes(), freed);
+                }
             }
             Op::MigrateClean { id } => {
                 let before = g.ram.resident_bytes();
@@ -255,7 +261,9 @@ fn run(ops: Vec<Op>, backend: MemoryBackend, zero_copy: ZeroCopy) -> Result<(), 
                     Some(_) => (p::RESP_ERR_INVALID_STATE, 0),
                 };
                 prop_assert_eq!(g.obj_cmd(p::CMD_MIGRATE_CLEAN, id), want);
-                prop_assert_eq!(before - g.ram.resident_bytes(), freed);
+                if exact {
+                    prop_assert_eq!(before - g.ram.resident_bytes(), freed);
+                }
                 // The moved-from pages read as zero (a test may look; a guest must not).
                 prop_assert!(read_pages(&g, &old_pages).iter().all(|b| *b == 0));
             }
@@ -391,6 +399,12 @@ proptest! {
     /// Every third page refused: partial moves and the copy fallback, byte for byte.
     #[test]
     fn sequences_with_refused_pages_match_the_model(ops in prop::collection::vec(op(), 1..80)) {
+        run(ops, MemoryBackend::Anonymous { thp: false }, ZeroCopy::RefuseEvery(3))?;
+    }
+
+    /// The same on huge pages (moves split them); every byte checked, freed memory not exactly.
+    #[test]
+    fn sequences_with_refused_huge_pages_match_the_model(ops in prop::collection::vec(op(), 1..80)) {
         run(ops, MemoryBackend::Anonymous { thp: true }, ZeroCopy::RefuseEvery(3))?;
     }
 
