@@ -101,3 +101,32 @@ fn moved_from_pages_read_zero_and_objects_fault_back() {
         }
     }
 }
+
+#[test]
+fn refused_pages_are_copied_and_every_byte_still_verifies() {
+    // The hidden test hook: the device refuses every third page it would move.
+    for guest in [
+        &["zerocopy"][..],
+        &["workload", "--objects", "16", "--mib", "64"][..],
+    ] {
+        let (r, v) = stats_of(
+            &["--mem", "512M", "--test-refuse-every", "3"],
+            guest,
+            "refuse",
+        );
+        assert_eq!(r.code, code(exit_status::OK), "{guest:?}: {}", r.dump());
+        assert!(r.stdout.contains("PASS"), "{guest:?}: {}", r.dump());
+        let moved = num(&v, "/device/bytes_moved");
+        let copied = num(&v, "/device/bytes_move_copied");
+        assert!(
+            moved > 0.0 && copied > 0.0,
+            "{guest:?}: moved {moved}, copied {copied}"
+        );
+        // About one page in three was copied instead.
+        let share = copied / (moved + copied);
+        assert!(
+            (0.2..0.5).contains(&share),
+            "{guest:?}: copied share {share}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pvgpu_abi::layout;
-use pvgpu_device::MemoryBackend;
+use pvgpu_device::{MemoryBackend, ZeroCopy};
 
 use crate::size::{format_size, parse_size, SizeError};
 
@@ -81,6 +81,9 @@ pub struct RunArgs {
     /// Anonymous memory without transparent huge pages (4 KiB pages only)
     #[arg(long)]
     pub no_thp: bool,
+    /// Testing: the device refuses every N-th page it would move, so the copy fallback runs
+    #[arg(long, value_name = "N", hide = true)]
+    pub test_refuse_every: Option<u64>,
     /// The guest's command line (e.g. `-- exit 7`, `-- hello`, `-- selftest`)
     #[arg(last = true, value_name = "GUEST ARGS")]
     pub guest_args: Vec<String>,
@@ -173,6 +176,8 @@ pub struct RunConfig {
     pub sample_interval: Option<Duration>,
     /// The host memory behind guest RAM and VRAM.
     pub memory: MemoryBackend,
+    /// Whether the device moves pages (a test hook makes it refuse some).
+    pub zero_copy: ZeroCopy,
 }
 
 impl RunConfig {
@@ -190,6 +195,7 @@ impl RunConfig {
             vram_bytes: Some(layout::VRAM_DEFAULT),
             sample_interval: Some(Duration::from_millis(DEFAULT_SAMPLE_MS)),
             memory: MemoryBackend::DEFAULT_VMM,
+            zero_copy: ZeroCopy::Auto,
         }
     }
 
@@ -223,6 +229,9 @@ impl RunConfig {
             vram_bytes,
             sample_interval: (args.sample_ms > 0).then(|| Duration::from_millis(args.sample_ms)),
             memory: args.memory.backend(!args.no_thp),
+            zero_copy: args
+                .test_refuse_every
+                .map_or(ZeroCopy::Auto, |n| ZeroCopy::RefuseEvery(n.max(1))),
         })
     }
 }
@@ -379,6 +388,11 @@ mod tests {
             MemoryBackend::Shared
         );
         assert!(parse(&["run", "--memory", "hugetlb"]).is_err());
+        assert_eq!(cfg(&[]).unwrap().zero_copy, ZeroCopy::Auto);
+        assert_eq!(
+            cfg(&["--test-refuse-every", "3"]).unwrap().zero_copy,
+            ZeroCopy::RefuseEvery(3)
+        );
         // --no-gpu with an explicit --vram is a usage error; the default does not conflict.
         assert!(parse(&["run", "--no-gpu", "--vram", "1G"]).is_err());
         assert!(parse(&["run", "--sample-ms", "-1"]).is_err());

@@ -22,7 +22,9 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOp
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use pvgpu_abi::layout;
-use pvgpu_device::{DeviceConfig, DeviceError, DeviceStats, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
+use pvgpu_device::{
+    DeviceConfig, DeviceError, DeviceStats, PvgpuDevice, ZeroCopy, QUEUE_NOTIFY_OFFSET,
+};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -257,7 +259,8 @@ impl std::fmt::Debug for Gpu {
 }
 
 impl Gpu {
-    /// Creates the device with `vram_size` bytes of VRAM for the guest RAM `ram`, maps VRAM as
+    /// Creates the device with `vram_size` bytes of VRAM (the same kind of host memory as
+    /// guest RAM `ram`; pages move between them as `zero_copy` says), maps VRAM as
     /// KVM memslot `slot` at `layout::VRAM_BASE`, catches QueueNotify with an ioeventfd, and
     /// puts the register window on `mmio`. The interrupt is wired later, by
     /// [`Gpu::connect_irq`], once the in-kernel irqchip exists.
@@ -273,11 +276,14 @@ impl Gpu {
         vm: &VmFd,
         ram: &GuestRam,
         vram_size: u64,
+        zero_copy: ZeroCopy,
         slot: u32,
         mmio: &mut Bus,
     ) -> Result<Self, GpuError> {
-        let config =
-            DeviceConfig::new(ram.size(), vram_size)?.with_backend(ram.host_memory().backend());
+        let config = DeviceConfig {
+            zero_copy,
+            ..DeviceConfig::new(ram.size(), vram_size)?.with_backend(ram.host_memory().backend())
+        };
         let device = PvgpuDevice::new(config, Box::new(ram.host_memory().clone()))?;
 
         let vram = device.vram();

@@ -102,7 +102,14 @@ pub fn run_with_output(
     // go in before the irqchip (much cheaper on PVM; see Gpu::attach).
     let mut mmio = Bus::new();
     let mut gpu = match config.vram_bytes {
-        Some(vram) => Some(Gpu::attach(&vm, &ram, vram, ram.slots(), &mut mmio)?),
+        Some(vram) => Some(Gpu::attach(
+            &vm,
+            &ram,
+            vram,
+            config.zero_copy,
+            ram.slots(),
+            &mut mmio,
+        )?),
         None => None,
     };
     let probe = match &gpu {
