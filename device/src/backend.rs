@@ -219,32 +219,40 @@ impl HostMemory {
         }
     }
 
-    /// Host bytes resident in `[offset, offset + len)` (page-aligned), from mincore(2).
+    /// Host bytes resident in `[offset, offset + len)` (page-aligned), from mincore(2), a
+    /// bounded piece at a time (VRAM may be tens of GiB).
     pub fn resident_bytes_in(&self, offset: u64, len: u64) -> Result<u64, BackendError> {
+        /// Bytes per mincore(2) call: 256 KiB of result vector.
+        const PIECE: usize = 1 << 30;
         let (off, n) = self.check(offset, len)?;
-        if n == 0 {
-            return Ok(0);
-        }
         let page = PAGE_SIZE as usize;
-        let mut vec = vec![0u8; n.div_ceil(page)];
-        // SAFETY: [host_addr + off, + n) lies inside the mapping (checked above), and `vec`
-        // has one byte per page of it, as mincore(2) writes.
-        let rc = unsafe {
-            libc::mincore(
-                self.region.as_ptr().add(off).cast(),
-                n,
-                vec.as_mut_ptr().cast(),
-            )
-        };
-        if rc != 0 {
-            return Err(BackendError::Madvise {
-                what: "mincore",
-                offset,
-                len,
-                source: std::io::Error::last_os_error(),
-            });
+        let mut vec = vec![0u8; n.min(PIECE).div_ceil(page)];
+        let mut pages = 0u64;
+        let mut pos = 0usize;
+        while pos < n {
+            let piece = (n - pos).min(PIECE);
+            let v = &mut vec[..piece.div_ceil(page)];
+            // SAFETY: [host_addr + off + pos, + piece) lies inside the mapping (checked above),
+            // and `v` has one byte per page of it, as mincore(2) writes.
+            let rc = unsafe {
+                libc::mincore(
+                    self.region.as_ptr().add(off + pos).cast(),
+                    piece,
+                    v.as_mut_ptr().cast(),
+                )
+            };
+            if rc != 0 {
+                return Err(BackendError::Madvise {
+                    what: "mincore",
+                    offset,
+                    len,
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            pages += v.iter().filter(|b| **b & 1 != 0).count() as u64;
+            pos += piece;
         }
-        Ok(vec.iter().filter(|b| **b & 1 != 0).count() as u64 * PAGE_SIZE)
+        Ok(pages * PAGE_SIZE)
     }
 
     /// Host bytes resident in the whole range (0 if mincore fails).
