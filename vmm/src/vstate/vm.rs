@@ -20,6 +20,7 @@ use crate::devices::bus::Bus;
 use crate::devices::exit_port::ExitDevice;
 use crate::devices::gpu::{DeviceThread, Gpu};
 use crate::devices::phase_port::PhaseDevice;
+use crate::devices::screenshot::Screenshot;
 use crate::devices::serial::{ConsoleOut, SerialDevice};
 use crate::error::VmmError;
 use crate::run::event_loop::EventLoop;
@@ -107,6 +108,7 @@ pub fn run_with_output(
             &ram,
             vram,
             config.zero_copy,
+            config.display,
             ram.slots(),
             &mut mmio,
         )?),
@@ -195,8 +197,12 @@ pub fn run_with_output(
 
     vcpu::install_kick_handler()?;
     let mut event_loop = EventLoop::new(state.clone(), config.timeout)?;
+    let screenshot = config
+        .screenshot
+        .clone()
+        .map(|p| Arc::new(Mutex::new(Screenshot::new(p))));
     let device_thread = match gpu.as_mut() {
-        Some(g) => DeviceThread::spawn(g)?,
+        Some(g) => DeviceThread::spawn(g, screenshot.clone())?,
         None => None,
     };
     if let Some(every) = config.sample_interval {
@@ -231,6 +237,9 @@ pub fn run_with_output(
     let (unjoined, reports) = stop_vcpus(handles, JOIN_DEADLINE);
     // The device thread stops next, so the final device counters are read from a quiet device.
     drop(device_thread);
+    if let (Some(g), Some(s)) = (&gpu, &screenshot) {
+        final_screenshot(g, s);
+    }
     // Guest output first (ending any partial line), then the failure reports.
     if let Err(e) = serial.lock().unwrap_or_else(|p| p.into_inner()).finish() {
         log::debug!("flushing serial output: {e}");
@@ -270,6 +279,24 @@ pub fn run_with_output(
         unjoined,
         reports,
     })
+}
+
+/// The screenshot at exit: what the scanout shows now, or a warning if nothing was ever shown.
+fn final_screenshot(gpu: &Gpu, shot: &Mutex<Screenshot>) {
+    match gpu.final_screenshot(shot) {
+        Ok(true) => {}
+        Ok(false) => {
+            let s = shot.lock().unwrap_or_else(|p| p.into_inner());
+            if s.written() == 0 {
+                eprintln!(
+                    "pvgpu: warning: --screenshot {}: the guest never showed anything on the \
+                     scanout; no picture written",
+                    s.path().display()
+                );
+            }
+        }
+        Err(e) => eprintln!("pvgpu: warning: {e}"),
+    }
 }
 
 /// Kicks every vCPU thread out of KVM_RUN until all have finished or `deadline` passes, then

@@ -5,6 +5,7 @@ pub mod basic;
 pub mod bench;
 pub mod checker;
 pub mod concurrent;
+pub mod display;
 pub mod hostile;
 pub mod object_checks;
 pub mod objfuzz;
@@ -23,7 +24,7 @@ pub use pvgpu_abi::exit_status::{FAILED as EXIT_FAILED, OK as EXIT_OK, USAGE as 
 
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
                      [--copy|--no-clean] | zerocopy | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
-                     hostile | bench-migrate [--mib M] [--object-mib S] [--fused] | \
+                     hostile | display [--no-clean] | bench-migrate [--mib M] [--object-mib S] [--fused] | \
                      bench-latency [--iters N] | scale [--objects N] | density [--mib M] | \
                      fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | \
                      stack-overflow | spin";
@@ -87,6 +88,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("stack-overflow", []) => basic::stack_overflow(),
         ("spin", []) => basic::spin(),
         ("workload", rest) => workload::run(rest),
+        ("display", rest) => display::run(rest, info),
         ("pressure", []) => pressure::run(),
         ("zerocopy", []) => zerocopy::run(),
         ("objfuzz", rest) => objfuzz::run(rest),
