@@ -137,3 +137,23 @@ pub fn spawn_spinning(flags: &[&str]) -> std::process::Child {
     }
     child
 }
+
+/// `boot` with `--stats-json` to a temporary file (named after `tag`); returns the run and the
+/// parsed stats. Fails the test if the file is missing or not JSON.
+pub fn stats_of(flags: &[&str], guest: &[&str], tag: &str) -> (Run, serde_json::Value) {
+    let path = std::env::temp_dir().join(format!("pvgpu-{tag}-{}.json", std::process::id()));
+    let mut all = vec!["--stats-json", path.to_str().expect("utf-8 path")];
+    all.extend_from_slice(flags);
+    let r = boot(&all, guest);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("stats file: {e}\n{}", r.dump()));
+    let _ = std::fs::remove_file(&path);
+    (r, serde_json::from_str(&text).expect("stats JSON"))
+}
+
+/// The number at JSON pointer `path` in `v`; fails the test if it is missing.
+pub fn num(v: &serde_json::Value, path: &str) -> f64 {
+    v.pointer(path)
+        .and_then(|x| x.as_f64())
+        .unwrap_or_else(|| panic!("{path} missing in {v}"))
+}

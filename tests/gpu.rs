@@ -3,24 +3,7 @@
 
 mod common;
 
-use common::{boot, code, exit_status};
-
-fn stats_of(flags: &[&str], guest: &[&str], tag: &str) -> (common::Run, serde_json::Value) {
-    let path = std::env::temp_dir().join(format!("pvgpu-gpu-{tag}-{}.json", std::process::id()));
-    let mut all = vec!["--stats-json", path.to_str().unwrap()];
-    all.extend_from_slice(flags);
-    let r = boot(&all, guest);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("stats file: {e}\n{}", r.dump()));
-    let _ = std::fs::remove_file(&path);
-    (r, serde_json::from_str(&text).expect("stats JSON"))
-}
-
-fn num(v: &serde_json::Value, path: &str) -> f64 {
-    v.pointer(path)
-        .and_then(|x| x.as_f64())
-        .unwrap_or_else(|| panic!("{path} missing in {v}"))
-}
+use common::{boot, code, exit_status, num, stats_of};
 
 #[test]
 fn selftest_runs_every_device_check() {
@@ -266,4 +249,25 @@ fn timeout_holds_against_a_busy_device() {
         Some("timeout")
     );
     assert!(num(&v, "/device/by_command/migrate/count") >= 1.0, "{v}");
+}
+
+/// The defaults (`workload` alone: 256 MiB of objects, in the default 256 MiB guest) do not
+/// fit in guest memory: reclaim migrates and cleans objects during the fill, and later,
+/// under `--no-clean`, has to clean objects already in VRAM to fault the others back. Every
+/// mode still verifies every byte.
+#[test]
+fn workload_defaults_run_under_memory_pressure() {
+    for mode in [&[][..], &["--copy"][..], &["--no-clean"][..]] {
+        let mut guest = vec!["workload"];
+        guest.extend_from_slice(mode);
+        let r = boot(&[], &guest);
+        assert_eq!(r.code, code(exit_status::OK), "{mode:?}: {}", r.dump());
+        assert!(r.stdout.contains("workload: PASS"), "{}", r.dump());
+        assert!(
+            r.stdout
+                .contains("already migrated and cleaned by memory-pressure reclaim"),
+            "the defaults no longer reach memory pressure: {}",
+            r.dump()
+        );
+    }
 }

@@ -5,6 +5,9 @@
 //! of the thread that makes it, and say why.
 
 use libc::c_ulong;
+use pvgpu_device::uffd_sys::{
+    UFFDIO_API, UFFDIO_COPY, UFFDIO_MOVE, UFFDIO_REGISTER, UFFDIO_UNREGISTER,
+};
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iowr_nr};
 
 /// Which thread a list is for.
@@ -77,6 +80,8 @@ fn host_memory_probe() -> Vec<Allow> {
         Any(libc::SYS_newfstatat),
         Any(libc::SYS_statx),
         Any(libc::SYS_lseek),
+        // Resident bytes of anonymous guest RAM and VRAM.
+        Any(libc::SYS_mincore),
     ]
 }
 
@@ -91,6 +96,16 @@ fn device_data_path() -> Vec<Allow> {
         Any(libc::SYS_pread64),
         Any(libc::SYS_fallocate),
         Any(libc::SYS_read),
+        // Anonymous memory: MIGRATE_CLEAN and EVICT move pages with userfaultfd (the
+        // destination is registered for the one call), CLEAN discards with MADV_DONTNEED
+        // (madvise is in `common`).
+        Allow::Ioctl(vec![
+            UFFDIO_API,
+            UFFDIO_REGISTER,
+            UFFDIO_UNREGISTER,
+            UFFDIO_MOVE,
+            UFFDIO_COPY,
+        ]),
     ]
 }
 

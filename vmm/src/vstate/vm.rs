@@ -87,7 +87,7 @@ pub fn run_with_output(
         source,
     })?;
 
-    let ram = GuestRam::new(config.mem_bytes)?;
+    let ram = GuestRam::new(config.mem_bytes, config.memory)?;
     ram.register(&vm)?;
     let mem = ram.memory();
     let kernel = loader::load_kernel(mem, ram.size(), &config.kernel)?;
@@ -109,6 +109,7 @@ pub fn run_with_output(
             &vm,
             &ram,
             vram,
+            config.zero_copy,
             config.display,
             ram.slots(),
             &mut mmio,
@@ -117,7 +118,7 @@ pub fn run_with_output(
     };
     let probe = match &gpu {
         Some(g) => g.memory_probe(&ram)?,
-        None => MemoryProbe::new(ram.memfd().clone(), None)?,
+        None => MemoryProbe::new(ram.host_memory().clone(), None),
     };
 
     vm.create_irq_chip().map_err(|source| VmmError::Kvm {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::RunConfig;
 use crate::run::stats::{PhaseMark, RunStats, Timeline};
+use pvgpu_device::MemoryBackend;
 
 use super::BenchError;
 
@@ -31,6 +32,8 @@ pub struct GuestSpec {
     pub vram_bytes: u64,
     /// Host-memory sampling interval, if any.
     pub sample: Option<Duration>,
+    /// Host memory of guest RAM and VRAM.
+    pub memory: MemoryBackend,
 }
 
 impl GuestSpec {
@@ -41,6 +44,7 @@ impl GuestSpec {
             mem_bytes,
             vram_bytes: pvgpu_abi::layout::VRAM_DEFAULT,
             sample: None,
+            memory: MemoryBackend::DEFAULT_VMM,
         }
     }
 }
@@ -141,6 +145,7 @@ pub fn run_guest(kernel: &Path, spec: &GuestSpec, echo: bool) -> Result<GuestRes
     config.mem_bytes = spec.mem_bytes;
     config.vram_bytes = Some(spec.vram_bytes);
     config.sample_interval = spec.sample;
+    config.memory = spec.memory;
     config.timeout = Some(GUEST_TIMEOUT);
     config.cmdline = spec.cmdline.clone();
     let capture = Capture::new(echo);
