@@ -39,6 +39,8 @@ pub enum Command {
     Bench(crate::tools::bench::BenchArgs),
     /// Run a workload that fills, migrates, cleans and touches objects, and plot host memory
     Demo(crate::tools::demo::DemoArgs),
+    /// Serve the GPU device model as a vhost-user backend on a unix socket (no KVM)
+    Device(crate::vhost_backend::DeviceArgs),
 }
 
 /// Options of `pvgpu run`.
@@ -73,6 +75,10 @@ pub struct RunArgs {
     /// Sample host memory into the stats every N ms; 0 means never
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_MS)]
     pub sample_ms: u64,
+    /// Use the GPU served by a vhost-user backend on this socket (`pvgpu device --socket
+    /// PATH`); VRAM is the backend's
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["no_gpu", "vram"])]
+    pub gpu_socket: Option<PathBuf>,
     /// The guest's command line (e.g. `-- exit 7`, `-- hello`, `-- selftest`)
     #[arg(last = true, value_name = "GUEST ARGS")]
     pub guest_args: Vec<String>,
@@ -144,6 +150,8 @@ pub struct RunConfig {
     pub vram_bytes: Option<u64>,
     /// How often to sample host memory into the stats, if at all.
     pub sample_interval: Option<Duration>,
+    /// The vhost-user GPU backend's socket: the device model runs there, not in this process.
+    pub gpu_socket: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -160,6 +168,7 @@ impl RunConfig {
             cmdline: String::new(),
             vram_bytes: Some(layout::VRAM_DEFAULT),
             sample_interval: Some(Duration::from_millis(DEFAULT_SAMPLE_MS)),
+            gpu_socket: None,
         }
     }
 
@@ -192,6 +201,7 @@ impl RunConfig {
             cmdline,
             vram_bytes,
             sample_interval: (args.sample_ms > 0).then(|| Duration::from_millis(args.sample_ms)),
+            gpu_socket: args.gpu_socket.clone(),
         })
     }
 }

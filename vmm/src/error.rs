@@ -63,6 +63,9 @@ pub enum VmmError {
     /// The GPU device.
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// The vhost-user GPU (`--gpu-socket`) could not be attached.
+    #[error(transparent)]
+    GpuVhostUser(#[from] crate::devices::gpu_vhost_user::GpuVhostUserError),
     /// Host-memory accounting.
     #[error(transparent)]
     Stats(#[from] RunStatsError),

@@ -17,6 +17,7 @@ pub mod error;
 pub mod run;
 pub mod size;
 pub mod tools;
+pub mod vhost_backend;
 pub mod vstate;
 
 pub use error::VmmError;

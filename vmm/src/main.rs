@@ -20,6 +20,10 @@ fn main() {
         Command::Run(args) => run(&args, start),
         Command::Bench(args) => pvgpu::tools::bench::main(&args),
         Command::Demo(args) => pvgpu::tools::demo::main(&args),
+        Command::Device(args) => match pvgpu::vhost_backend::serve(&args) {
+            Ok(()) => 0,
+            Err(e) => fail(&e),
+        },
     };
     std::process::exit(status);
 }
@@ -37,6 +41,9 @@ fn run(args: &RunArgs, start: Instant) -> i32 {
         if let Err(e) = outcome.stats.write(path) {
             eprintln!("pvgpu: error: cannot write {}: {e}", path.display());
         }
+    }
+    if let pvgpu::run::state::GuestEnd::VmmError(e) = &outcome.end {
+        eprintln!("pvgpu: error: {e}");
     }
     eprintln!("pvgpu: {}", outcome.stats.summary(&outcome.end));
     outcome.end.status()

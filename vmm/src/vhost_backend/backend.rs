@@ -1,0 +1,272 @@
+//! The pvgpu device model as a `vhost_user_backend::VhostUserBackend`: the same command
+//! engine and queue processing as in-process (`pvgpu_device::queue::process`), fed by the
+//! vrings a frontend sets up, with its VRAM offered as shared-memory region 1.
+//!
+//! - Features: the device's (`transport::DEVICE_FEATURES`) plus VHOST_USER_F_PROTOCOL_FEATURES.
+//! - Protocol features: CONFIG (GET_CONFIG serves virtio_gpu_config), MQ, REPLY_ACK,
+//!   RESET_DEVICE, BACKEND_REQ and SHMEM (GET_SHMEM_CONFIG; SHMEM_MAP of the VRAM memfd).
+//! - SHMEM_MAP is sent once, when the frontend gives its backend channel
+//!   (SET_BACKEND_REQ_FD), without asking for a reply: the frontend is then still waiting for
+//!   its own SET_BACKEND_REQ_FD acknowledgement, so waiting for one here would deadlock.
+//! - A kick runs every available request, then polls the avail ring for a short while (as the
+//!   in-process device thread does), and signals the call eventfd when the queue says so.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pvgpu_abi::protocol as p;
+use pvgpu_device::transport::{config_space, DEVICE_FEATURES, NUM_QUEUES};
+use pvgpu_device::{queue, CommandEngine, DeviceStats};
+use vhost::vhost_user::message::{
+    VhostUserMMap, VhostUserMMapFlags, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserVirtioFeatures,
+};
+use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::QueueT;
+use vm_memory::GuestAddressSpace;
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+
+use super::mem_table::{ram_ranges, BackendMemory};
+
+/// How long a kick keeps polling the avail ring after its last request (see
+/// `devices::gpu::POLL_WINDOW` for why polling pays on this host).
+const POLL_WINDOW: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Queue entries the backend accepts (the device model's control-queue maximum).
+const MAX_QUEUE_SIZE: usize = p::CONTROLQ_SIZE_MAX as usize;
+
+/// Errors of the backend's event handling.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuBackendError {
+    /// An event for a queue the device does not have.
+    #[error("event for queue {0}, the device has {NUM_QUEUES}")]
+    NoSuchQueue(u16),
+    /// The memory table is not acceptable.
+    #[error(transparent)]
+    MemTable(#[from] super::mem_table::MemTableError),
+    /// Signalling the call eventfd failed.
+    #[error("cannot signal the used-buffer notification: {0}")]
+    Call(std::io::Error),
+}
+
+impl From<GpuBackendError> for std::io::Error {
+    fn from(e: GpuBackendError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
+struct State {
+    engine: CommandEngine,
+    mem: Option<BackendMemory>,
+}
+
+/// The backend (cheap to clone: the daemon hands clones to its worker threads).
+#[derive(Clone)]
+pub struct GpuBackend {
+    state: Arc<Mutex<State>>,
+    vram_size: u64,
+}
+
+impl std::fmt::Debug for GpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuBackend")
+            .field("vram_size", &self.vram_size)
+            .finish()
+    }
+}
+
+impl GpuBackend {
+    /// The backend around `engine` (its VRAM is what SHMEM_MAP offers).
+    pub fn new(engine: CommandEngine) -> Self {
+        let vram_size = engine.vram().size();
+        GpuBackend {
+            state: Arc::new(Mutex::new(State { engine, mem: None })),
+            vram_size,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The frontend went away: every object is destroyed and all VRAM freed (punched); the
+    /// memory table is forgotten. Returns the counters as they were at the end.
+    pub fn disconnected(&self) -> DeviceStats {
+        let mut s = self.lock();
+        s.engine.reset();
+        s.engine.set_enabled(false);
+        s.mem = None;
+        s.engine.stats().clone()
+    }
+
+    /// Host bytes the VRAM memfd holds now.
+    pub fn vram_bytes(&self) -> u64 {
+        self.lock()
+            .engine
+            .vram()
+            .memfd()
+            .allocated_bytes()
+            .unwrap_or(0)
+    }
+
+    /// Live objects now.
+    pub fn objects(&self) -> usize {
+        self.lock().engine.objects().len()
+    }
+
+    fn process(&self, vring: &VringRwLock) -> Result<(), GpuBackendError> {
+        let mut st = self.lock();
+        let Some(atomic) = st.mem.clone() else {
+            return Ok(());
+        };
+        let mem = atomic.memory();
+        let mut last = std::time::Instant::now();
+        loop {
+            let mut vs = vring.get_mut();
+            st.engine.stats_mut().notifications += 1;
+            match queue::process(vs.get_queue_mut(), &*mem, &mut st.engine) {
+                Ok(true) => {
+                    st.engine.stats_mut().interrupts += 1;
+                    vs.signal_used_queue().map_err(GpuBackendError::Call)?;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    // vhost-user has no way to set DEVICE_NEEDS_RESET: stop serving the ring
+                    // until the frontend sets it up again.
+                    log::warn!("control queue unusable ({e}); ring stopped");
+                    vs.set_enabled(false);
+                    return Ok(());
+                }
+            }
+            drop(vs);
+            // Poll briefly for the next batch.
+            loop {
+                let q = vring.get_ref();
+                let pending = q
+                    .get_queue()
+                    .avail_idx(&*mem, std::sync::atomic::Ordering::Acquire)
+                    .is_ok_and(|a| a.0 != q.get_queue().next_avail());
+                if pending {
+                    last = std::time::Instant::now();
+                    break;
+                }
+                if last.elapsed() > POLL_WINDOW {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// The protocol features the backend offers.
+pub fn protocol_features() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::CONFIG
+        | VhostUserProtocolFeatures::MQ
+        | VhostUserProtocolFeatures::REPLY_ACK
+        | VhostUserProtocolFeatures::RESET_DEVICE
+        | VhostUserProtocolFeatures::BACKEND_REQ
+        | VhostUserProtocolFeatures::SHMEM
+}
+
+impl VhostUserBackend for GpuBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        DEVICE_FEATURES | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn acked_features(&self, features: u64) {
+        let on = features & (1 << p::VIRTIO_GPU_F_PVGPU_MEM) != 0;
+        self.lock().engine.set_enabled(on);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        protocol_features()
+    }
+
+    fn reset_device(&self) {
+        let mut s = self.lock();
+        s.engine.reset();
+        s.engine.set_enabled(false);
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // The handler sets it on each vring's queue, where queue::process reads it.
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let c = config_space(0);
+        let start = offset as usize;
+        match start.checked_add(size as usize) {
+            Some(end) if end <= c.len() && size > 0 => c[start..end].to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn set_config(&self, _offset: u32, _buf: &[u8]) -> std::io::Result<()> {
+        // events_clear: there are no events to clear (events_read is always 0 here).
+        Ok(())
+    }
+
+    fn update_memory(&self, mem: BackendMemory) -> std::io::Result<()> {
+        let ranges = ram_ranges(&mem.memory()).map_err(GpuBackendError::from)?;
+        let mut s = self.lock();
+        s.engine.set_ram(ranges);
+        s.mem = Some(mem);
+        Ok(())
+    }
+
+    fn set_backend_req_fd(&self, backend: Backend) {
+        // Offer VRAM at once (no reply asked: see the module comment).
+        backend.set_reply_ack_flag(false);
+        let map = VhostUserMMap {
+            shmid: p::SHM_ID_VRAM,
+            fd_offset: 0,
+            shm_offset: 0,
+            len: self.vram_size,
+            flags: VhostUserMMapFlags::WRITABLE.bits(),
+            ..Default::default()
+        };
+        let s = self.lock();
+        if let Err(e) = backend.shmem_map(&map, s.engine.vram().memfd().file()) {
+            log::warn!("VRAM not offered to the frontend (SHMEM_MAP): {e}");
+        }
+    }
+
+    fn get_shmem_config(&self) -> std::io::Result<VhostUserShMemConfig> {
+        let mut sizes = [0u64; p::SHM_ID_VRAM as usize + 1];
+        sizes[p::SHM_ID_VRAM as usize] = self.vram_size;
+        Ok(VhostUserShMemConfig::new(sizes.len() as u32, &sizes))
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> std::io::Result<()> {
+        if evset != EventSet::IN {
+            return Ok(());
+        }
+        let vring = vrings
+            .get(usize::from(device_event))
+            .ok_or(GpuBackendError::NoSuchQueue(device_event))?;
+        Ok(self.process(vring)?)
+    }
+}

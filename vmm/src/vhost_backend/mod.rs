@@ -1,0 +1,130 @@
+//! `pvgpu device --socket PATH`: the pvgpu device model served as a vhost-user backend, in a
+//! process of its own, for our VMM (`pvgpu run --gpu-socket PATH`) or any vhost-user frontend.
+//!
+//! It lives in the VMM crate (not in `pvgpu-device`) because it is a program, with a socket, a
+//! connection loop and a seccomp filter; the device crate stays the KVM-free, socket-free model
+//! that both shapes share. Nothing here uses KVM, and the process never opens /dev/kvm.
+//!
+//! - [`backend`]: the `VhostUserBackend` around the command engine;
+//! - [`mem_table`]: RAM ranges from SET_MEM_TABLE and CLEAN's punch through its fds;
+//! - [`seccomp`]: the allow-list installed once the socket is bound.
+//!
+//! One frontend at a time. When it goes away (even killed), every object is destroyed and all
+//! VRAM punched, the memory table dropped, and the backend waits for the next frontend, or,
+//! with `--once`, exits.
+
+pub mod backend;
+pub mod mem_table;
+pub mod seccomp;
+
+use std::path::PathBuf;
+
+use clap::Args;
+use pvgpu_abi::protocol as p;
+use pvgpu_device::guest_ram::RamRanges;
+use pvgpu_device::{CommandEngine, DeviceConfig};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::cli::{parse_vram, ConfigError};
+use backend::GpuBackend;
+use mem_table::{BackendMemory, MemTablePunch};
+
+/// Options of `pvgpu device`.
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
+pub struct DeviceArgs {
+    /// The vhost-user socket to listen on (made afresh; an old file there is replaced)
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// VRAM of the GPU device, e.g. 256M or 4G (a multiple of 2 MiB, 2M..64G)
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub vram: String,
+    /// Exit when the first frontend disconnects instead of waiting for the next one
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Errors of `pvgpu device`.
+#[derive(Debug, thiserror::Error)]
+pub enum VhostBackendError {
+    /// A bad option value.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The device model could not be made (e.g. VRAM).
+    #[error("GPU device: {0}")]
+    Device(#[from] pvgpu_device::vram::VramError),
+    /// The empty RAM table was refused (cannot happen).
+    #[error("GPU device: {0}")]
+    Ram(#[from] pvgpu_device::guest_ram::GuestRamError),
+    /// The socket could not be bound.
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: vhost::vhost_user::Error,
+    },
+    /// The vhost-user daemon failed to start or accept (vhost-user-backend's error is not a
+    /// `std::error::Error`, so its text is kept).
+    #[error("vhost-user: {0}")]
+    Daemon(String),
+    /// The seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::BackendSeccompError),
+}
+
+/// Runs `pvgpu device`; returns when `--once` ends it (or on an error).
+pub fn serve(args: &DeviceArgs) -> Result<(), VhostBackendError> {
+    let vram = parse_vram(&args.vram)?;
+    let mem: BackendMemory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let config = DeviceConfig {
+        vram_size: vram,
+        ram: RamRanges::new(&[])?,
+        max_objects: p::MAX_OBJECTS,
+    };
+    let engine = CommandEngine::new(config, Box::new(MemTablePunch::new(mem.clone())))?;
+    let backend = GpuBackend::new(engine);
+    let mut listener =
+        Listener::new(&args.socket, true).map_err(|source| VhostBackendError::Listen {
+            path: args.socket.clone(),
+            source,
+        })?;
+    seccomp::install()?;
+    eprintln!(
+        "pvgpu device: listening on {} (VRAM {} MiB)",
+        args.socket.display(),
+        vram >> 20
+    );
+    loop {
+        let mut daemon =
+            VhostUserDaemon::new("pvgpu-vhost-user".into(), backend.clone(), mem.clone())
+                .map_err(|e| VhostBackendError::Daemon(e.to_string()))?;
+        daemon
+            .start(&mut listener)
+            .map_err(|e| VhostBackendError::Daemon(e.to_string()))?;
+        eprintln!("pvgpu device: frontend connected");
+        let end = daemon.wait();
+        // The worker threads stop with the daemon (exit events), before the state is reset.
+        drop(daemon);
+        let stats = backend.disconnected();
+        // Drop the frontend's mappings and fds.
+        if let Ok(m) = mem.lock() {
+            m.replace(GuestMemoryMmap::new());
+        }
+        let how = match end {
+            Ok(()) => "disconnected".to_owned(),
+            Err(e) => format!("connection ended ({e})"),
+        };
+        eprintln!(
+            "pvgpu device: frontend {how}; objects and VRAM freed ({} commands served, VRAM now {} bytes, {} objects)",
+            stats.commands,
+            backend.vram_bytes(),
+            backend.objects(),
+        );
+        if args.once {
+            eprintln!("pvgpu device: --once: exiting");
+            return Ok(());
+        }
+    }
+}
