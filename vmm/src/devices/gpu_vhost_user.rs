@@ -224,6 +224,13 @@ fn set_timeouts(fd: RawFd) -> Result<(), GpuVhostUserError> {
     Ok(())
 }
 
+fn clones(fds: &[EventFd]) -> Result<Vec<EventFd>, GpuVhostUserError> {
+    fds.iter()
+        .map(EventFd::try_clone)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(GpuVhostUserError::EventFd)
+}
+
 /// Waits until `fd` is readable, at most the backend timeout.
 fn wait_readable(fd: RawFd) -> bool {
     let mut pfd = libc::pollfd {
@@ -244,6 +251,7 @@ pub struct VhostUserMmio {
     mem: GuestMemoryMmap,
     kicks: Vec<EventFd>,
     calls: Vec<EventFd>,
+    errs: Vec<EventFd>,
     irq: Option<EventFd>,
     reset_device: bool,
     started: bool,
@@ -310,6 +318,9 @@ impl VhostUserMmio {
             self.frontend
                 .set_vring_call(i, &self.calls[i])
                 .map_err(|x| e("SET_VRING_CALL", x))?;
+            self.frontend
+                .set_vring_err(i, &self.errs[i])
+                .map_err(|x| e("SET_VRING_ERR", x))?;
             self.frontend
                 .set_vring_kick(i, &self.kicks[i])
                 .map_err(|x| e("SET_VRING_KICK", x))?;
@@ -397,11 +408,13 @@ fn lock(m: &Mutex<VhostUserMmio>) -> MutexGuard<'_, VhostUserMmio> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Relays the backend's call eventfds into virtio-mmio interrupts, and notices the backend
-/// going away (the socket hangs up): DEVICE_NEEDS_RESET, and the run ends with an error.
+/// Relays the backend's call eventfds into virtio-mmio interrupts and its error eventfds into
+/// DEVICE_NEEDS_RESET, and notices the backend going away (the socket hangs up):
+/// DEVICE_NEEDS_RESET, and the run ends with an error.
 pub struct BackendWatch {
     mmio: Arc<Mutex<VhostUserMmio>>,
     calls: Vec<EventFd>,
+    errs: Vec<EventFd>,
     socket: RawFd,
     path: PathBuf,
     state: Arc<RunState>,
@@ -418,15 +431,18 @@ impl MutEventSubscriber for BackendWatch {
             )));
             return;
         }
+        if self.errs.iter().any(|c| c.read().is_ok()) {
+            lock(&self.mmio).fail("the backend reported a broken queue");
+        }
         if self.calls.iter().any(|c| c.read().is_ok()) {
             lock(&self.mmio).interrupt(INT_VRING);
         }
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        for c in &self.calls {
+        for c in self.calls.iter().chain(&self.errs) {
             if let Err(e) = ops.add(Events::new(c, EventSet::IN)) {
-                log::error!("cannot watch the GPU backend's call eventfd: {e}");
+                log::error!("cannot watch the GPU backend's call/error eventfd: {e}");
             }
         }
         let hup = EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR;
@@ -443,6 +459,7 @@ pub struct GpuVhostUser {
     path: PathBuf,
     socket: RawFd,
     calls: Vec<EventFd>,
+    errs: Vec<EventFd>,
     // The backend channel stays open for the connection's life.
     _backend_channel: FrontendReqHandler<Mutex<ShmemMapper>>,
 }
@@ -578,26 +595,23 @@ impl GpuVhostUser {
 
         let mut kicks = Vec::new();
         let mut calls = Vec::new();
+        let mut errs = Vec::new();
         for i in 0..NUM_QUEUES {
             let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(GpuVhostUserError::EventFd)?;
-            if let Err(e) = vm.register_ioevent(
-                &kick,
-                &IoEventAddress::Mmio(QUEUE_NOTIFY_ADDR),
-                i as u32,
-            ) {
+            if let Err(e) =
+                vm.register_ioevent(&kick, &IoEventAddress::Mmio(QUEUE_NOTIFY_ADDR), i as u32)
+            {
                 log::warn!("GPU queue {i} notify has no ioeventfd ({e}); notifies exit to the VMM");
             }
             kicks.push(kick);
             calls.push(EventFd::new(libc::EFD_NONBLOCK).map_err(GpuVhostUserError::EventFd)?);
+            errs.push(EventFd::new(libc::EFD_NONBLOCK).map_err(GpuVhostUserError::EventFd)?);
         }
-        let watch_calls = calls
-            .iter()
-            .map(EventFd::try_clone)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(GpuVhostUserError::EventFd)?;
+        let watch_calls = clones(&calls)?;
+        let watch_errs = clones(&errs)?;
 
-        let mut transport = MmioTransport::new(vram_size)
-            .map_err(|e| GpuVhostUserError::Vram(e.to_string()))?;
+        let mut transport =
+            MmioTransport::new(vram_size).map_err(|e| GpuVhostUserError::Vram(e.to_string()))?;
         transport.set_device_features(features & !proto_bit);
         let socket = fe.as_raw_fd();
         let dev = Arc::new(Mutex::new(VhostUserMmio {
@@ -606,18 +620,24 @@ impl GpuVhostUser {
             mem: ram.memory().clone(),
             kicks,
             calls,
+            errs,
             irq: None,
             reset_device: acked.contains(VhostUserProtocolFeatures::RESET_DEVICE),
             started: false,
             lost: false,
         }));
-        mmio.insert(layout::VIRTIO_MMIO_BASE, layout::VIRTIO_MMIO_SIZE, dev.clone())?;
+        mmio.insert(
+            layout::VIRTIO_MMIO_BASE,
+            layout::VIRTIO_MMIO_SIZE,
+            dev.clone(),
+        )?;
         Ok(GpuVhostUser {
             mmio: dev,
             vram,
             path: path.to_owned(),
             socket,
             calls: watch_calls,
+            errs: watch_errs,
             _backend_channel: channel,
         })
     }
@@ -636,12 +656,8 @@ impl GpuVhostUser {
     pub fn watch(&self, state: Arc<RunState>) -> Result<BackendWatch, GpuVhostUserError> {
         Ok(BackendWatch {
             mmio: self.mmio.clone(),
-            calls: self
-                .calls
-                .iter()
-                .map(EventFd::try_clone)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(GpuVhostUserError::EventFd)?,
+            calls: clones(&self.calls)?,
+            errs: clones(&self.errs)?,
             socket: self.socket,
             path: self.path.clone(),
             state,
@@ -650,7 +666,10 @@ impl GpuVhostUser {
 
     /// A host-memory probe of `ram` and the backend's VRAM memfd.
     pub fn memory_probe(&self, ram: &GuestRam) -> Result<MemoryProbe, GpuVhostUserError> {
-        Ok(MemoryProbe::new(ram.memfd().clone(), Some(&self.vram.memfd))?)
+        Ok(MemoryProbe::new(
+            ram.memfd().clone(),
+            Some(&self.vram.memfd),
+        )?)
     }
 
     /// VRAM size in bytes.

@@ -21,13 +21,16 @@ use vhost::vhost_user::message::{
     VhostUserVirtioFeatures,
 };
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
-use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use super::mem_table::{ram_ranges, BackendMemory};
+use super::vring::ErrVring;
 
 /// How long a kick keeps polling the avail ring after its last request (see
 /// `devices::gpu::POLL_WINDOW` for why polling pays on this host).
@@ -115,7 +118,7 @@ impl GpuBackend {
         self.lock().engine.objects().len()
     }
 
-    fn process(&self, vring: &VringRwLock) -> Result<(), GpuBackendError> {
+    fn process(&self, vring: &ErrVring) -> Result<(), GpuBackendError> {
         let mut st = self.lock();
         let Some(atomic) = st.mem.clone() else {
             return Ok(());
@@ -132,10 +135,19 @@ impl GpuBackend {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    // vhost-user has no way to set DEVICE_NEEDS_RESET: stop serving the ring
-                    // until the frontend sets it up again.
-                    log::warn!("control queue unusable ({e}); ring stopped");
+                    // The queue is unusable: stop serving it and tell the frontend through the
+                    // ring's error eventfd (it sets DEVICE_NEEDS_RESET).
                     vs.set_enabled(false);
+                    drop(vs);
+                    let told = vring.signal_error();
+                    log::warn!(
+                        "control queue unusable ({e}); ring stopped{}",
+                        if told {
+                            ", frontend told"
+                        } else {
+                            " (no error eventfd)"
+                        }
+                    );
                     return Ok(());
                 }
             }
@@ -172,7 +184,7 @@ pub fn protocol_features() -> VhostUserProtocolFeatures {
 
 impl VhostUserBackend for GpuBackend {
     type Bitmap = ();
-    type Vring = VringRwLock;
+    type Vring = ErrVring;
 
     fn num_queues(&self) -> usize {
         NUM_QUEUES
@@ -258,7 +270,7 @@ impl VhostUserBackend for GpuBackend {
         &self,
         device_event: u16,
         evset: EventSet,
-        vrings: &[VringRwLock],
+        vrings: &[ErrVring],
         _thread_id: usize,
     ) -> std::io::Result<()> {
         if evset != EventSet::IN {

@@ -11,8 +11,8 @@ use std::os::unix::io::AsRawFd;
 use pvgpu_abi::layout::Range;
 use pvgpu_device::guest_ram::{GuestRamError, GuestRamPunch, RamRanges};
 use vm_memory::{
-    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend,
-    GuestMemoryMmap, GuestMemoryRegion,
+    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion,
 };
 
 /// The memory type the backend works on.
@@ -106,7 +106,8 @@ mod tests {
             Some(FileOffset::new(file, 4 << 20)),
         )])
         .unwrap();
-        mem.write_slice(&[7u8; 1 << 20], GuestAddress(5 << 20)).unwrap();
+        mem.write_slice(&[7u8; 1 << 20], GuestAddress(5 << 20))
+            .unwrap();
         assert!(fd.allocated_bytes().unwrap() >= 1 << 20);
         let atomic = GuestMemoryAtomic::new(mem);
         let p = MemTablePunch::new(atomic.clone());

@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod mem_table;
 pub mod seccomp;
+pub mod vring;
 
 use std::path::PathBuf;
 
