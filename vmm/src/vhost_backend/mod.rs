@@ -18,7 +18,7 @@ pub mod mem_table;
 pub mod seccomp;
 pub mod vring;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use pvgpu_abi::protocol as p;
@@ -75,22 +75,87 @@ pub enum VhostBackendError {
     Seccomp(#[from] seccomp::BackendSeccompError),
 }
 
+/// How one frontend connection ended.
+#[derive(Debug)]
+pub struct ConnectionEnd {
+    /// How the connection ended, for people ("disconnected", or the error).
+    pub how: String,
+    /// Commands served during the connection (the device counters at its end).
+    pub commands: u64,
+    /// Host bytes the VRAM memfd holds after the reset (0: everything freed).
+    pub vram_bytes: u64,
+    /// Live objects after the reset (0).
+    pub objects: usize,
+}
+
+/// The backend, its listening socket and the memory table it shares with the daemon.
+pub struct BackendServer {
+    backend: GpuBackend,
+    mem: BackendMemory,
+    listener: Listener,
+}
+
+impl BackendServer {
+    /// A backend with `vram` bytes of VRAM, listening on `socket`.
+    pub fn new(socket: &Path, vram: u64) -> Result<Self, VhostBackendError> {
+        let mem: BackendMemory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let config = DeviceConfig {
+            vram_size: vram,
+            ram: RamRanges::new(&[])?,
+            max_objects: p::MAX_OBJECTS,
+        };
+        let engine = CommandEngine::new(config, Box::new(MemTablePunch::new(mem.clone())))?;
+        let listener =
+            Listener::new(socket, true).map_err(|source| VhostBackendError::Listen {
+                path: socket.to_owned(),
+                source,
+            })?;
+        Ok(BackendServer {
+            backend: GpuBackend::new(engine),
+            mem,
+            listener,
+        })
+    }
+
+    /// Accepts one frontend and serves it until it goes away; then destroys every object,
+    /// frees (punches) all VRAM and drops the frontend's memory.
+    pub fn serve_one(&mut self) -> Result<ConnectionEnd, VhostBackendError> {
+        let mut daemon = VhostUserDaemon::new(
+            "pvgpu-vhost-user".into(),
+            self.backend.clone(),
+            self.mem.clone(),
+        )
+        .map_err(|e| VhostBackendError::Daemon(e.to_string()))?;
+        daemon
+            .start(&mut self.listener)
+            .map_err(|e| VhostBackendError::Daemon(e.to_string()))?;
+        let end = daemon.wait();
+        // The worker threads stop with the daemon (exit events), before the state is reset.
+        drop(daemon);
+        let stats = self.backend.disconnected();
+        if let Ok(m) = self.mem.lock() {
+            m.replace(GuestMemoryMmap::new());
+        }
+        let how = match end {
+            Ok(())
+            | Err(vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected,
+            )) => "disconnected".to_owned(),
+            Err(e) => format!("connection ended ({e})"),
+        };
+        Ok(ConnectionEnd {
+            how,
+            commands: stats.commands,
+            vram_bytes: self.backend.vram_bytes(),
+            objects: self.backend.objects(),
+        })
+    }
+}
+
 /// Runs `pvgpu device`; returns when `--once` ends it (or on an error).
 pub fn serve(args: &DeviceArgs) -> Result<(), VhostBackendError> {
     let vram = parse_vram(&args.vram)?;
-    let mem: BackendMemory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let config = DeviceConfig {
-        vram_size: vram,
-        ram: RamRanges::new(&[])?,
-        max_objects: p::MAX_OBJECTS,
-    };
-    let engine = CommandEngine::new(config, Box::new(MemTablePunch::new(mem.clone())))?;
-    let backend = GpuBackend::new(engine);
-    let mut listener =
-        Listener::new(&args.socket, true).map_err(|source| VhostBackendError::Listen {
-            path: args.socket.clone(),
-            source,
-        })?;
+    let mut server = BackendServer::new(&args.socket, vram)?;
     seccomp::install()?;
     eprintln!(
         "pvgpu device: listening on {} (VRAM {} MiB)",
@@ -98,30 +163,10 @@ pub fn serve(args: &DeviceArgs) -> Result<(), VhostBackendError> {
         vram >> 20
     );
     loop {
-        let mut daemon =
-            VhostUserDaemon::new("pvgpu-vhost-user".into(), backend.clone(), mem.clone())
-                .map_err(|e| VhostBackendError::Daemon(e.to_string()))?;
-        daemon
-            .start(&mut listener)
-            .map_err(|e| VhostBackendError::Daemon(e.to_string()))?;
-        eprintln!("pvgpu device: frontend connected");
-        let end = daemon.wait();
-        // The worker threads stop with the daemon (exit events), before the state is reset.
-        drop(daemon);
-        let stats = backend.disconnected();
-        // Drop the frontend's mappings and fds.
-        if let Ok(m) = mem.lock() {
-            m.replace(GuestMemoryMmap::new());
-        }
-        let how = match end {
-            Ok(()) => "disconnected".to_owned(),
-            Err(e) => format!("connection ended ({e})"),
-        };
+        let end = server.serve_one()?;
         eprintln!(
-            "pvgpu device: frontend {how}; objects and VRAM freed ({} commands served, VRAM now {} bytes, {} objects)",
-            stats.commands,
-            backend.vram_bytes(),
-            backend.objects(),
+            "pvgpu device: frontend {}; objects and VRAM freed ({} commands served, VRAM now {} bytes, {} objects)",
+            end.how, end.commands, end.vram_bytes, end.objects,
         );
         if args.once {
             eprintln!("pvgpu device: --once: exiting");
