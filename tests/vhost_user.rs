@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{boot, guest_image, root};
+use common::{boot, code, exit_status, guest_image, root};
+use pvgpu::vhost_backend::raw_client;
 
 /// A `pvgpu device` process; killed when dropped.
 struct Backend {
@@ -115,7 +116,7 @@ fn passes(tag: &str, backend_flags: &[&str], flags: &[&str], guest: &[&str], pas
     let r = split(&b, flags, guest);
     assert_eq!(
         r.code,
-        Some(0),
+        code(exit_status::OK),
         "{}\n--- backend ---\n{}",
         r.dump(),
         b.log()
@@ -202,12 +203,6 @@ fn split_objfuzz() {
     );
 }
 
-fn num(v: &serde_json::Value, path: &str) -> f64 {
-    v.pointer(path)
-        .and_then(|x| x.as_f64())
-        .unwrap_or_else(|| panic!("{path} missing in {v}"))
-}
-
 #[test]
 fn split_workload_clean_frees_host_memory() {
     let b = Backend::start("workload", &["--once"]);
@@ -217,34 +212,15 @@ fn split_workload_clean_frees_host_memory() {
         &["--mem", "768M", "--stats-json", path.to_str().unwrap()],
         &["workload", "--objects", "64", "--mib", "256"],
     );
-    assert_eq!(r.code, Some(0), "{}\n{}", r.dump(), b.log());
+    assert_eq!(r.code, code(exit_status::OK), "{}\n{}", r.dump(), b.log());
     assert!(r.stdout.contains("workload: PASS"), "{}", r.dump());
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("stats")).expect("json");
     let _ = std::fs::remove_file(&path);
-    let phases = v["phases"].as_array().expect("phases");
-    let at = |n: u64| {
-        phases
-            .iter()
-            .find(|p| p["phase"].as_u64() == Some(n))
-            .unwrap_or_else(|| panic!("phase {n} missing: {v}"))
-    };
-    let (filled, cleaned) = (at(1), at(3));
+    // The backend punched our guest-RAM memfd (all 256 MiB were cleaned: the guest checks
+    // each CLEAN's response), and the VRAM figure is the backend's memfd (via SHMEM_MAP).
     let object_bytes = 256.0 * 1024.0 * 1024.0;
-    // The backend punched our guest-RAM memfd: it fell by the objects' size.
-    let ram_drop = num(filled, "/guest_ram_bytes") - num(cleaned, "/guest_ram_bytes");
-    assert!(
-        ram_drop >= 0.99 * object_bytes,
-        "guest RAM fell by {ram_drop}: {v}"
-    );
-    // The VRAM figure is the backend's memfd (received through SHMEM_MAP).
-    let vram_growth = num(cleaned, "/vram_bytes") - num(filled, "/vram_bytes");
-    assert!(
-        (vram_growth - object_bytes).abs() <= 0.02 * object_bytes,
-        "VRAM grew by {vram_growth}: {v}"
-    );
-    let host = num(cleaned, "/guest_ram_bytes") + num(cleaned, "/vram_bytes");
-    assert!(host <= 1.05 * object_bytes, "host holds {host}: {v}");
+    common::assert_clean_freed_host_memory(&v, object_bytes, object_bytes);
 }
 
 /// Starts a frontend whose guest keeps objects in VRAM, waits until the backend holds VRAM.
@@ -304,7 +280,7 @@ fn frontend_killed_backend_frees_everything_and_serves_the_next() {
     assert!(b.alive(), "backend exited:\n{}", b.log());
     // A new frontend gets a fresh device.
     let r = split(&b, &[], &["selftest"]);
-    assert_eq!(r.code, Some(0), "{}\n{}", r.dump(), b.log());
+    assert_eq!(r.code, code(exit_status::OK), "{}\n{}", r.dump(), b.log());
     assert!(r.stdout.contains("selftest: PASS"), "{}", r.dump());
 }
 
@@ -360,7 +336,7 @@ fn backend_killed_run_ends_with_one_error_and_stats() {
         "took {:?}",
         killed.elapsed()
     );
-    assert_eq!(r.code, Some(1), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::VMM_ERROR), "{}", r.dump());
     let errors: Vec<&str> = r
         .stderr
         .lines()
@@ -381,8 +357,7 @@ fn backend_killed_run_ends_with_one_error_and_stats() {
 
 // ---- malformed vhost-user messages from a raw client ----
 
-const VERSION: u32 = 0x1;
-const NEED_REPLY: u32 = 0x8;
+const NEED_REPLY: u32 = raw_client::FLAG_NEED_REPLY;
 const SET_OWNER: u32 = 3;
 const GET_FEATURES: u32 = 1;
 const SET_FEATURES: u32 = 2;
@@ -396,12 +371,7 @@ const F_REPLY_ACK: u64 = 1 << 3;
 const F_CONFIG: u64 = 1 << 9;
 
 fn msg(req: u32, flags: u32, body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend_from_slice(&req.to_le_bytes());
-    m.extend_from_slice(&(VERSION | flags).to_le_bytes());
-    m.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    m.extend_from_slice(body);
-    m
+    raw_client::message(req, raw_client::FLAG_VERSION | flags, body)
 }
 
 fn connect(b: &Backend) -> UnixStream {
@@ -410,35 +380,9 @@ fn connect(b: &Backend) -> UnixStream {
     s
 }
 
-/// Sends `m` with `fds` as SCM_RIGHTS.
 fn send_with_fds(s: &UnixStream, m: &[u8], fds: &[i32]) {
-    use std::os::unix::io::AsRawFd;
-    let mut iov = libc::iovec {
-        iov_base: m.as_ptr() as *mut libc::c_void,
-        iov_len: m.len(),
-    };
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
-    let mut cbuf = vec![0u8; space.max(1)];
-    // SAFETY: an all-zero msghdr is valid; the fields are filled below.
-    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
-    if !fds.is_empty() {
-        mh.msg_control = cbuf.as_mut_ptr().cast();
-        mh.msg_controllen = space;
-        // SAFETY: msg_control points at `space` bytes, room for one header with the fds.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&mh);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN((fds.len() * 4) as u32) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
-        }
-    }
-    // SAFETY: mh points at live buffers for the duration of the call.
-    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &mh, 0) };
-    assert_eq!(n as usize, m.len(), "sendmsg");
+    let n = raw_client::send_with_fds(s, m, fds).expect("sendmsg");
+    assert_eq!(n, m.len(), "sendmsg");
 }
 
 /// Reads one reply; returns its request code and body.
@@ -571,8 +515,8 @@ fn malformed_messages_get_errors_and_the_backend_survives() {
     }
     cfg.extend_from_slice(&[0u8; 16]);
     s.write_all(&msg(GET_CONFIG, 0, &cfg)).unwrap();
-    let (code, body) = reply(&mut s).expect("GET_CONFIG reply");
-    assert_eq!(code, GET_CONFIG);
+    let (req, body) = reply(&mut s).expect("GET_CONFIG reply");
+    assert_eq!(req, GET_CONFIG);
     assert_eq!(
         u32::from_le_bytes(body[4..8].try_into().unwrap()),
         0,
@@ -611,7 +555,7 @@ fn malformed_messages_get_errors_and_the_backend_survives() {
     assert!(!b.log().contains("panicked"), "{}", b.log());
     // And it still serves a real guest.
     let r = split(&b, &[], &["selftest"]);
-    assert_eq!(r.code, Some(0), "{}\n{}", r.dump(), b.log());
+    assert_eq!(r.code, code(exit_status::OK), "{}\n{}", r.dump(), b.log());
 }
 
 #[test]
@@ -647,7 +591,7 @@ fn run_without_a_backend_is_one_clear_error() {
     let _ = guest_image();
     let missing = Path::new("/nonexistent/pvgpu.sock");
     let r = boot(&["--gpu-socket", missing.to_str().unwrap()], &["hello"]);
-    assert_eq!(r.code, Some(1), "{}", r.dump());
+    assert_eq!(r.code, code(exit_status::VMM_ERROR), "{}", r.dump());
     assert!(
         r.stderr
             .trim()

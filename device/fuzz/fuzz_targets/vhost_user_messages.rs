@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use pvgpu::vhost_backend::BackendServer;
+use pvgpu::vhost_backend::{raw_client, BackendServer};
 use pvgpu_device::memfd::MemFd;
 
 struct World {
@@ -52,39 +52,11 @@ impl Input<'_> {
 }
 
 fn header(code: u32, flags: u32, size: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(12);
-    m.extend_from_slice(&code.to_le_bytes());
-    m.extend_from_slice(&flags.to_le_bytes());
-    m.extend_from_slice(&size.to_le_bytes());
-    m
+    raw_client::message_with_size(code, flags, size, &[])
 }
 
 fn send(s: &UnixStream, m: &[u8], fds: &[i32]) -> bool {
-    let mut iov = libc::iovec {
-        iov_base: m.as_ptr() as *mut libc::c_void,
-        iov_len: m.len(),
-    };
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
-    let mut cbuf = vec![0u8; space.max(1)];
-    // SAFETY: an all-zero msghdr is valid; the fields are filled below.
-    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
-    if !fds.is_empty() {
-        mh.msg_control = cbuf.as_mut_ptr().cast();
-        mh.msg_controllen = space;
-        // SAFETY: msg_control points at `space` bytes, room for one header with the fds.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&mh);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN((fds.len() * 4) as u32) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
-        }
-    }
-    // SAFETY: mh points at live buffers for the duration of the call.
-    unsafe { libc::sendmsg(s.as_raw_fd(), &mh, libc::MSG_NOSIGNAL) >= 0 }
+    raw_client::send_with_fds(s, m, fds).is_ok()
 }
 
 fn handshake(s: &UnixStream, proto: u64) {

@@ -7,6 +7,7 @@
 //!
 //! - [`backend`]: the `VhostUserBackend` around the command engine;
 //! - [`mem_table`]: RAM ranges from SET_MEM_TABLE and CLEAN's punch through its fds;
+//! - [`raw_client`]: raw message bytes with fds, for the malformed-message tests and the fuzzer;
 //! - [`seccomp`]: the allow-list installed once the socket is bound.
 //!
 //! One frontend at a time. When it goes away (even killed), every object is destroyed and all
@@ -15,6 +16,7 @@
 
 pub mod backend;
 pub mod mem_table;
+pub mod raw_client;
 pub mod seccomp;
 pub mod vring;
 
@@ -105,11 +107,10 @@ impl BackendServer {
             max_objects: p::MAX_OBJECTS,
         };
         let engine = CommandEngine::new(config, Box::new(MemTablePunch::new(mem.clone())))?;
-        let listener =
-            Listener::new(socket, true).map_err(|source| VhostBackendError::Listen {
-                path: socket.to_owned(),
-                source,
-            })?;
+        let listener = Listener::new(socket, true).map_err(|source| VhostBackendError::Listen {
+            path: socket.to_owned(),
+            source,
+        })?;
         Ok(BackendServer {
             backend: GpuBackend::new(engine),
             mem,
