@@ -601,3 +601,47 @@ fn run_without_a_backend_is_one_clear_error() {
     );
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.dump());
 }
+
+#[test]
+fn device_and_gpu_socket_usage_errors() {
+    let _ = guest_image();
+    // The split's VRAM is the backend's: --vram (and --no-gpu) conflict with --gpu-socket.
+    let r = boot(
+        &["--gpu-socket", "/tmp/x.sock", "--vram", "64M"],
+        &["hello"],
+    );
+    assert_eq!(r.code, code(exit_status::VMM_USAGE), "{}", r.dump());
+    let r = boot(&["--gpu-socket", "/tmp/x.sock", "--no-gpu"], &["hello"]);
+    assert_eq!(r.code, code(exit_status::VMM_USAGE), "{}", r.dump());
+    // `pvgpu device` needs --socket, and a socket it can bind.
+    let r = common::pvgpu_with_limit(&["device"], Duration::from_secs(10));
+    assert_eq!(r.code, code(exit_status::VMM_USAGE), "{}", r.dump());
+    let r = common::pvgpu_with_limit(
+        &["device", "--socket", "/nonexistent/dir/pvgpu.sock"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.code, code(exit_status::VMM_ERROR), "{}", r.dump());
+    assert!(
+        r.stderr
+            .trim()
+            .starts_with("pvgpu: error: cannot listen on /nonexistent/dir/pvgpu.sock"),
+        "{}",
+        r.dump()
+    );
+    let r = common::pvgpu_with_limit(
+        &[
+            "device",
+            "--socket",
+            "/tmp/pvgpu-never.sock",
+            "--vram",
+            "3M",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.code, code(exit_status::VMM_ERROR), "{}", r.dump());
+    assert!(
+        r.stderr.starts_with("pvgpu: error: --vram 3M"),
+        "{}",
+        r.dump()
+    );
+}

@@ -282,3 +282,47 @@ impl VhostUserBackend for GpuBackend {
         Ok(self.process(vring)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvgpu_device::guest_ram::RamRanges;
+    use pvgpu_device::DeviceConfig;
+
+    fn backend() -> GpuBackend {
+        let mem = BackendMemory::new(vm_memory::GuestMemoryMmap::new());
+        let config = DeviceConfig {
+            vram_size: 4 << 20,
+            ram: RamRanges::new(&[]).unwrap(),
+            max_objects: 16,
+        };
+        let punch = super::super::mem_table::MemTablePunch::new(mem);
+        GpuBackend::new(CommandEngine::new(config, Box::new(punch)).unwrap())
+    }
+
+    #[test]
+    fn config_reads_are_bounded() {
+        let b = backend();
+        assert_eq!(b.get_config(0, 16), config_space(0).to_vec());
+        assert_eq!(b.get_config(8, 8).len(), 8);
+        assert!(b.get_config(8, 9).is_empty());
+        assert!(b.get_config(200, 16).is_empty());
+        assert!(b.get_config(0, 0).is_empty());
+        assert!(b.get_config(u32::MAX, u32::MAX).is_empty());
+    }
+
+    #[test]
+    fn offers_the_device_features_and_vram_as_region_1() {
+        let b = backend();
+        let f = b.features();
+        assert_eq!(f & DEVICE_FEATURES, DEVICE_FEATURES);
+        assert_ne!(f & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(), 0);
+        assert!(b
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::SHMEM));
+        let shm = b.get_shmem_config().unwrap();
+        assert_eq!(shm.nregions, 2);
+        assert_eq!(shm.memory_sizes[usize::from(p::SHM_ID_VRAM)], 4 << 20);
+        assert_eq!(b.num_queues(), NUM_QUEUES);
+    }
+}
