@@ -500,6 +500,13 @@ fn malformed_messages_get_errors_and_the_backend_survives() {
         msg(SET_MEM_TABLE, NEED_REPLY, &t),
         &[fd],
     );
+    // A region that runs past the end of its file (16 MiB): touching it would be SIGBUS.
+    let t = mem_table(&[region(0, 32 << 20, 0)]);
+    refused(
+        "a region past the end of its file",
+        msg(SET_MEM_TABLE, NEED_REPLY, &t),
+        &[fd],
+    );
     // A region larger than its file offset allows.
     let t = mem_table(&[region(0, 8 << 20, u64::MAX - 4095)]);
     refused(

@@ -232,8 +232,12 @@ impl VhostUserBackend for GpuBackend {
     }
 
     fn update_memory(&self, mem: BackendMemory) -> std::io::Result<()> {
-        let ranges = ram_ranges(&mem.memory()).map_err(GpuBackendError::from)?;
         let mut s = self.lock();
+        // The handler has already swapped the table in; a refused table leaves the device
+        // without memory (no queue is served, nothing is touched) until a good one comes.
+        s.mem = None;
+        s.engine.set_ram(pvgpu_device::guest_ram::RamRanges::none());
+        let ranges = ram_ranges(&mem.memory()).map_err(GpuBackendError::from)?;
         s.engine.set_ram(ranges);
         s.mem = Some(mem);
         Ok(())
@@ -293,7 +297,7 @@ mod tests {
         let mem = BackendMemory::new(vm_memory::GuestMemoryMmap::new());
         let config = DeviceConfig {
             vram_size: 4 << 20,
-            ram: RamRanges::new(&[]).unwrap(),
+            ram: RamRanges::none(),
             max_objects: 16,
         };
         let punch = super::super::mem_table::MemTablePunch::new(mem);

@@ -25,10 +25,42 @@ pub enum MemTableError {
     /// the VRAM window).
     #[error("memory table: {0}")]
     Ranges(#[from] GuestRamError),
+    /// A region maps past the end of its file (touching it would raise SIGBUS).
+    #[error("memory table: region at {gpa:#x} ({len} bytes from file offset {offset}) passes the end of its {file_len}-byte file")]
+    PastEof {
+        /// Guest-physical start.
+        gpa: u64,
+        /// Length.
+        len: u64,
+        /// Offset in the file.
+        offset: u64,
+        /// The file's size.
+        file_len: u64,
+    },
+    /// A region's file cannot be examined.
+    #[error("memory table: cannot stat a region's file: {0}")]
+    Stat(std::io::Error),
 }
 
-/// The RAM ranges of `mem`, sorted and checked by the device model's rules.
+/// The RAM ranges of `mem`, sorted and checked by the device model's rules; every region must
+/// lie inside its file (vm-memory maps past the end without complaint).
 pub fn ram_ranges(mem: &GuestMemoryMmap<()>) -> Result<RamRanges, MemTableError> {
+    for r in mem.iter() {
+        let Some(fo) = r.file_offset() else { continue };
+        let file_len = fo.file().metadata().map_err(MemTableError::Stat)?.len();
+        if fo
+            .start()
+            .checked_add(r.len())
+            .is_none_or(|end| end > file_len)
+        {
+            return Err(MemTableError::PastEof {
+                gpa: r.start_addr().0,
+                len: r.len(),
+                offset: fo.start(),
+                file_len,
+            });
+        }
+    }
     let mut ranges: Vec<Range> = mem
         .iter()
         .map(|r| Range {
@@ -118,5 +150,21 @@ mod tests {
         assert!(p.punch((8 << 20) - 4096, 8192).is_err());
         let r = ram_ranges(&atomic.memory()).unwrap();
         assert_eq!(r.ranges().len(), 1);
+    }
+
+    #[test]
+    fn a_region_past_the_end_of_its_file_is_refused() {
+        let fd = MemFd::new("t", 4 << 20).unwrap();
+        let file = fd.file().try_clone().unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
+            GuestAddress(0),
+            4 << 20,
+            Some(FileOffset::new(file, 2 << 20)),
+        )])
+        .unwrap();
+        assert!(matches!(
+            ram_ranges(&mem),
+            Err(MemTableError::PastEof { .. })
+        ));
     }
 }

@@ -57,9 +57,6 @@ pub enum VhostBackendError {
     /// The device model could not be made (e.g. VRAM).
     #[error("GPU device: {0}")]
     Device(#[from] pvgpu_device::vram::VramError),
-    /// The empty RAM table was refused (cannot happen).
-    #[error("GPU device: {0}")]
-    Ram(#[from] pvgpu_device::guest_ram::GuestRamError),
     /// The socket could not be bound.
     #[error("cannot listen on {path}: {source}")]
     Listen {
@@ -103,7 +100,7 @@ impl BackendServer {
         let mem: BackendMemory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let config = DeviceConfig {
             vram_size: vram,
-            ram: RamRanges::new(&[])?,
+            ram: RamRanges::none(),
             max_objects: p::MAX_OBJECTS,
         };
         let engine = CommandEngine::new(config, Box::new(MemTablePunch::new(mem.clone())))?;
