@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use pvgpu_abi::protocol as p;
 use pvgpu_device::transport::{config_space, DEVICE_FEATURES, NUM_QUEUES};
 use pvgpu_device::{queue, CommandEngine, DeviceStats};
+use std::os::unix::io::{AsRawFd, FromRawFd};
 use vhost::vhost_user::message::{
     VhostUserMMap, VhostUserMMapFlags, VhostUserProtocolFeatures, VhostUserShMemConfig,
     VhostUserVirtioFeatures,
@@ -25,9 +26,8 @@ use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::mem_table::{ram_ranges, BackendMemory};
 use super::vring::ErrVring;
@@ -69,6 +69,8 @@ struct State {
 pub struct GpuBackend {
     state: Arc<Mutex<State>>,
     vram_size: u64,
+    /// The exit event of every connection's vring worker (see [`GpuBackend::exit_event`]).
+    exit: Arc<EventFd>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -81,12 +83,13 @@ impl std::fmt::Debug for GpuBackend {
 
 impl GpuBackend {
     /// The backend around `engine` (its VRAM is what SHMEM_MAP offers).
-    pub fn new(engine: CommandEngine) -> Self {
+    pub fn new(engine: CommandEngine) -> std::io::Result<Self> {
         let vram_size = engine.vram().size();
-        GpuBackend {
+        Ok(GpuBackend {
             state: Arc::new(Mutex::new(State { engine, mem: None })),
             vram_size,
-        }
+            exit: Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -96,6 +99,9 @@ impl GpuBackend {
     /// The frontend went away: every object is destroyed and all VRAM freed (punched); the
     /// memory table is forgotten. Returns the counters as they were at the end.
     pub fn disconnected(&self) -> DeviceStats {
+        // The connection's worker has stopped (its daemon is gone): drain its exit event so
+        // the next connection's worker does not stop at once.
+        let _ = self.exit.read();
         let mut s = self.lock();
         s.engine.reset();
         s.engine.set_enabled(false);
@@ -267,7 +273,31 @@ impl VhostUserBackend for GpuBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+        // vhost-user-backend 0.24 registers the consumer with `into_raw_fd()` and never closes
+        // it, so a fresh eventfd per connection would leak one descriptor per frontend (the
+        // fuzzer ran the backend out of descriptors that way). Every connection gets the same
+        // eventfd instead: the consumer aliases our descriptor (never closed through it), the
+        // notifier is a duplicate that the handler owns and closes.
+        let fd = self.exit.as_raw_fd();
+        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor nobody else owns.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            log::error!(
+                "no exit event for the vring worker: {}",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        // SAFETY: `dup` is ours alone and goes to the notifier, which closes it. The consumer
+        // aliases `self.exit`'s descriptor, which outlives every daemon; the handler only
+        // takes its number (`into_raw_fd`) for its epoll set and never closes it.
+        let pair = unsafe {
+            (
+                EventConsumer::from_raw_fd(fd),
+                EventNotifier::from_raw_fd(dup),
+            )
+        };
+        Some(pair)
     }
 
     fn handle_event(
@@ -301,7 +331,7 @@ mod tests {
             max_objects: 16,
         };
         let punch = super::super::mem_table::MemTablePunch::new(mem);
-        GpuBackend::new(CommandEngine::new(config, Box::new(punch)).unwrap())
+        GpuBackend::new(CommandEngine::new(config, Box::new(punch)).unwrap()).unwrap()
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub enum VhostBackendError {
     /// `std::error::Error`, so its text is kept).
     #[error("vhost-user: {0}")]
     Daemon(String),
+    /// The vring workers' exit eventfd could not be made.
+    #[error("cannot create an eventfd: {0}")]
+    ExitEvent(std::io::Error),
     /// The seccomp filter could not be installed.
     #[error(transparent)]
     Seccomp(#[from] seccomp::BackendSeccompError),
@@ -109,7 +112,7 @@ impl BackendServer {
             source,
         })?;
         Ok(BackendServer {
-            backend: GpuBackend::new(engine),
+            backend: GpuBackend::new(engine).map_err(VhostBackendError::ExitEvent)?,
             mem,
             listener,
         })
