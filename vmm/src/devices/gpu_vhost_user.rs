@@ -149,14 +149,17 @@ struct VramMapping {
     memfd: MemFd,
 }
 
-// SAFETY: the mapping is plain shared memory; the pointer is only used to register and
-// finally unmap it.
+// SAFETY: the mapping is plain shared memory; the pointer is only used to register it and
+// finally unmap it (in Drop, once), never to read or write through.
 unsafe impl Send for VramMapping {}
+// SAFETY: as above: shared references never touch the memory behind the pointer.
+unsafe impl Sync for VramMapping {}
 
 impl Drop for VramMapping {
     fn drop(&mut self) {
-        // SAFETY: [addr, addr + len) is the mapping made in `map_vram`, unmapped only here;
-        // the memslot that points at it is gone with the VM by then (see `vm::run`).
+        // SAFETY: [addr, addr + len) is the mapping made in `map_vram`, unmapped only here,
+        // when the last holder (the run's `GpuVhostUser` or the MMIO bus) lets go: no vCPU
+        // can run guest code over the memslot any more.
         unsafe { libc::munmap(self.addr, self.len) };
     }
 }
@@ -256,6 +259,9 @@ pub struct VhostUserMmio {
     reset_device: bool,
     started: bool,
     lost: bool,
+    /// The VRAM memslot's memory: the MMIO bus holds this adapter, so a vCPU thread that
+    /// would not stop keeps the mapping alive (as the in-process device does).
+    _vram: Arc<VramMapping>,
 }
 
 impl std::fmt::Debug for VhostUserMmio {
@@ -455,7 +461,7 @@ impl MutEventSubscriber for BackendWatch {
 /// The vhost-user GPU as one run holds it.
 pub struct GpuVhostUser {
     mmio: Arc<Mutex<VhostUserMmio>>,
-    vram: VramMapping,
+    vram: Arc<VramMapping>,
     path: PathBuf,
     socket: RawFd,
     calls: Vec<EventFd>,
@@ -561,7 +567,7 @@ impl GpuVhostUser {
                 "the backend did not send SHMEM_MAP for its VRAM".into(),
             ));
         };
-        let vram = map_vram(&m, file, vram_size)?;
+        let vram = Arc::new(map_vram(&m, file, vram_size)?);
         let region = kvm_userspace_memory_region {
             slot,
             flags: 0,
@@ -570,9 +576,10 @@ impl GpuVhostUser {
             userspace_addr: vram.addr as u64,
         };
         // SAFETY: [addr, addr + len) is our live MAP_SHARED mapping of the backend's VRAM memfd
-        // (exactly `vram_size` bytes); it lives in the returned value, which `vm::run` drops
-        // only after every vCPU has stopped. The slot is unused and the window is clear of RAM
-        // and MMIO (VRAM_BASE, at most VRAM_MAX bytes, checked above).
+        // (exactly `vram_size` bytes); the returned value and the MMIO bus (which every vCPU
+        // thread holds) share it, so it outlives every vCPU that can touch the slot. The slot
+        // is unused and the window is clear of RAM and MMIO (VRAM_BASE, at most VRAM_MAX
+        // bytes, checked above).
         unsafe { vm.set_user_memory_region(region) }
             .map_err(|source| GpuVhostUserError::VramSlot { slot, source })?;
 
@@ -625,6 +632,7 @@ impl GpuVhostUser {
             reset_device: acked.contains(VhostUserProtocolFeatures::RESET_DEVICE),
             started: false,
             lost: false,
+            _vram: vram.clone(),
         }));
         mmio.insert(
             layout::VIRTIO_MMIO_BASE,
