@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{boot, code, exit_status, guest_image, root};
 use pvgpu::vhost_backend::raw_client;
+use pvgpu_abi::layout::phase;
 
 /// A `pvgpu device` process; killed when dropped.
 struct Backend {
@@ -200,6 +201,43 @@ fn split_objfuzz() {
         &[],
         &["objfuzz", "--ops", "400", "--seed", "7"],
         "objfuzz: PASS",
+    );
+}
+
+#[test]
+fn split_display_with_the_backends_mode_and_clean() {
+    // The mode is the backend's (`pvgpu device --display`): the stock driver and the EDID see
+    // it through the split.
+    let b = Backend::start("display", &["--once", "--display", "640x480"]);
+    let path = std::env::temp_dir().join(format!("pvgpu-vu-disp-{}.json", std::process::id()));
+    let r = split(&b, &["--stats-json", path.to_str().unwrap()], &["display"]);
+    assert_eq!(r.code, code(exit_status::OK), "{}\n{}", r.dump(), b.log());
+    assert!(r.stdout.contains("display: PASS"), "{}", r.dump());
+    assert!(
+        r.stdout
+            .contains("VirtIOGpu: 640x480, EDID preferred mode 640x480"),
+        "{}",
+        r.dump()
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("stats")).expect("json");
+    let _ = std::fs::remove_file(&path);
+    let at = |n: u32| {
+        v["phases"]
+            .as_array()
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p["phase"].as_u64() == Some(u64::from(n)))
+            })
+            .and_then(|p| p["guest_ram_bytes"].as_u64())
+            .unwrap_or_else(|| panic!("phase {n} missing: {v}"))
+    };
+    // CLEAN of the framebuffer (in the backend) freed its pages in our guest-RAM memfd.
+    let freed = at(phase::FB_DRAWN).saturating_sub(at(phase::FB_CLEANED));
+    let fb = 640 * 480 * 4;
+    assert!(
+        freed as f64 >= 0.99 * fb as f64,
+        "freed {freed} of {fb}: {v}"
     );
 }
 

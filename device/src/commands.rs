@@ -7,6 +7,7 @@ use vm_memory::GuestMemory;
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
 use crate::backing_index::BackingIndex;
+use crate::display::{Display, DisplayError, DisplayMode};
 use crate::guest_ram::{Extent, GuestRamError, GuestRamPunch, RamRanges};
 use crate::object::{ObjectError, ObjectTable, Op, Placement};
 use crate::stats::DeviceStats;
@@ -60,6 +61,9 @@ pub enum CommandError {
     /// Punching guest RAM failed.
     #[error("punching guest RAM failed: {0}")]
     Punch(std::io::Error),
+    /// A 2D or cursor command's own check failed.
+    #[error(transparent)]
+    Display(#[from] DisplayError),
 }
 
 impl CommandError {
@@ -84,6 +88,7 @@ impl CommandError {
             CommandError::Alloc(_) | CommandError::Vram(_) | CommandError::Punch(_) => {
                 p::RESP_ERR_UNSPEC
             }
+            CommandError::Display(e) => e.response_type(),
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct DeviceConfig {
     pub ram: RamRanges,
     /// Most live objects (at most `protocol::MAX_OBJECTS`).
     pub max_objects: u32,
+    /// The scanout's mode (GET_DISPLAY_INFO, EDID).
+    pub display: DisplayMode,
 }
 
 impl DeviceConfig {
@@ -106,22 +113,25 @@ impl DeviceConfig {
             vram_size,
             ram: RamRanges::from_size(ram_size)?,
             max_objects: p::MAX_OBJECTS,
+            display: DisplayMode::default(),
         })
     }
 }
 
 /// The command engine: objects, VRAM and counters.
 pub struct CommandEngine {
-    vram: Vram,
-    alloc: VramAllocator,
-    objects: ObjectTable,
-    ram: RamRanges,
+    pub(crate) vram: Vram,
+    pub(crate) alloc: VramAllocator,
+    pub(crate) objects: ObjectTable,
+    pub(crate) ram: RamRanges,
     punch: Box<dyn GuestRamPunch + Send>,
     /// The backing pages of every live object, to refuse lists that would share them.
-    backing: BackingIndex,
-    stats: DeviceStats,
-    tick: u64,
+    pub(crate) backing: BackingIndex,
+    pub(crate) stats: DeviceStats,
+    pub(crate) tick: u64,
     enabled: bool,
+    /// The scanout and cursor (2D commands, `display.rs`).
+    pub(crate) display: Display,
 }
 
 impl std::fmt::Debug for CommandEngine {
@@ -134,7 +144,7 @@ impl std::fmt::Debug for CommandEngine {
     }
 }
 
-fn need<T: Wire>(cmd: u32, req: &[u8]) -> Result<T, CommandError> {
+pub(crate) fn need<T: Wire>(cmd: u32, req: &[u8]) -> Result<T, CommandError> {
     T::read_from(req).ok_or(CommandError::BadRequest {
         cmd,
         need: std::mem::size_of::<T>(),
@@ -142,7 +152,7 @@ fn need<T: Wire>(cmd: u32, req: &[u8]) -> Result<T, CommandError> {
     })
 }
 
-fn entries(cmd: u32, req: &[u8], nr: u32) -> Result<Vec<MemEntry>, CommandError> {
+pub(crate) fn entries(cmd: u32, req: &[u8], nr: u32) -> Result<Vec<MemEntry>, CommandError> {
     if nr > p::MAX_SG_ENTRIES {
         return Err(CommandError::InvalidParameter("nr_entries"));
     }
@@ -183,6 +193,7 @@ impl CommandEngine {
             stats,
             tick: 0,
             enabled: true,
+            display: Display::new(config.display),
         })
     }
 
@@ -227,6 +238,7 @@ impl CommandEngine {
             }
         }
         self.stats.set_objects(0);
+        self.display.reset();
     }
 
     /// Handles one request and returns the response bytes.
@@ -237,7 +249,11 @@ impl CommandEngine {
             return CtrlHdr::new(p::RESP_ERR_BAD_REQUEST).as_bytes().to_vec();
         };
         let name = p::command_name(hdr.type_);
-        let result = if self.enabled {
+        // virtio-gpu's own commands are for every driver; the extension's need bit 20.
+        let standard = p::is_virtio_gpu_command(hdr.type_);
+        let result = if standard {
+            self.dispatch_2d(mem, &hdr, req)
+        } else if self.enabled {
             self.dispatch(mem, &hdr, req)
         } else {
             Err(CommandError::NotNegotiated)
@@ -247,6 +263,7 @@ impl CommandEngine {
         self.stats.set_vram_used(self.alloc.used());
         match result {
             Ok(resp) => resp,
+            Err(e) if standard => hdr.response(e.response_type_2d()).as_bytes().to_vec(),
             Err(e) => hdr.response(e.response_type()).as_bytes().to_vec(),
         }
     }
@@ -369,8 +386,10 @@ impl CommandEngine {
         Ok(())
     }
 
-    fn destroy(&mut self, id: u32) -> Result<(), CommandError> {
+    /// DESTROY and RESOURCE_UNREF: any object, 2D resource or not.
+    pub(crate) fn destroy(&mut self, id: u32) -> Result<(), CommandError> {
         let o = self.objects.remove(id)?;
+        self.display.forget(id);
         self.backing.remove(o.backing.as_deref().unwrap_or(&[]));
         if let Some(off) = o.vram_offset {
             self.free_vram(off, o.size);
@@ -416,14 +435,21 @@ impl CommandEngine {
         // The object is CLEANED now: a range the host fails to punch stays allocated (and is
         // counted), but the guest's view of the object is right either way, so CLEAN succeeds.
         for x in &backing {
+            // Only the whole pages inside an extent (a 2D resource's backing may start or
+            // end inside a page that holds other guest data).
+            let start = x.gpa.next_multiple_of(p::PAGE_SIZE);
+            let end = (x.gpa + x.len) / p::PAGE_SIZE * p::PAGE_SIZE;
+            if end <= start {
+                continue;
+            }
             // Re-check: only guest RAM is ever punched.
             let r = self
                 .ram
-                .check(x.gpa, x.len)
+                .check(start, end - start)
                 .map_err(CommandError::Backing)
                 .and_then(|x| self.punch.punch(x.gpa, x.len).map_err(CommandError::Punch));
             match r {
-                Ok(()) => self.stats.bytes_cleaned += x.len,
+                Ok(()) => self.stats.bytes_cleaned += end - start,
                 Err(e) => {
                     log::warn!("CLEAN of object {id}: {e}");
                     self.stats.punch_failures += 1;
@@ -519,7 +545,7 @@ impl CommandEngine {
 
     /// Refuses a page list that overlaps itself or the backing of another live object: the
     /// device would otherwise copy one object's data over another's pages on EVICT.
-    fn check_unshared(&self, id: u32, extents: &[Extent]) -> Result<(), CommandError> {
+    pub(crate) fn check_unshared(&self, id: u32, extents: &[Extent]) -> Result<(), CommandError> {
         match self.backing.conflict(id, extents) {
             None => Ok(()),
             Some(c) => Err(CommandError::SharedBacking {
@@ -530,7 +556,7 @@ impl CommandEngine {
         }
     }
 
-    fn free_vram(&mut self, off: u64, size: u64) {
+    pub(crate) fn free_vram(&mut self, off: u64, size: u64) {
         // Both can only fail on a bookkeeping bug; the range came from the allocator.
         if self.alloc.free(off, size).is_ok() && self.vram.punch(off, size).is_ok() {
             self.stats.vram_bytes_punched += size;

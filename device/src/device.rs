@@ -11,8 +11,9 @@
 use vm_memory::GuestMemory;
 
 use crate::commands::{CommandEngine, DeviceConfig};
+use crate::display::ScanoutImage;
 use crate::guest_ram::GuestRamPunch;
-use crate::queue::{self, QueueError};
+use crate::queue::{self, QueueError, QueueRole};
 use crate::stats::DeviceStats;
 use crate::transport::{MmioEvent, MmioTransport, TransportError};
 use crate::vram::{Vram, VramError};
@@ -103,14 +104,19 @@ impl PvgpuDevice {
             MmioEvent::DriverOk => {
                 let ev = self.transport.negotiated(p::VIRTIO_RING_F_EVENT_IDX);
                 let on = self.transport.negotiated(p::VIRTIO_GPU_F_PVGPU_MEM);
-                virtio_queue::QueueT::set_event_idx(self.transport.queue_mut(), ev);
+                for i in [p::CONTROLQ, p::CURSORQ] {
+                    if let Some(q) = self.transport.queue_at_mut(i) {
+                        virtio_queue::QueueT::set_event_idx(q, ev);
+                    }
+                }
                 self.engine.set_enabled(on);
                 false
             }
         }
     }
 
-    /// Handles every request on the control queue. Returns whether an interrupt was raised
+    /// Handles every request on the control queue and the cursor queue (one notify eventfd
+    /// serves both). Returns whether an interrupt was raised
     /// (INTERRUPT_STATUS set and the sink, if any, triggered). A broken queue sets
     /// DEVICE_NEEDS_RESET and raises a configuration interrupt instead.
     pub fn process_queue<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, DeviceError> {
@@ -118,14 +124,31 @@ impl PvgpuDevice {
             return Ok(false);
         }
         self.engine.stats_mut().notifications += 1;
-        let bits = match queue::process(self.transport.queue_mut(), mem, &mut self.engine) {
-            Ok(true) => virtio_mmio::INT_VRING,
-            Ok(false) => 0,
-            Err(QueueError::Invalid) | Err(QueueError::Virtqueue(_)) => {
-                self.transport.set_needs_reset();
-                virtio_mmio::INT_CONFIG
+        let mut bits = 0;
+        for (index, role) in [
+            (p::CONTROLQ, QueueRole::Control),
+            (p::CURSORQ, QueueRole::Cursor),
+        ] {
+            let Some(q) = self.transport.queue_at_mut(index) else {
+                continue;
+            };
+            // A driver may leave the cursor queue unused, or stop a queue before it frees the
+            // rings (QUEUE_READY = 0): the device leaves a queue that is not ready alone.
+            if !virtio_queue::QueueT::ready(q) {
+                continue;
             }
-        };
+            bits |= match queue::process(q, mem, &mut self.engine, role) {
+                Ok(true) => virtio_mmio::INT_VRING,
+                Ok(false) => 0,
+                Err(QueueError::Invalid) | Err(QueueError::Virtqueue(_)) => {
+                    self.transport.set_needs_reset();
+                    virtio_mmio::INT_CONFIG
+                }
+            };
+            if bits & virtio_mmio::INT_CONFIG != 0 {
+                break;
+            }
+        }
         if bits == 0 {
             return Ok(false);
         }
@@ -144,9 +167,23 @@ impl PvgpuDevice {
         if !self.transport.is_live() {
             return false;
         }
-        let q = self.transport.queue();
-        virtio_queue::QueueT::avail_idx(q, mem, std::sync::atomic::Ordering::Acquire)
-            .is_ok_and(|avail| avail.0 != virtio_queue::QueueT::next_avail(q))
+        [p::CONTROLQ, p::CURSORQ].into_iter().any(|i| {
+            self.transport.queue_at(i).is_some_and(|q| {
+                virtio_queue::QueueT::ready(q)
+                    && virtio_queue::QueueT::avail_idx(q, mem, std::sync::atomic::Ordering::Acquire)
+                        .is_ok_and(|avail| avail.0 != virtio_queue::QueueT::next_avail(q))
+            })
+        })
+    }
+
+    /// What the scanout shows now (RGB), or `None` when it shows nothing.
+    pub fn scanout_image(&self) -> Option<ScanoutImage> {
+        self.engine.scanout_image()
+    }
+
+    /// Successful RESOURCE_FLUSHes of the resource on the scanout so far.
+    pub fn scanout_flushes(&self) -> u64 {
+        self.engine.display().flushes()
     }
 
     /// VRAM: its memfd (for the KVM memslot at `layout::VRAM_BASE`, and for host-memory

@@ -159,6 +159,16 @@ impl RamRanges {
         if len == 0 || !addr.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
             return Err(GuestRamError::Unaligned { addr, len });
         }
+        self.check_bytes(addr, len)
+    }
+
+    /// Checks that `[addr, addr + len)` is non-empty guest RAM, at any byte alignment (the
+    /// backing of a virtio-gpu 2D resource). Such an extent is read and written, but only the
+    /// whole pages inside it are ever punched.
+    pub fn check_bytes(&self, addr: u64, len: u64) -> Result<Extent, GuestRamError> {
+        if len == 0 {
+            return Err(GuestRamError::Unaligned { addr, len });
+        }
         let end = addr
             .checked_add(len)
             .ok_or(GuestRamError::Overflow { addr, len })?;

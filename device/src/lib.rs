@@ -15,6 +15,8 @@
 pub mod backing_index;
 pub mod commands;
 pub mod device;
+pub mod display;
+pub mod edid;
 pub mod guest_ram;
 pub mod memfd;
 pub mod object;
@@ -27,5 +29,6 @@ pub mod vram_alloc;
 
 pub use commands::{CommandEngine, CommandError, DeviceConfig};
 pub use device::{DeviceError, InterruptSink, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
+pub use display::{DisplayMode, ScanoutImage};
 pub use guest_ram::{GuestRamPunch, RamRanges};
 pub use stats::DeviceStats;

@@ -10,6 +10,22 @@
 use std::collections::BTreeMap;
 
 use crate::guest_ram::Extent;
+
+/// What makes an object a virtio-gpu 2D resource: its pixel layout. A 2D resource's host
+/// copy is its VRAM range (allocated at RESOURCE_CREATE_2D, `stride * height` bytes); its
+/// guest backing, when attached, is byte-granular (as virtio-gpu allows) and may be longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// `protocol::format::*`.
+    pub format: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bytes per row (width × 4).
+    pub stride: u32,
+}
+
 pub use pvgpu_abi::protocol::Placement;
 
 /// An operation on an object, for error reports.
@@ -88,6 +104,9 @@ pub struct Object {
     pub vram_offset: Option<u64>,
     /// LRU stamp: the device tick of the last command that used the object.
     pub last_used: u64,
+    /// `Some` for a virtio-gpu 2D resource (always VRAM-resident: VRAM with backing,
+    /// CLEANED without; never evicted).
+    pub image: Option<ImageInfo>,
 }
 
 impl Object {
@@ -106,7 +125,8 @@ impl Object {
             Op::Attach => self.placement == Placement::System && self.backing.is_none(),
             Op::Migrate => self.placement == Placement::System && self.backing.is_some(),
             Op::Clean => self.placement == Placement::Vram,
-            Op::Evict | Op::VramData => self.placement != Placement::System,
+            Op::Evict => self.placement != Placement::System && self.image.is_none(),
+            Op::VramData => self.placement != Placement::System,
             Op::Read => self.placement != Placement::System || self.backing.is_some(),
         };
         if ok {
@@ -163,6 +183,37 @@ impl ObjectTable {
 
     /// Adds a SYSTEM object without backing.
     pub fn create(&mut self, id: u32, size: u64, tick: u64) -> Result<&mut Object, ObjectError> {
+        self.check_new(id)?;
+        Ok(self.objects.entry(id).or_insert(Object {
+            id,
+            size,
+            placement: Placement::System,
+            backing: None,
+            vram_offset: None,
+            last_used: tick,
+            image: None,
+        }))
+    }
+
+    /// Adds a 2D resource of `size` bytes whose host copy is already at `vram_offset`:
+    /// placement CLEANED (VRAM only) until it gets a backing.
+    pub fn create_image(
+        &mut self,
+        id: u32,
+        size: u64,
+        image: ImageInfo,
+        vram_offset: u64,
+        tick: u64,
+    ) -> Result<&mut Object, ObjectError> {
+        let o = self.create(id, size, tick)?;
+        o.placement = Placement::Cleaned;
+        o.vram_offset = Some(vram_offset);
+        o.image = Some(image);
+        Ok(o)
+    }
+
+    /// Checks that `id` could be created now (for callers that allocate before creating).
+    pub fn check_new(&self, id: u32) -> Result<(), ObjectError> {
         if id == 0 {
             return Err(ObjectError::ZeroId);
         }
@@ -172,14 +223,7 @@ impl ObjectTable {
         if self.objects.len() >= self.max as usize {
             return Err(ObjectError::TooMany(self.max));
         }
-        Ok(self.objects.entry(id).or_insert(Object {
-            id,
-            size,
-            placement: Placement::System,
-            backing: None,
-            vram_offset: None,
-            last_used: tick,
-        }))
+        Ok(())
     }
 
     /// The object `id`.

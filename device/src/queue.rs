@@ -136,11 +136,22 @@ fn scatter<M: GuestMemory>(mem: &M, writable: &[(GuestAddress, usize)], resp: &[
     done as u32
 }
 
+/// Which queue a chain came from: they carry different commands and answer differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRole {
+    /// controlq: every request gets a response, and is not run if the response cannot fit.
+    Control,
+    /// cursorq: UPDATE_CURSOR and MOVE_CURSOR; stock drivers give no response buffer, so the
+    /// command runs anyway and the response is written only if it fits.
+    Cursor,
+}
+
 fn handle_chain<M: GuestMemory>(
     mem: &M,
     chain: virtio_queue::DescriptorChain<&M>,
     indirect: bool,
     engine: &mut CommandEngine,
+    role: QueueRole,
 ) -> u32 {
     let mut c = gather(mem, chain);
     if indirect {
@@ -148,7 +159,7 @@ fn handle_chain<M: GuestMemory>(
     }
     let hdr = CtrlHdr::read_from(&c.request).unwrap_or_default();
     let room: usize = c.writable.iter().map(|&(_, len)| len).sum();
-    if c.fault.is_none() && room < p::response_size(hdr.type_) {
+    if role == QueueRole::Control && c.fault.is_none() && room < p::response_size(hdr.type_) {
         // The answer could not be delivered, so the command must not run (a CLEAN or DESTROY
         // nobody hears about would leave the driver's books wrong).
         engine
@@ -158,6 +169,7 @@ fn handle_chain<M: GuestMemory>(
         return 0;
     }
     let resp = match c.fault {
+        None if role == QueueRole::Cursor => engine.handle_cursor(&c.request),
         None => engine.handle(mem, &c.request),
         Some(_) => {
             let hdr = CtrlHdr::read_from(&c.request).unwrap_or_default();
@@ -168,7 +180,7 @@ fn handle_chain<M: GuestMemory>(
         }
     };
     let used = scatter(mem, &c.writable, &resp);
-    if used == 0 {
+    if used == 0 && role == QueueRole::Control {
         engine.stats_mut().dropped_chains += 1;
     }
     used
@@ -179,6 +191,7 @@ pub fn process<M: GuestMemory>(
     queue: &mut Queue,
     mem: &M,
     engine: &mut CommandEngine,
+    role: QueueRole,
 ) -> Result<bool, QueueError> {
     // virtio-queue treats an avail ring at address 0 as "not set" and pops nothing from it
     // although its index may show work: that would leave the work pending forever.
@@ -205,7 +218,7 @@ pub fn process<M: GuestMemory>(
             };
             let head = chain.head_index();
             let indirect = uses_indirect(mem, queue.desc_table(), queue.size(), head);
-            let len = handle_chain(mem, chain, indirect, engine);
+            let len = handle_chain(mem, chain, indirect, engine, role);
             queue.add_used(mem, head, len)?;
             used_any = true;
             progressed = true;
@@ -266,7 +279,7 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(process(&mut q, &mem, &mut engine).unwrap());
+        assert!(process(&mut q, &mem, &mut engine, QueueRole::Control).unwrap());
         let e0 = vq.used().ring().ref_at(0).unwrap().load();
         let e1 = vq.used().ring().ref_at(1).unwrap().load();
         assert_eq!((e0.id(), e0.len()), (0, 64));
@@ -285,7 +298,7 @@ mod tests {
         // Descriptor 0 -> 1 -> 0 ...: virtio-queue stops after queue-size descriptors.
         vq.add_desc_chains(&[desc(0x10_0000, 24, 1, 1), desc(0x20_0000, 64, 3, 0)], 0)
             .unwrap();
-        process(&mut q, &mem, &mut engine).unwrap();
+        process(&mut q, &mem, &mut engine, QueueRole::Control).unwrap();
         let e0 = vq.used().ring().ref_at(0).unwrap().load();
         assert_eq!(e0.id(), 0);
         assert_eq!(e0.len(), 24); // readable-after-writable: BAD_REQUEST
@@ -298,7 +311,7 @@ mod tests {
         let (mem, mut engine) = setup();
         let mut q = Queue::new(16).unwrap();
         assert!(matches!(
-            process(&mut q, &mem, &mut engine),
+            process(&mut q, &mem, &mut engine, QueueRole::Control),
             Err(QueueError::Invalid)
         ));
     }

@@ -30,8 +30,18 @@ pub const USED_ADDR: u64 = 0x1_2000;
 pub const SCRATCH_START: u64 = 0x10_0000;
 /// End of the scratch area; object data pages start here.
 pub const DATA_START: u64 = 0x50_0000;
-/// Room for one response.
-const RESP_SLOT: u64 = 128;
+/// Room for one response (the largest is GET_EDID's).
+const RESP_SLOT: u64 = 0x800;
+/// Cursor queue size.
+pub const CURSOR_QSIZE: u16 = 16;
+/// Cursor queue: descriptor table, available ring, used ring.
+pub const CURSOR_DESC_ADDR: u64 = 0x1_3000;
+/// Cursor queue available ring.
+pub const CURSOR_AVAIL_ADDR: u64 = 0x1_3800;
+/// Cursor queue used ring.
+pub const CURSOR_USED_ADDR: u64 = 0x1_4000;
+/// Where a cursor request (and its optional response) is written.
+const CURSOR_SCRATCH: u64 = DATA_START - 0x1000;
 
 /// Where a driver puts one queue's split rings.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +60,12 @@ pub struct QueueRings {
 /// through any 32-bit register writer: reset, ACKNOWLEDGE, DRIVER, the driver's `features`,
 /// FEATURES_OK, the queue's size and rings, QUEUE_READY, DRIVER_OK. Every host-side test and
 /// tool that plays the driver uses this one sequence.
-pub fn start_driver(mut w32: impl FnMut(u64, u32), features: u64, rings: &QueueRings) {
+pub fn start_driver(w32: impl FnMut(u64, u32), features: u64, rings: &QueueRings) {
+    start_driver_queues(w32, features, core::slice::from_ref(rings));
+}
+
+/// [`start_driver`] for queues 0, 1, ... (`rings[i]` is queue `i`: controlq, cursorq).
+pub fn start_driver_queues(mut w32: impl FnMut(u64, u32), features: u64, rings: &[QueueRings]) {
     use status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
     w32(regs::STATUS, 0);
     w32(regs::STATUS, ACKNOWLEDGE);
@@ -60,27 +75,33 @@ pub fn start_driver(mut w32: impl FnMut(u64, u32), features: u64, rings: &QueueR
     w32(regs::DRIVER_FEATURES_SEL, 1);
     w32(regs::DRIVER_FEATURES, (features >> 32) as u32);
     w32(regs::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+    for (index, rings) in (0u32..).zip(rings) {
+        w32(regs::QUEUE_SEL, index);
+        w32(regs::QUEUE_NUM, u32::from(rings.size));
+        w32(regs::QUEUE_DESC_LOW, rings.desc as u32);
+        w32(regs::QUEUE_DESC_HIGH, (rings.desc >> 32) as u32);
+        w32(regs::QUEUE_DRIVER_LOW, rings.avail as u32);
+        w32(regs::QUEUE_DRIVER_HIGH, (rings.avail >> 32) as u32);
+        w32(regs::QUEUE_DEVICE_LOW, rings.used as u32);
+        w32(regs::QUEUE_DEVICE_HIGH, (rings.used >> 32) as u32);
+        w32(regs::QUEUE_READY, 1);
+    }
     w32(regs::QUEUE_SEL, 0);
-    w32(regs::QUEUE_NUM, u32::from(rings.size));
-    w32(regs::QUEUE_DESC_LOW, rings.desc as u32);
-    w32(regs::QUEUE_DESC_HIGH, (rings.desc >> 32) as u32);
-    w32(regs::QUEUE_DRIVER_LOW, rings.avail as u32);
-    w32(regs::QUEUE_DRIVER_HIGH, (rings.avail >> 32) as u32);
-    w32(regs::QUEUE_DEVICE_LOW, rings.used as u32);
-    w32(regs::QUEUE_DEVICE_HIGH, (rings.used >> 32) as u32);
-    w32(regs::QUEUE_READY, 1);
     w32(regs::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
 }
 
-/// The features a pvgpu driver accepts: VERSION_1, EVENT_IDX and, if `pvgpu`, the memory
-/// extension.
+/// The features a pvgpu driver accepts: VERSION_1, EVENT_IDX, EDID and, if `pvgpu`, the
+/// memory extension.
 pub fn driver_features(pvgpu: bool) -> u64 {
     let ext = if pvgpu {
         1 << p::VIRTIO_GPU_F_PVGPU_MEM
     } else {
         0
     };
-    (1 << p::VIRTIO_F_VERSION_1) | (1 << p::VIRTIO_RING_F_EVENT_IDX) | ext
+    (1 << p::VIRTIO_F_VERSION_1)
+        | (1 << p::VIRTIO_RING_F_EVENT_IDX)
+        | (1 << p::VIRTIO_GPU_F_EDID)
+        | ext
 }
 
 /// Errors from the simulated driver (tests unwrap them).
@@ -125,6 +146,7 @@ pub struct SimGuest {
     pub dev: PvgpuDevice,
     avail_idx: u16,
     used_seen: u16,
+    cursor_avail: u16,
     next_data: u64,
 }
 
@@ -154,6 +176,7 @@ impl SimGuest {
             dev,
             avail_idx: 0,
             used_seen: 0,
+            cursor_avail: 0,
             next_data: DATA_START,
         };
         g.init(pvgpu);
@@ -177,19 +200,29 @@ impl SimGuest {
         let _ = self
             .mem
             .write_slice(&[0u8; 0x3000], GuestAddress(DESC_ADDR));
-        let rings = QueueRings {
+        let _ = self
+            .mem
+            .write_slice(&[0u8; 0x2000], GuestAddress(CURSOR_DESC_ADDR));
+        let controlq = QueueRings {
             size: QSIZE,
             desc: DESC_ADDR,
             avail: AVAIL_ADDR,
             used: USED_ADDR,
         };
-        start_driver(
+        let cursorq = QueueRings {
+            size: CURSOR_QSIZE,
+            desc: CURSOR_DESC_ADDR,
+            avail: CURSOR_AVAIL_ADDR,
+            used: CURSOR_USED_ADDR,
+        };
+        start_driver_queues(
             |off, v| _ = self.w32(off, v),
             driver_features(pvgpu),
-            &rings,
+            &[controlq, cursorq],
         );
         self.avail_idx = 0;
         self.used_seen = 0;
+        self.cursor_avail = 0;
     }
 
     /// Resets the device and sets it up again.
@@ -359,6 +392,46 @@ impl SimGuest {
             Some(c) if c.hdr.type_ == p::RESP_OK_CHECKSUM => Ok(c.crc32c),
             _ => Err(CtrlHdr::read_from(&r).map_or(0, |h| h.type_)),
         }
+    }
+
+    /// Sends one request on the cursor queue, with a response buffer of `resp_len` bytes
+    /// (stock drivers give none), and returns the used length and the response bytes.
+    pub fn cursor_cmd(&mut self, req: &[u8], resp_len: u32) -> (u32, Vec<u8>) {
+        let resp_at = CURSOR_SCRATCH + 0x800;
+        let _ = self.mem.write_slice(&[0u8; 0x800], GuestAddress(resp_at));
+        let _ = self.mem.write_slice(req, GuestAddress(CURSOR_SCRATCH));
+        let slot = u64::from(self.cursor_avail % CURSOR_QSIZE);
+        let d0 = (slot * 2) as u16 % CURSOR_QSIZE;
+        let put = |i: u16, addr: u64, len: u32, flags: u16, next: u16| {
+            let a = CURSOR_DESC_ADDR + 16 * u64::from(i);
+            let mut b = [0u8; 16];
+            b[0..8].copy_from_slice(&addr.to_le_bytes());
+            b[8..12].copy_from_slice(&len.to_le_bytes());
+            b[12..14].copy_from_slice(&flags.to_le_bytes());
+            b[14..16].copy_from_slice(&next.to_le_bytes());
+            let _ = self.mem.write_slice(&b, GuestAddress(a));
+        };
+        if resp_len == 0 {
+            put(d0, CURSOR_SCRATCH, req.len() as u32, 0, 0);
+        } else {
+            put(d0, CURSOR_SCRATCH, req.len() as u32, desc::F_NEXT, d0 + 1);
+            put(d0 + 1, resp_at, resp_len.min(0x800), desc::F_WRITE, 0);
+        }
+        let ring = CURSOR_AVAIL_ADDR + 4 + 2 * u64::from(self.cursor_avail % CURSOR_QSIZE);
+        let _ = self.mem.write_obj(d0, GuestAddress(ring));
+        let seen = self.cursor_avail;
+        self.cursor_avail = self.cursor_avail.wrapping_add(1);
+        let _ = self
+            .mem
+            .write_obj(self.cursor_avail, GuestAddress(CURSOR_AVAIL_ADDR + 2));
+        if self.w32(QUEUE_NOTIFY_OFFSET, u32::from(p::CURSORQ)) {
+            let _ = self.dev.process_queue(&self.mem);
+        }
+        let e = CURSOR_USED_ADDR + 4 + 8 * u64::from(seen % CURSOR_QSIZE);
+        let used: u32 = self.mem.read_obj(GuestAddress(e + 4)).unwrap_or(u32::MAX);
+        let mut b = vec![0u8; (used as usize).min(0x800)];
+        let _ = self.mem.read_slice(&mut b, GuestAddress(resp_at));
+        (used, b)
     }
 
     /// STATS.

@@ -54,6 +54,10 @@ pub struct DeviceStats {
     /// Guest-RAM ranges CLEAN could not punch (a host failure: the data is safe in VRAM, the
     /// host just keeps those pages).
     pub punch_failures: u64,
+    /// RESOURCE_FLUSHes that succeeded.
+    pub flushes: u64,
+    /// Bytes copied guest → VRAM by TRANSFER_TO_HOST_2D.
+    pub bytes_transferred: u64,
     /// Queue notifications handled.
     pub notifications: u64,
     /// Interrupts raised.

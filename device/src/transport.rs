@@ -17,13 +17,14 @@ use pvgpu_abi::virtio_mmio::{regs, status, INT_CONFIG, MMIO_MAGIC, MMIO_VERSION}
 /// Size of virtio_gpu_config.
 pub const CONFIG_SIZE: u64 = 16;
 
-/// The virtqueues of the device (the control queue). A vhost-user backend serves this many
-/// and a frontend sets up this many.
-pub const NUM_QUEUES: usize = 1;
+/// The virtqueues of the device (controlq 0, cursorq 1). A vhost-user backend serves this
+/// many and a frontend sets up this many.
+pub const NUM_QUEUES: usize = 2;
 
 /// Features the device offers.
 pub const DEVICE_FEATURES: u64 = (1 << p::VIRTIO_F_VERSION_1)
     | (1 << p::VIRTIO_RING_F_EVENT_IDX)
+    | (1 << p::VIRTIO_GPU_F_EDID)
     | (1 << p::VIRTIO_GPU_F_PVGPU_MEM);
 
 /// The virtio_gpu_config bytes: events_read, events_clear (reads 0), num_scanouts,
@@ -32,6 +33,8 @@ pub const DEVICE_FEATURES: u64 = (1 << p::VIRTIO_F_VERSION_1)
 pub fn config_space(events_read: u32) -> [u8; CONFIG_SIZE as usize] {
     let mut c = [0u8; CONFIG_SIZE as usize];
     c[0..4].copy_from_slice(&events_read.to_le_bytes());
+    c[8..12].copy_from_slice(&p::NUM_SCANOUTS.to_le_bytes());
+    c[12..16].copy_from_slice(&p::NUM_CAPSETS.to_le_bytes());
     c
 }
 
@@ -64,7 +67,8 @@ pub struct MmioTransport {
     device_features_sel: u32,
     driver_features_sel: u32,
     queue_sel: u32,
-    queue: Queue,
+    /// controlq (0) and cursorq (1).
+    queues: [Queue; 2],
     interrupt_status: u32,
     status: u32,
     shm_sel: u32,
@@ -84,14 +88,15 @@ fn word(v: u64, sel: u32) -> u32 {
 impl MmioTransport {
     /// The transport of a device with `vram_size` bytes of VRAM.
     pub fn new(vram_size: u64) -> Result<Self, TransportError> {
-        let queue = Queue::new(p::CONTROLQ_SIZE_MAX).map_err(TransportError::Queue)?;
+        let controlq = Queue::new(p::CONTROLQ_SIZE_MAX).map_err(TransportError::Queue)?;
+        let cursorq = Queue::new(p::CURSORQ_SIZE_MAX).map_err(TransportError::Queue)?;
         Ok(MmioTransport {
             device_features: DEVICE_FEATURES,
             driver_features: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
             queue_sel: 0,
-            queue,
+            queues: [controlq, cursorq],
             interrupt_status: 0,
             status: 0,
             shm_sel: 0,
@@ -135,12 +140,35 @@ impl MmioTransport {
 
     /// The control queue.
     pub fn queue(&self) -> &Queue {
-        &self.queue
+        &self.queues[0]
     }
 
     /// The control queue, for processing.
     pub fn queue_mut(&mut self) -> &mut Queue {
-        &mut self.queue
+        &mut self.queues[0]
+    }
+
+    /// Queue `index` (0: controlq, 1: cursorq), if there is one.
+    pub fn queue_at(&self, index: u16) -> Option<&Queue> {
+        self.queues.get(usize::from(index))
+    }
+
+    /// Queue `index`, mutable, for processing.
+    pub fn queue_at_mut(&mut self, index: u16) -> Option<&mut Queue> {
+        self.queues.get_mut(usize::from(index))
+    }
+
+    /// The queue QUEUE_SEL names, if any.
+    fn selected(&self) -> Option<&Queue> {
+        usize::try_from(self.queue_sel)
+            .ok()
+            .and_then(|i| self.queues.get(i))
+    }
+
+    fn selected_mut(&mut self) -> Option<&mut Queue> {
+        usize::try_from(self.queue_sel)
+            .ok()
+            .and_then(|i| self.queues.get_mut(i))
     }
 
     /// Pending interrupt bits.
@@ -163,10 +191,9 @@ impl MmioTransport {
     }
 
     fn queue_writable(&self) -> bool {
-        self.queue_sel == u32::from(p::CONTROLQ)
-            && self.status & status::FEATURES_OK != 0
+        self.status & status::FEATURES_OK != 0
             && self.status & (status::DRIVER_OK | status::FAILED) == 0
-            && !self.queue.ready()
+            && self.selected().is_some_and(|q| !q.ready())
     }
 
     /// Handles a read of `data.len()` bytes at `offset` in the register window.
@@ -179,22 +206,22 @@ impl MmioTransport {
         if data.len() != 4 || !offset.is_multiple_of(4) {
             return;
         }
-        let controlq = self.queue_sel == u32::from(p::CONTROLQ);
+        let q = self.selected();
         let v: u32 = match offset {
             regs::MAGIC_VALUE => MMIO_MAGIC,
             regs::VERSION => MMIO_VERSION,
             regs::DEVICE_ID => p::VIRTIO_ID_GPU,
             regs::VENDOR_ID => p::PVGPU_VENDOR_ID,
             regs::DEVICE_FEATURES => word(self.device_features, self.device_features_sel),
-            regs::QUEUE_NUM_MAX if controlq => u32::from(self.queue.max_size()),
-            regs::QUEUE_NUM if controlq => u32::from(self.queue.size()),
-            regs::QUEUE_READY if controlq => u32::from(self.queue.ready()),
-            regs::QUEUE_DESC_LOW if controlq => self.queue.desc_table() as u32,
-            regs::QUEUE_DESC_HIGH if controlq => (self.queue.desc_table() >> 32) as u32,
-            regs::QUEUE_DRIVER_LOW if controlq => self.queue.avail_ring() as u32,
-            regs::QUEUE_DRIVER_HIGH if controlq => (self.queue.avail_ring() >> 32) as u32,
-            regs::QUEUE_DEVICE_LOW if controlq => self.queue.used_ring() as u32,
-            regs::QUEUE_DEVICE_HIGH if controlq => (self.queue.used_ring() >> 32) as u32,
+            regs::QUEUE_NUM_MAX => q.map_or(0, |q| u32::from(q.max_size())),
+            regs::QUEUE_NUM => q.map_or(0, |q| u32::from(q.size())),
+            regs::QUEUE_READY => q.map_or(0, |q| u32::from(q.ready())),
+            regs::QUEUE_DESC_LOW => q.map_or(0, |q| q.desc_table() as u32),
+            regs::QUEUE_DESC_HIGH => q.map_or(0, |q| (q.desc_table() >> 32) as u32),
+            regs::QUEUE_DRIVER_LOW => q.map_or(0, |q| q.avail_ring() as u32),
+            regs::QUEUE_DRIVER_HIGH => q.map_or(0, |q| (q.avail_ring() >> 32) as u32),
+            regs::QUEUE_DEVICE_LOW => q.map_or(0, |q| q.used_ring() as u32),
+            regs::QUEUE_DEVICE_HIGH => q.map_or(0, |q| (q.used_ring() >> 32) as u32),
             regs::INTERRUPT_STATUS => self.interrupt_status,
             regs::STATUS => self.status,
             regs::SHM_LEN_LOW => word(self.shm_len(), 0),
@@ -277,38 +304,62 @@ impl MmioTransport {
             }
             regs::QUEUE_SEL => self.queue_sel = v,
             regs::QUEUE_NUM if self.queue_writable() => {
-                if let Ok(n) = u16::try_from(v) {
-                    self.queue.set_size(n);
+                if let (Ok(n), Some(q)) = (u16::try_from(v), self.selected_mut()) {
+                    q.set_size(n);
                 }
             }
             regs::QUEUE_READY
-                if self.queue_sel == u32::from(p::CONTROLQ)
-                    && self.status & status::FEATURES_OK != 0
+                if self.status & status::FEATURES_OK != 0
                     && self.status & (status::DRIVER_OK | status::FAILED) == 0 =>
             {
                 // Set up before DRIVER_OK only (no VIRTIO_F_RING_RESET); ready is checked
                 // against guest memory when the queue is first used.
-                self.queue.set_ready(v == 1);
+                if let Some(q) = self.selected_mut() {
+                    q.set_ready(v == 1);
+                }
+            }
+            regs::QUEUE_READY if v == 0 => {
+                // Stopping a queue is always allowed (virtio 1.2, 4.2.2.1: the driver writes
+                // 0 and reads it back); the device then leaves it alone. Starting it again
+                // would need VIRTIO_F_RING_RESET, which is not offered.
+                if let Some(q) = self.selected_mut() {
+                    q.set_ready(false);
+                }
             }
             regs::QUEUE_DESC_LOW if self.queue_writable() => {
-                self.queue.set_desc_table_address(Some(v), None)
+                if let Some(q) = self.selected_mut() {
+                    q.set_desc_table_address(Some(v), None)
+                }
             }
             regs::QUEUE_DESC_HIGH if self.queue_writable() => {
-                self.queue.set_desc_table_address(None, Some(v))
+                if let Some(q) = self.selected_mut() {
+                    q.set_desc_table_address(None, Some(v))
+                }
             }
             regs::QUEUE_DRIVER_LOW if self.queue_writable() => {
-                self.queue.set_avail_ring_address(Some(v), None)
+                if let Some(q) = self.selected_mut() {
+                    q.set_avail_ring_address(Some(v), None)
+                }
             }
             regs::QUEUE_DRIVER_HIGH if self.queue_writable() => {
-                self.queue.set_avail_ring_address(None, Some(v))
+                if let Some(q) = self.selected_mut() {
+                    q.set_avail_ring_address(None, Some(v))
+                }
             }
             regs::QUEUE_DEVICE_LOW if self.queue_writable() => {
-                self.queue.set_used_ring_address(Some(v), None)
+                if let Some(q) = self.selected_mut() {
+                    q.set_used_ring_address(Some(v), None)
+                }
             }
             regs::QUEUE_DEVICE_HIGH if self.queue_writable() => {
-                self.queue.set_used_ring_address(None, Some(v))
+                if let Some(q) = self.selected_mut() {
+                    q.set_used_ring_address(None, Some(v))
+                }
             }
-            regs::QUEUE_NOTIFY if v == u32::from(p::CONTROLQ) && self.is_live() => {
+            regs::QUEUE_NOTIFY
+                if (v == u32::from(p::CONTROLQ) || v == u32::from(p::CURSORQ))
+                    && self.is_live() =>
+            {
                 return MmioEvent::QueueNotify;
             }
             regs::INTERRUPT_ACK => self.interrupt_status &= !v,
@@ -334,7 +385,9 @@ impl MmioTransport {
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
         self.queue_sel = 0;
-        self.queue.reset();
+        for q in &mut self.queues {
+            q.reset();
+        }
         self.interrupt_status = 0;
         self.status = 0;
         self.shm_sel = 0;
@@ -425,7 +478,7 @@ mod tests {
         assert_eq!(rd(&t, regs::DEVICE_ID), 16);
         assert_eq!(rd(&t, regs::VENDOR_ID), p::PVGPU_VENDOR_ID);
         assert_eq!(rd(&t, regs::QUEUE_NUM_MAX), 1024);
-        assert_eq!(rd(&t, regs::DEVICE_FEATURES), 1 << 29 | 1 << 20);
+        assert_eq!(rd(&t, regs::DEVICE_FEATURES), 1 << 29 | 1 << 20 | 1 << 1);
         // Odd widths and offsets read zero.
         let mut b = [0xffu8; 2];
         t.read(regs::MAGIC_VALUE, &mut b);
@@ -497,7 +550,8 @@ mod tests {
         );
         assert!(t.is_live());
         assert_eq!(wr(&mut t, regs::QUEUE_NOTIFY, 0), MmioEvent::QueueNotify);
-        assert_eq!(wr(&mut t, regs::QUEUE_NOTIFY, 1), MmioEvent::None);
+        assert_eq!(wr(&mut t, regs::QUEUE_NOTIFY, 1), MmioEvent::QueueNotify);
+        assert_eq!(wr(&mut t, regs::QUEUE_NOTIFY, 2), MmioEvent::None);
         t.set_needs_reset();
         assert!(!t.is_live());
         assert_eq!(rd(&t, regs::INTERRUPT_STATUS), INT_CONFIG);
@@ -538,17 +592,31 @@ mod tests {
         // Ready queues are frozen.
         wr(&mut t, regs::QUEUE_NUM, 32);
         assert_eq!(rd(&t, regs::QUEUE_NUM), 16);
-        // Other queues do not exist.
+        // The cursor queue is queue 1, set up on its own.
         wr(&mut t, regs::QUEUE_SEL, 1);
+        assert_eq!(rd(&t, regs::QUEUE_NUM_MAX), 64);
+        assert_eq!(rd(&t, regs::QUEUE_READY), 0);
+        wr(&mut t, regs::QUEUE_NUM, 2);
+        wr(&mut t, regs::QUEUE_DESC_LOW, 0x8000);
+        assert_eq!(rd(&t, regs::QUEUE_NUM), 2);
+        assert_eq!(rd(&t, regs::QUEUE_DESC_LOW), 0x8000);
+        assert_eq!(t.queue_at(1).map(|q| q.desc_table()), Some(0x8000));
+        assert_eq!(t.queue().desc_table(), 0x1_0000_1000);
+        // Other queues do not exist.
+        wr(&mut t, regs::QUEUE_SEL, 2);
         assert_eq!(rd(&t, regs::QUEUE_NUM_MAX), 0);
         assert_eq!(rd(&t, regs::QUEUE_READY), 0);
         wr(&mut t, regs::QUEUE_READY, 1);
+        assert!(t.queue_at(2).is_none());
         wr(&mut t, regs::QUEUE_SEL, 0);
         wr(&mut t, regs::STATUS, NEGOTIATED | status::DRIVER_OK);
         assert!(t.is_live());
-        // After DRIVER_OK the queue cannot be switched off and on (no ring reset offered).
+        // After DRIVER_OK a queue can be stopped (drivers do so before freeing its rings) but
+        // not started again (no ring reset offered).
         wr(&mut t, regs::QUEUE_READY, 0);
-        assert_eq!(rd(&t, regs::QUEUE_READY), 1);
+        assert_eq!(rd(&t, regs::QUEUE_READY), 0);
+        wr(&mut t, regs::QUEUE_READY, 1);
+        assert_eq!(rd(&t, regs::QUEUE_READY), 0);
     }
 
     #[test]
@@ -557,14 +625,14 @@ mod tests {
         t.raise(INT_VRING | INT_CONFIG);
         wr(&mut t, regs::INTERRUPT_ACK, INT_VRING);
         assert_eq!(rd(&t, regs::INTERRUPT_STATUS), INT_CONFIG);
-        // Config: events_read 0, num_scanouts 0, num_capsets 0, byte access works.
+        // Config: events_read, events_clear, num_scanouts 1, num_capsets 0; byte access works.
         t.events_read = 1;
         let mut b = [0u8; 1];
         t.read(regs::CONFIG, &mut b);
         assert_eq!(b, [1]);
         t.write(regs::CONFIG + 4, &1u32.to_le_bytes());
         assert_eq!(rd(&t, regs::CONFIG), 0);
-        assert_eq!(rd(&t, regs::CONFIG + 8), 0);
+        assert_eq!(rd(&t, regs::CONFIG + 8), 1);
         assert_eq!(rd(&t, regs::CONFIG + 12), 0);
         assert_eq!(rd(&t, regs::CONFIG + 0x1000), 0);
         let mut b8 = [0xffu8; 8];

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pvgpu_abi::layout;
+use pvgpu_device::display::{DisplayError, DisplayMode};
 
 use crate::size::{format_size, parse_size, SizeError};
 
@@ -75,9 +76,21 @@ pub struct RunArgs {
     /// Sample host memory into the stats every N ms; 0 means never
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_MS)]
     pub sample_ms: u64,
+    /// The GPU's scanout resolution, WIDTHxHEIGHT (each 1..=4095)
+    #[arg(
+        long,
+        value_name = "WxH",
+        default_value = "1280x800",
+        conflicts_with = "no_gpu"
+    )]
+    pub display: String,
+    /// Write the scanout as a PNG to PATH when the guest flushes it (at most every 200 ms)
+    /// and at exit
+    #[arg(long, value_name = "PATH", conflicts_with = "no_gpu")]
+    pub screenshot: Option<PathBuf>,
     /// Use the GPU served by a vhost-user backend on this socket (`pvgpu device --socket
-    /// PATH`); VRAM is the backend's
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["no_gpu", "vram"])]
+    /// PATH`); VRAM and display are the backend's
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["no_gpu", "vram", "display", "screenshot"])]
     pub gpu_socket: Option<PathBuf>,
     /// The guest's command line (e.g. `-- exit 7`, `-- hello`, `-- selftest`)
     #[arg(last = true, value_name = "GUEST ARGS")]
@@ -111,6 +124,20 @@ pub enum ConfigError {
         /// VRAM_MAX, formatted.
         max: String,
     },
+    /// `--display` is not WIDTHxHEIGHT.
+    #[error("--display {0}: expected WIDTHxHEIGHT, e.g. 1280x800")]
+    DisplaySyntax(String),
+    /// `--display` is out of range.
+    #[error("--display {given}: {source}")]
+    DisplayRange {
+        /// What was given.
+        given: String,
+        /// Why.
+        source: DisplayError,
+    },
+    /// `--screenshot` names a file in a directory that does not exist.
+    #[error("--screenshot {0}: its directory does not exist")]
+    ScreenshotDir(PathBuf),
     /// `--vcpus` out of range.
     #[error("--vcpus {0}: must be between 1 and {max}", max = layout::MAX_VCPUS)]
     Vcpus(u32),
@@ -150,6 +177,10 @@ pub struct RunConfig {
     pub vram_bytes: Option<u64>,
     /// How often to sample host memory into the stats, if at all.
     pub sample_interval: Option<Duration>,
+    /// The scanout's mode.
+    pub display: DisplayMode,
+    /// Where to write the scanout as a PNG, if anywhere.
+    pub screenshot: Option<PathBuf>,
     /// The vhost-user GPU backend's socket: the device model runs there, not in this process.
     pub gpu_socket: Option<PathBuf>,
 }
@@ -168,6 +199,8 @@ impl RunConfig {
             cmdline: String::new(),
             vram_bytes: Some(layout::VRAM_DEFAULT),
             sample_interval: Some(Duration::from_millis(DEFAULT_SAMPLE_MS)),
+            display: DisplayMode::default(),
+            screenshot: None,
             gpu_socket: None,
         }
     }
@@ -182,6 +215,13 @@ impl RunConfig {
         };
         if args.vcpus == 0 || args.vcpus > layout::MAX_VCPUS {
             return Err(ConfigError::Vcpus(args.vcpus));
+        }
+        let display = parse_display(&args.display)?;
+        if let Some(p) = &args.screenshot {
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+            if dir.is_some_and(|d| !d.is_dir()) || p.file_name().is_none() {
+                return Err(ConfigError::ScreenshotDir(p.clone()));
+            }
         }
         let cmdline = args.guest_args.join(" ");
         if cmdline.len() as u64 > layout::CMDLINE_MAX {
@@ -201,9 +241,23 @@ impl RunConfig {
             cmdline,
             vram_bytes,
             sample_interval: (args.sample_ms > 0).then(|| Duration::from_millis(args.sample_ms)),
+            display,
+            screenshot: args.screenshot.clone(),
             gpu_socket: args.gpu_socket.clone(),
         })
     }
+}
+
+/// Parses and checks `--display WxH`.
+pub fn parse_display(s: &str) -> Result<DisplayMode, ConfigError> {
+    let syntax = || ConfigError::DisplaySyntax(s.to_owned());
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(syntax)?;
+    let w: u32 = w.trim().parse().map_err(|_| syntax())?;
+    let h: u32 = h.trim().parse().map_err(|_| syntax())?;
+    DisplayMode::new(w, h).map_err(|source| ConfigError::DisplayRange {
+        given: s.to_owned(),
+        source,
+    })
 }
 
 /// Parses and checks `--mem`.
@@ -346,6 +400,26 @@ mod tests {
         ));
         // --no-gpu with an explicit --vram is a usage error; the default does not conflict.
         assert!(parse(&["run", "--no-gpu", "--vram", "1G"]).is_err());
+        assert!(parse(&["run", "--no-gpu", "--display", "640x480"]).is_err());
+        assert!(parse(&["run", "--no-gpu", "--screenshot", "/tmp/x.png"]).is_err());
+        let c = cfg(&["--display", "640x480", "--screenshot", "/tmp/x.png"]).unwrap();
+        assert_eq!((c.display.width(), c.display.height()), (640, 480));
+        assert_eq!(c.screenshot, Some(PathBuf::from("/tmp/x.png")));
+        assert_eq!(cfg(&["--display", "4095X1"]).unwrap().display.width(), 4095);
+        for bad in ["640", "640x", "x480", "axb", "640x480x2", "1x-5", ""] {
+            let e = cfg(&["--display", bad]).unwrap_err();
+            assert!(matches!(e, ConfigError::DisplaySyntax(_)), "{bad}: {e}");
+        }
+        for bad in ["0x480", "4096x480", "640x0", "640x99999"] {
+            let e = cfg(&["--display", bad]).unwrap_err();
+            assert!(matches!(e, ConfigError::DisplayRange { .. }), "{bad}: {e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+        for bad in ["/nonexistent/dir/x.png", "/"] {
+            let e = cfg(&["--screenshot", bad]).unwrap_err();
+            assert!(matches!(e, ConfigError::ScreenshotDir(_)), "{bad}: {e}");
+        }
+        assert!(cfg(&["--screenshot", "relative.png"]).is_ok());
         assert!(parse(&["run", "--sample-ms", "-1"]).is_err());
     }
 

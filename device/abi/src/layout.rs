@@ -246,6 +246,11 @@ pub mod phase {
     pub const TOUCHED: u32 = 4;
     /// Objects destroyed.
     pub const DESTROYED: u32 = 5;
+    /// `display`: a framebuffer built with the standard 2D commands is on the scanout (its
+    /// guest backing still holds the picture).
+    pub const FB_DRAWN: u32 = 6;
+    /// `display`: the framebuffer's backing was cleaned (the scanout shows the VRAM copy).
+    pub const FB_CLEANED: u32 = 7;
 
     /// A short name for a phase number.
     pub const fn name(n: u32) -> &'static str {
@@ -255,6 +260,8 @@ pub mod phase {
             CLEANED => "cleaned",
             TOUCHED => "touched",
             DESTROYED => "destroyed",
+            FB_DRAWN => "fb-drawn",
+            FB_CLEANED => "fb-cleaned",
             _ => "phase",
         }
     }

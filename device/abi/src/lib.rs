@@ -11,6 +11,7 @@ pub mod boot_info;
 pub mod crc32c;
 pub mod exit_status;
 pub mod layout;
+pub mod pattern;
 pub mod protocol;
 #[cfg(feature = "alloc")]
 pub mod request;

@@ -10,7 +10,17 @@
 //! (bit 29, optional). A driver that did not accept bit 20 gets [`RESP_ERR_NOT_NEGOTIATED`]
 //! for every pvgpu command.
 //!
-//! There is one queue, the control queue (index 0, at most [`CONTROLQ_SIZE_MAX`] entries).
+//! Every driver, whatever it negotiated, gets the standard virtio-gpu 2D device (virtio 1.2,
+//! 5.7): two queues, controlq ([`CONTROLQ`], at most [`CONTROLQ_SIZE_MAX`] entries) and
+//! cursorq ([`CURSORQ`], at most [`CURSORQ_SIZE_MAX`]); the config space `events_read`,
+//! `events_clear`, `num_scanouts` ([`NUM_SCANOUTS`] = 1) and `num_capsets` (0);
+//! [`VIRTIO_GPU_F_EDID`] (bit 1) offered; and the 2D commands (GET_DISPLAY_INFO,
+//! RESOURCE_CREATE_2D in every [`format`], RESOURCE_UNREF, SET_SCANOUT, RESOURCE_FLUSH,
+//! TRANSFER_TO_HOST_2D, RESOURCE_ATTACH_BACKING, RESOURCE_DETACH_BACKING, GET_EDID) on the
+//! controlq, UPDATE_CURSOR and MOVE_CURSOR on the cursorq, answered with virtio-gpu's own
+//! response codes. A 2D resource is an object of the same table and id space as the
+//! extension's objects (its host copy is VRAM; CLEAN drops its backing).
+//!
 //! Every request is a descriptor chain: device-readable descriptors holding the request (which
 //! may be split over several descriptors), then device-writable descriptors for the response.
 //! Every request and response starts with the 24-byte [`CtrlHdr`] (virtio_gpu_ctrl_hdr).
@@ -123,7 +133,8 @@ pub enum Placement {
     System,
     /// In VRAM, and the guest pages still hold a copy.
     Vram,
-    /// Only in VRAM; the guest unmapped its pages and the host dropped them.
+    /// Only in VRAM; the guest unmapped its pages and the host dropped them (a virtio-gpu 2D
+    /// resource without a backing is CLEANED too: its host copy is VRAM).
     Cleaned,
 }
 /// Most entries in one ATTACH_BACKING or EVICT request.
@@ -205,6 +216,8 @@ pub const RESP_ERR_NOT_NEGOTIATED: u32 = 0x1a87;
 pub const fn is_error(resp_type: u32) -> bool {
     resp_type == RESP_ERR_UNSPEC
         || resp_type == RESP_ERR_OUT_OF_MEMORY
+        || resp_type == RESP_ERR_INVALID_SCANOUT_ID
+        || resp_type == RESP_ERR_INVALID_CONTEXT_ID
         || resp_type == RESP_ERR_INVALID_OBJECT_ID
         || resp_type == RESP_ERR_INVALID_PARAMETER
         || (resp_type >= 0x1a80 && resp_type <= 0x1aff)
@@ -219,6 +232,8 @@ pub const fn response_size(cmd: u32) -> usize {
         CMD_STATS => core::mem::size_of::<RespStats>(),
         CMD_CHECKSUM => core::mem::size_of::<RespChecksum>(),
         CMD_MIGRATE => core::mem::size_of::<RespMigrate>(),
+        CMD_GET_DISPLAY_INFO => core::mem::size_of::<RespDisplayInfo>(),
+        CMD_GET_EDID => core::mem::size_of::<RespEdid>(),
         _ => core::mem::size_of::<CtrlHdr>(),
     }
 }
@@ -238,6 +253,19 @@ pub const fn command_name(cmd: u32) -> &'static str {
         CMD_COPY => "copy",
         CMD_CHECKSUM => "checksum",
         CMD_STATS => "stats",
+        CMD_GET_DISPLAY_INFO => "get_display_info",
+        CMD_RESOURCE_CREATE_2D => "resource_create_2d",
+        CMD_RESOURCE_UNREF => "resource_unref",
+        CMD_SET_SCANOUT => "set_scanout",
+        CMD_RESOURCE_FLUSH => "resource_flush",
+        CMD_TRANSFER_TO_HOST_2D => "transfer_to_host_2d",
+        CMD_RESOURCE_ATTACH_BACKING => "resource_attach_backing",
+        CMD_RESOURCE_DETACH_BACKING => "resource_detach_backing",
+        CMD_GET_CAPSET_INFO => "get_capset_info",
+        CMD_GET_CAPSET => "get_capset",
+        CMD_GET_EDID => "get_edid",
+        CMD_UPDATE_CURSOR => "update_cursor",
+        CMD_MOVE_CURSOR => "move_cursor",
         _ => "unknown",
     }
 }
@@ -262,6 +290,11 @@ pub const fn response_name(resp: u32) -> &'static str {
         RESP_ERR_TOO_MANY_OBJECTS => "ERR_TOO_MANY_OBJECTS",
         RESP_ERR_OUT_OF_RANGE => "ERR_OUT_OF_RANGE",
         RESP_ERR_NOT_NEGOTIATED => "ERR_NOT_NEGOTIATED",
+        RESP_OK_NODATA_2D => "OK_NODATA (virtio-gpu)",
+        RESP_OK_DISPLAY_INFO => "OK_DISPLAY_INFO",
+        RESP_OK_EDID => "OK_EDID",
+        RESP_ERR_INVALID_SCANOUT_ID => "ERR_INVALID_SCANOUT_ID",
+        RESP_ERR_INVALID_CONTEXT_ID => "ERR_INVALID_CONTEXT_ID",
         _ => "unknown",
     }
 }
@@ -555,6 +588,315 @@ wire_structs!(
     RespMigrate,
 );
 
+// ---------------------------------------------------------------------------------------------
+// The standard virtio-gpu 2D command set (virtio 1.2, 5.7.6), served to every driver.
+// ---------------------------------------------------------------------------------------------
+
+/// virtio-gpu feature: the device answers GET_EDID.
+pub const VIRTIO_GPU_F_EDID: u32 = 1;
+/// Index of the cursor queue.
+pub const CURSORQ: u16 = 1;
+/// Largest cursor queue the device accepts (QueueNumMax of queue 1).
+pub const CURSORQ_SIZE_MAX: u16 = 64;
+/// Most scanouts a virtio-gpu device may have (the size of GET_DISPLAY_INFO's table).
+pub const VIRTIO_GPU_MAX_SCANOUTS: usize = 16;
+/// Scanouts of this device.
+pub const NUM_SCANOUTS: u32 = 1;
+/// Capability sets of this device (no 3D).
+pub const NUM_CAPSETS: u32 = 0;
+/// Width and height of a cursor image (virtio-gpu's cursors are 64x64).
+pub const CURSOR_SIZE: u32 = 64;
+/// Bytes of an EDID blob in [`RespEdid`].
+pub const EDID_BLOB_SIZE: usize = 1024;
+
+/// 2D command: the scanouts and their modes ([`RespDisplayInfo`]).
+pub const CMD_GET_DISPLAY_INFO: u32 = 0x0100;
+/// 2D command: create a resource ([`ReqResourceCreate2d`]).
+pub const CMD_RESOURCE_CREATE_2D: u32 = 0x0101;
+/// 2D command: destroy a resource ([`ReqResource`]).
+pub const CMD_RESOURCE_UNREF: u32 = 0x0102;
+/// 2D command: show a resource on a scanout ([`ReqSetScanout`]).
+pub const CMD_SET_SCANOUT: u32 = 0x0103;
+/// 2D command: a rectangle of a resource changed on screen ([`ReqResourceFlush`]).
+pub const CMD_RESOURCE_FLUSH: u32 = 0x0104;
+/// 2D command: copy a rectangle from the guest backing to the host copy ([`ReqTransferToHost2d`]).
+pub const CMD_TRANSFER_TO_HOST_2D: u32 = 0x0105;
+/// 2D command: give a resource guest memory ([`ReqBacking`] + entries, byte-granular).
+pub const CMD_RESOURCE_ATTACH_BACKING: u32 = 0x0106;
+/// 2D command: take a resource's guest memory away ([`ReqResource`]).
+pub const CMD_RESOURCE_DETACH_BACKING: u32 = 0x0107;
+/// 3D capability query (not supported: `num_capsets` is 0).
+pub const CMD_GET_CAPSET_INFO: u32 = 0x0108;
+/// 3D capability query (not supported).
+pub const CMD_GET_CAPSET: u32 = 0x0109;
+/// 2D command: the EDID of a scanout ([`ReqGetEdid`] → [`RespEdid`]).
+pub const CMD_GET_EDID: u32 = 0x010a;
+/// Cursor queue: set the cursor image and position ([`ReqUpdateCursor`]).
+pub const CMD_UPDATE_CURSOR: u32 = 0x0300;
+/// Cursor queue: move the cursor ([`ReqUpdateCursor`]; only the position counts).
+pub const CMD_MOVE_CURSOR: u32 = 0x0301;
+
+/// virtio-gpu response: success, no data.
+pub const RESP_OK_NODATA_2D: u32 = 0x1100;
+/// virtio-gpu response: [`RespDisplayInfo`].
+pub const RESP_OK_DISPLAY_INFO: u32 = 0x1101;
+/// virtio-gpu response: [`RespEdid`].
+pub const RESP_OK_EDID: u32 = 0x1104;
+/// virtio-gpu error: the scanout id is out of range.
+pub const RESP_ERR_INVALID_SCANOUT_ID: u32 = 0x1202;
+/// virtio-gpu error: no resource has this id (or it is 0, or is not a 2D resource).
+pub const RESP_ERR_INVALID_RESOURCE_ID: u32 = RESP_ERR_INVALID_OBJECT_ID;
+/// virtio-gpu error: bad 3D context id (never sent: no 3D).
+pub const RESP_ERR_INVALID_CONTEXT_ID: u32 = 0x1204;
+
+/// Whether `cmd` is one of virtio-gpu's command types (2D, 3D or cursor), which every driver
+/// may send, as opposed to the pvgpu extension's.
+pub const fn is_virtio_gpu_command(cmd: u32) -> bool {
+    matches!(cmd >> 8, 0x01..=0x03)
+}
+
+/// Pixel formats of RESOURCE_CREATE_2D (virtio_gpu_formats): every one the spec lists. The
+/// name gives the byte order in memory (B8G8R8A8: byte 0 is blue).
+pub mod format {
+    /// Bytes 0..4 = B, G, R, A.
+    pub const B8G8R8A8_UNORM: u32 = 1;
+    /// Bytes 0..4 = B, G, R, X.
+    pub const B8G8R8X8_UNORM: u32 = 2;
+    /// Bytes 0..4 = A, R, G, B.
+    pub const A8R8G8B8_UNORM: u32 = 3;
+    /// Bytes 0..4 = X, R, G, B.
+    pub const X8R8G8B8_UNORM: u32 = 4;
+    /// Bytes 0..4 = R, G, B, A.
+    pub const R8G8B8A8_UNORM: u32 = 67;
+    /// Bytes 0..4 = X, B, G, R.
+    pub const X8B8G8R8_UNORM: u32 = 68;
+    /// Bytes 0..4 = A, B, G, R.
+    pub const A8B8G8R8_UNORM: u32 = 121;
+    /// Bytes 0..4 = R, G, B, X.
+    pub const R8G8B8X8_UNORM: u32 = 134;
+
+    /// Every format, in spec order.
+    pub const ALL: [u32; 8] = [
+        B8G8R8A8_UNORM,
+        B8G8R8X8_UNORM,
+        A8R8G8B8_UNORM,
+        X8R8G8B8_UNORM,
+        R8G8B8A8_UNORM,
+        X8B8G8R8_UNORM,
+        A8B8G8R8_UNORM,
+        R8G8B8X8_UNORM,
+    ];
+
+    /// Bytes per pixel of every format.
+    pub const BYTES_PER_PIXEL: u32 = 4;
+
+    /// Byte offsets of red, green and blue within a pixel of `format`, or `None` for a
+    /// format the spec does not list.
+    pub const fn rgb_offsets(format: u32) -> Option<[usize; 3]> {
+        match format {
+            B8G8R8A8_UNORM | B8G8R8X8_UNORM => Some([2, 1, 0]),
+            A8R8G8B8_UNORM | X8R8G8B8_UNORM => Some([1, 2, 3]),
+            R8G8B8A8_UNORM | R8G8B8X8_UNORM => Some([0, 1, 2]),
+            X8B8G8R8_UNORM | A8B8G8R8_UNORM => Some([3, 2, 1]),
+            _ => None,
+        }
+    }
+}
+
+/// virtio_gpu_rect.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rect {
+    /// Left edge.
+    pub x: u32,
+    /// Top edge.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+/// One scanout in [`RespDisplayInfo`] (virtio_gpu_display_one).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DisplayOne {
+    /// The mode: `(0, 0, width, height)`.
+    pub r: Rect,
+    /// 1 if the scanout is connected.
+    pub enabled: u32,
+    /// Zero.
+    pub flags: u32,
+}
+
+/// Response to GET_DISPLAY_INFO (virtio_gpu_resp_display_info).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RespDisplayInfo {
+    /// type_ = [`RESP_OK_DISPLAY_INFO`].
+    pub hdr: CtrlHdr,
+    /// One entry per possible scanout; those past `num_scanouts` are zero.
+    pub pmodes: [DisplayOne; VIRTIO_GPU_MAX_SCANOUTS],
+}
+
+/// RESOURCE_CREATE_2D (virtio_gpu_resource_create_2d).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReqResourceCreate2d {
+    /// type_ = [`CMD_RESOURCE_CREATE_2D`].
+    pub hdr: CtrlHdr,
+    /// The new resource's id (non-zero, unused; one id space with pvgpu objects).
+    pub resource_id: u32,
+    /// One of [`format::ALL`].
+    pub format: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// RESOURCE_UNREF and RESOURCE_DETACH_BACKING (virtio_gpu_resource_unref /
+/// virtio_gpu_resource_detach_backing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReqResource {
+    /// The command.
+    pub hdr: CtrlHdr,
+    /// The resource.
+    pub resource_id: u32,
+    /// Zero.
+    pub padding: u32,
+}
+
+/// SET_SCANOUT (virtio_gpu_set_scanout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReqSetScanout {
+    /// type_ = [`CMD_SET_SCANOUT`].
+    pub hdr: CtrlHdr,
+    /// The part of the resource to show.
+    pub r: Rect,
+    /// The scanout (< [`NUM_SCANOUTS`]).
+    pub scanout_id: u32,
+    /// The resource; 0 turns the scanout off.
+    pub resource_id: u32,
+}
+
+/// RESOURCE_FLUSH (virtio_gpu_resource_flush).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReqResourceFlush {
+    /// type_ = [`CMD_RESOURCE_FLUSH`].
+    pub hdr: CtrlHdr,
+    /// The changed rectangle.
+    pub r: Rect,
+    /// The resource.
+    pub resource_id: u32,
+    /// Zero.
+    pub padding: u32,
+}
+
+/// TRANSFER_TO_HOST_2D (virtio_gpu_transfer_to_host_2d).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReqTransferToHost2d {
+    /// type_ = [`CMD_TRANSFER_TO_HOST_2D`].
+    pub hdr: CtrlHdr,
+    /// The rectangle of the resource to update.
+    pub r: Rect,
+    /// Offset in the backing of the rectangle's first pixel; row `i` starts at
+    /// `offset + i * stride` (stride = width × 4).
+    pub offset: u64,
+    /// The resource.
+    pub resource_id: u32,
+    /// Zero.
+    pub padding: u32,
+}
+
+/// GET_EDID (virtio_gpu_cmd_get_edid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReqGetEdid {
+    /// type_ = [`CMD_GET_EDID`].
+    pub hdr: CtrlHdr,
+    /// The scanout.
+    pub scanout: u32,
+    /// Zero.
+    pub padding: u32,
+}
+
+/// Response to GET_EDID (virtio_gpu_resp_edid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RespEdid {
+    /// type_ = [`RESP_OK_EDID`].
+    pub hdr: CtrlHdr,
+    /// Bytes of `edid` in use (128: one base block).
+    pub size: u32,
+    /// Zero.
+    pub padding: u32,
+    /// The EDID blob.
+    pub edid: [u8; EDID_BLOB_SIZE],
+}
+
+impl Default for RespEdid {
+    fn default() -> Self {
+        RespEdid {
+            hdr: CtrlHdr::default(),
+            size: 0,
+            padding: 0,
+            edid: [0; EDID_BLOB_SIZE],
+        }
+    }
+}
+
+/// Cursor position (virtio_gpu_cursor_pos).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CursorPos {
+    /// The scanout.
+    pub scanout_id: u32,
+    /// X.
+    pub x: u32,
+    /// Y.
+    pub y: u32,
+    /// Zero.
+    pub padding: u32,
+}
+
+/// UPDATE_CURSOR and MOVE_CURSOR (virtio_gpu_update_cursor), on the cursor queue.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReqUpdateCursor {
+    /// The command.
+    pub hdr: CtrlHdr,
+    /// Where.
+    pub pos: CursorPos,
+    /// The cursor image (a 64x64 2D resource); 0 hides the cursor (UPDATE_CURSOR).
+    pub resource_id: u32,
+    /// Hot spot x.
+    pub hot_x: u32,
+    /// Hot spot y.
+    pub hot_y: u32,
+    /// Zero.
+    pub padding: u32,
+}
+
+wire_structs!(
+    Rect,
+    DisplayOne,
+    RespDisplayInfo,
+    ReqResourceCreate2d,
+    ReqResource,
+    ReqSetScanout,
+    ReqResourceFlush,
+    ReqTransferToHost2d,
+    ReqGetEdid,
+    RespEdid,
+    CursorPos,
+    ReqUpdateCursor,
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,6 +916,24 @@ mod tests {
         assert_eq!(size_of::<RespChecksum>(), 32);
         assert_eq!(size_of::<RespStats>(), 104);
         assert_eq!(MAX_REQUEST_BYTES, 32 + 16 * 65536);
+        // virtio-gpu's 2D structs, as the spec (and Linux's virtio_gpu.h) lay them out.
+        assert_eq!(size_of::<Rect>(), 16);
+        assert_eq!(size_of::<DisplayOne>(), 24);
+        assert_eq!(size_of::<RespDisplayInfo>(), 24 + 16 * 24);
+        assert_eq!(size_of::<ReqResourceCreate2d>(), 40);
+        assert_eq!(size_of::<ReqResource>(), 32);
+        assert_eq!(size_of::<ReqSetScanout>(), 48);
+        assert_eq!(size_of::<ReqResourceFlush>(), 48);
+        assert_eq!(size_of::<ReqTransferToHost2d>(), 56);
+        assert_eq!(size_of::<ReqGetEdid>(), 32);
+        assert_eq!(size_of::<RespEdid>(), 24 + 8 + 1024);
+        assert_eq!(size_of::<CursorPos>(), 16);
+        assert_eq!(size_of::<ReqUpdateCursor>(), 56);
+        assert_eq!(offset_of!(ReqSetScanout, scanout_id), 40);
+        assert_eq!(offset_of!(ReqTransferToHost2d, offset), 40);
+        assert_eq!(offset_of!(ReqTransferToHost2d, resource_id), 48);
+        assert_eq!(offset_of!(ReqUpdateCursor, resource_id), 40);
+        assert_eq!(offset_of!(RespEdid, edid), 32);
     }
 
     #[test]
@@ -660,7 +1020,15 @@ mod tests {
         assert!(is_error(RESP_ERR_OUT_OF_RANGE));
         assert!(!is_error(RESP_OK_STATS));
         assert_eq!(command_name(CMD_CLEAN), "clean");
-        assert_eq!(command_name(0x0101), "unknown");
+        assert_eq!(command_name(0x0142), "unknown");
+        assert_eq!(command_name(CMD_RESOURCE_FLUSH), "resource_flush");
+        assert!(is_virtio_gpu_command(CMD_MOVE_CURSOR));
+        assert!(!is_virtio_gpu_command(CMD_NOP));
+        assert!(is_error(RESP_ERR_INVALID_SCANOUT_ID));
+        for f in format::ALL {
+            assert!(format::rgb_offsets(f).is_some());
+        }
+        assert_eq!(format::rgb_offsets(5), None);
         // Feature bit is in the device-specific range and clear of virtio-gpu's bits 0..=4.
         const { assert!(VIRTIO_GPU_F_PVGPU_MEM > 4 && VIRTIO_GPU_F_PVGPU_MEM < 24) };
     }

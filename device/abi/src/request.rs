@@ -88,3 +88,94 @@ pub fn checksum(id: u32, offset: u64, length: u64) -> Vec<u8> {
     .as_bytes()
     .to_vec()
 }
+
+/// RESOURCE_CREATE_2D.
+pub fn resource_create_2d(id: u32, format: u32, width: u32, height: u32) -> Vec<u8> {
+    p::ReqResourceCreate2d {
+        hdr: CtrlHdr::new(p::CMD_RESOURCE_CREATE_2D),
+        resource_id: id,
+        format,
+        width,
+        height,
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+/// A 2D command naming one resource (RESOURCE_UNREF, RESOURCE_DETACH_BACKING).
+pub fn resource(cmd: u32, id: u32) -> Vec<u8> {
+    p::ReqResource {
+        hdr: CtrlHdr::new(cmd),
+        resource_id: id,
+        padding: 0,
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+/// SET_SCANOUT.
+pub fn set_scanout(scanout_id: u32, id: u32, r: p::Rect) -> Vec<u8> {
+    p::ReqSetScanout {
+        hdr: CtrlHdr::new(p::CMD_SET_SCANOUT),
+        r,
+        scanout_id,
+        resource_id: id,
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+/// RESOURCE_FLUSH.
+pub fn resource_flush(id: u32, r: p::Rect) -> Vec<u8> {
+    p::ReqResourceFlush {
+        hdr: CtrlHdr::new(p::CMD_RESOURCE_FLUSH),
+        r,
+        resource_id: id,
+        padding: 0,
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+/// TRANSFER_TO_HOST_2D.
+pub fn transfer_to_host_2d(id: u32, r: p::Rect, offset: u64) -> Vec<u8> {
+    p::ReqTransferToHost2d {
+        hdr: CtrlHdr::new(p::CMD_TRANSFER_TO_HOST_2D),
+        r,
+        offset,
+        resource_id: id,
+        padding: 0,
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+/// GET_EDID.
+pub fn get_edid(scanout: u32) -> Vec<u8> {
+    p::ReqGetEdid {
+        hdr: CtrlHdr::new(p::CMD_GET_EDID),
+        scanout,
+        padding: 0,
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+/// UPDATE_CURSOR or MOVE_CURSOR (`cmd`), for the cursor queue.
+pub fn cursor(cmd: u32, scanout_id: u32, id: u32, x: u32, y: u32, hot: (u32, u32)) -> Vec<u8> {
+    p::ReqUpdateCursor {
+        hdr: CtrlHdr::new(cmd),
+        pos: p::CursorPos {
+            scanout_id,
+            x,
+            y,
+            padding: 0,
+        },
+        resource_id: id,
+        hot_x: hot.0,
+        hot_y: hot.1,
+        padding: 0,
+    }
+    .as_bytes()
+    .to_vec()
+}

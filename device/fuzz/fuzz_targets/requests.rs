@@ -1,11 +1,13 @@
 //! Fuzzes the request path: arbitrary register writes, raw descriptor chains (loops, bad
 //! directions, indirect tables, wild addresses), corrupted ring indices, raw request bytes,
-//! and well-formed commands with fuzzed fields, against one simulated guest per input.
+//! and well-formed commands with fuzzed fields (the extension's, virtio-gpu's 2D commands and
+//! the cursor queue's), against one simulated guest per input.
 //! The device must never panic, and its bookkeeping must stay consistent.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
+use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Rect, Wire};
+use pvgpu_abi::request as rq;
 use pvgpu_device::object::Placement;
 use pvgpu_device::sim_driver::{backing_request, RawDesc, SimGuest, DATA_START, QSIZE, SCRATCH_START};
 use vm_memory::{Bytes, GuestAddress};
@@ -78,6 +80,48 @@ fn entries(inp: &mut Input) -> Option<Vec<MemEntry>> {
         .collect()
 }
 
+/// A pixel count: usually small, sometimes 0, huge or 2^32-1.
+fn dim(inp: &mut Input) -> Option<u32> {
+    Some(match inp.u8()? % 4 {
+        0 | 1 => u32::from(inp.u8()? % 64),
+        2 => u32::from(inp.u16()?),
+        _ => inp.u32()?,
+    })
+}
+
+fn rect(inp: &mut Input) -> Option<Rect> {
+    Some(Rect { x: dim(inp)?, y: dim(inp)?, width: dim(inp)?, height: dim(inp)? })
+}
+
+/// A virtio-gpu 2D or cursor request with fuzzed fields.
+fn command_2d(inp: &mut Input) -> Option<Vec<u8>> {
+    Some(match inp.u8()? % 10 {
+        0 => rq::header(p::CMD_GET_DISPLAY_INFO),
+        1 => {
+            let format = match inp.u8()? % 3 {
+                0 => p::format::B8G8R8A8_UNORM,
+                1 => p::format::ALL[usize::from(inp.u8()? % 8)],
+                _ => inp.u32()?,
+            };
+            rq::resource_create_2d(inp.id()?, format, dim(inp)?, dim(inp)?)
+        }
+        2 => rq::resource(p::CMD_RESOURCE_UNREF, inp.id()?),
+        3 => rq::set_scanout(inp.u8()? as u32 % 3, inp.id()?, rect(inp)?),
+        4 => rq::resource_flush(inp.id()?, rect(inp)?),
+        5 => rq::transfer_to_host_2d(inp.id()?, rect(inp)?, inp.size()?),
+        6 => {
+            let id = inp.id()?;
+            backing_request(p::CMD_RESOURCE_ATTACH_BACKING, id, &entries(inp)?)
+        }
+        7 => rq::resource(p::CMD_RESOURCE_DETACH_BACKING, inp.id()?),
+        8 => rq::get_edid(inp.u8()? as u32 % 3),
+        _ => {
+            let cmd = if inp.u8()? % 2 == 0 { p::CMD_UPDATE_CURSOR } else { p::CMD_MOVE_CURSOR };
+            rq::cursor(cmd, inp.u8()? as u32 % 3, inp.id()?, dim(inp)?, dim(inp)?, (dim(inp)?, dim(inp)?))
+        }
+    })
+}
+
 fn command(inp: &mut Input) -> Option<Vec<u8>> {
     let hdr = CtrlHdr {
         flags: u32::from(inp.u8()? & 3),
@@ -85,7 +129,7 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         ..CtrlHdr::new(0)
     };
     let h = |t| CtrlHdr { type_: t, ..hdr };
-    Some(match inp.u8()? % 12 {
+    Some(match inp.u8()? % 16 {
         0 => h(p::CMD_NOP).as_bytes().to_vec(),
         1 => h(p::CMD_GET_INFO).as_bytes().to_vec(),
         2 => p::ReqCreate { hdr: h(p::CMD_CREATE), object_id: inp.id()?, flags: 0, size: inp.size()? }
@@ -130,12 +174,19 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         }
         .as_bytes()
         .to_vec(),
-        _ => h(p::CMD_STATS).as_bytes().to_vec(),
+        11 => h(p::CMD_STATS).as_bytes().to_vec(),
+        _ => {
+            let mut c = command_2d(inp)?;
+            // The same type, with the fuzzed flags and fence.
+            let fenced = h(CtrlHdr::read_from(&c)?.type_);
+            c[..core::mem::size_of::<CtrlHdr>()].copy_from_slice(fenced.as_bytes());
+            c
+        }
     })
 }
 
 fn step(g: &mut SimGuest, inp: &mut Input) -> Option<()> {
-    match inp.u8()? % 8 {
+    match inp.u8()? % 9 {
         // Well-formed command with fuzzed fields, possibly truncated.
         0..=2 => {
             let mut c = command(inp)?;
@@ -201,6 +252,17 @@ fn step(g: &mut SimGuest, inp: &mut Input) -> Option<()> {
             g.notify();
             g.reinit();
         }
+        // A cursor-queue request (2D or cursor command, possibly truncated), with or without a
+        // response buffer.
+        7 => {
+            let mut c = command_2d(inp)?;
+            if inp.u8()? == 0 {
+                let n = usize::from(inp.u8()?) % (c.len() + 1);
+                c.truncate(n);
+            }
+            let resp = u32::from(inp.u8()?) % 3 * 12;
+            g.cursor_cmd(&c, resp);
+        }
         // Guest writes data.
         _ => {
             let a = inp.addr()?;
@@ -234,6 +296,10 @@ fuzz_target!(|data: &[u8]| {
     for o in e.objects().iter() {
         assert_eq!(o.vram_offset.is_some(), o.placement != Placement::System);
         assert_eq!(o.placement == Placement::Cleaned, o.backing.is_none() && o.vram_offset.is_some());
+    }
+    // What the scanout shows can always be read back, within the display mode's bounds.
+    if let Some(img) = g.dev.scanout_image() {
+        assert_eq!(img.rgb.len(), img.width as usize * img.height as usize * 3);
     }
     assert!(g.ram.allocated_bytes().unwrap_or(0) <= RAM);
     assert!(g.dev.vram().memfd().allocated_bytes().unwrap_or(0) <= VRAM);

@@ -22,11 +22,14 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOp
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use pvgpu_abi::layout;
-use pvgpu_device::{DeviceConfig, DeviceError, DeviceStats, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
+use pvgpu_device::{
+    DeviceConfig, DeviceError, DeviceStats, DisplayMode, PvgpuDevice, QUEUE_NOTIFY_OFFSET,
+};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::{Bus, BusDevice, BusError};
+use crate::devices::screenshot::{Screenshot, ScreenshotError};
 use crate::run::event_loop::Subscriber;
 use crate::run::stats::{MemoryProbe, RunStatsError};
 use crate::vstate::guest_ram::GuestRam;
@@ -84,8 +87,13 @@ const DEVICE_THREAD_TICK_MS: i32 = 20;
 const DEVICE_THREAD_JOIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl DeviceThread {
-    /// Starts serving the GPU's control queue, if it has a notify eventfd.
-    pub fn spawn(gpu: &mut Gpu) -> Result<Option<Self>, GpuError> {
+    /// Starts serving the GPU's queues, if it has a notify eventfd. With `screenshot`, the
+    /// thread also writes the scanout as a PNG when the guest flushes it (rate-limited).
+    pub fn spawn(
+        gpu: &mut Gpu,
+        screenshot: Option<Arc<Mutex<Screenshot>>>,
+    ) -> Result<Option<Self>, GpuError> {
+        let mmio = gpu.mmio.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let Some(worker) = gpu.take_queue_worker(stop.clone()) else {
             return Ok(None);
@@ -100,6 +108,9 @@ impl DeviceThread {
                     if let Err(e) = manager.run_with_timeout(DEVICE_THREAD_TICK_MS) {
                         log::error!("GPU device thread: {e}");
                         break;
+                    }
+                    if let Some(s) = &screenshot {
+                        screenshot_if_due(&mmio, s);
                     }
                 }
             })
@@ -184,6 +195,25 @@ impl BusDevice for GpuMmio {
             // A notify that KVM's ioeventfd did not catch: handle it on this vCPU thread.
             log::debug!("GPU: queue notify by MMIO exit (not caught by the ioeventfd)");
             self.process_queue();
+        }
+    }
+}
+
+/// Writes the scanout as a PNG if the guest flushed it and the last write is old enough. The
+/// picture is copied under the device lock and encoded after it is released.
+fn screenshot_if_due(mmio: &Mutex<GpuMmio>, shot: &Mutex<Screenshot>) {
+    let now = std::time::Instant::now();
+    let mut s = shot.lock().unwrap_or_else(|p| p.into_inner());
+    let image = {
+        let g = lock(mmio);
+        if !s.due(g.device().scanout_flushes(), now) {
+            return;
+        }
+        g.device().scanout_image()
+    };
+    if let Some(image) = image {
+        if let Err(e) = s.write(&image, now) {
+            log::warn!("{e}");
         }
     }
 }
@@ -273,10 +303,14 @@ impl Gpu {
         vm: &VmFd,
         ram: &GuestRam,
         vram_size: u64,
+        display: DisplayMode,
         slot: u32,
         mmio: &mut Bus,
     ) -> Result<Self, GpuError> {
-        let config = DeviceConfig::new(ram.size(), vram_size)?;
+        let config = DeviceConfig {
+            display,
+            ..DeviceConfig::new(ram.size(), vram_size)?
+        };
         let device = PvgpuDevice::new(config, Box::new(ram.memfd().clone()))?;
 
         let vram = device.vram();
@@ -381,6 +415,17 @@ impl Gpu {
         lock(&self.mmio).device().stats()
     }
 
+    /// Writes the scanout as it is now to `shot`'s PNG (at exit; no rate limit). Returns
+    /// whether the scanout showed anything.
+    pub fn final_screenshot(&self, shot: &Mutex<Screenshot>) -> Result<bool, ScreenshotError> {
+        let image = lock(&self.mmio).device().scanout_image();
+        let mut s = shot.lock().unwrap_or_else(|p| p.into_inner());
+        match image {
+            Some(image) => s.write(&image, std::time::Instant::now()).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// The adapter (shared with the MMIO bus and the queue worker).
     pub fn mmio(&self) -> &Arc<Mutex<GpuMmio>> {
         &self.mmio
@@ -474,17 +519,22 @@ mod tests {
 
     /// Queues request number `n` (0-based): a NOP with a 24-byte response buffer.
     fn queue_nop(mem: &GuestMemoryMmap, n: u16) {
+        queue_req(mem, n, &pvgpu_abi::request::header(p::CMD_NOP));
+    }
+
+    /// Queues request number `n` (0-based): `req`, with a 24-byte response buffer.
+    fn queue_req(mem: &GuestMemoryMmap, n: u16, req: &[u8]) {
         let d = u64::from(n % 8) * 2;
-        mem.write_obj(p::CMD_NOP, GuestAddress(REQ)).unwrap();
-        let desc = |i: u64, addr: u64, flags: u16, next: u16| {
+        mem.write_slice(req, GuestAddress(REQ)).unwrap();
+        let desc = |i: u64, addr: u64, len: u32, flags: u16, next: u16| {
             let at = DESC + i * 16;
             mem.write_obj(addr, GuestAddress(at)).unwrap();
-            mem.write_obj(24u32, GuestAddress(at + 8)).unwrap();
+            mem.write_obj(len, GuestAddress(at + 8)).unwrap();
             mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
             mem.write_obj(next, GuestAddress(at + 14)).unwrap();
         };
-        desc(d, REQ, 1, (d + 1) as u16);
-        desc(d + 1, RESP, 2, 0);
+        desc(d, REQ, req.len() as u32, 1, (d + 1) as u16);
+        desc(d + 1, RESP, 24, 2, 0);
         mem.write_obj(d as u16, GuestAddress(AVAIL + 4 + u64::from(n % 16) * 2))
             .unwrap();
         mem.write_obj(n + 1, GuestAddress(AVAIL + 2)).unwrap();
@@ -546,5 +596,69 @@ mod tests {
             assert_eq!(irq.read().unwrap(), 1);
         }
         assert_eq!(gpu.lock().unwrap().device().stats().commands, 3);
+    }
+
+    #[test]
+    fn flushes_write_screenshots_rate_limited() {
+        use pvgpu_abi::protocol::{format, MemEntry, Rect};
+        use pvgpu_abi::request as rq;
+        let (bus, gpu, ram) = bus_with_device();
+        let mem = ram.memory();
+        bring_up(&bus);
+        // A 4x4 B8G8R8A8 picture in guest memory: pixel i is (r, g, b) = (i, 2i, 3i).
+        const FB: u64 = 0x31_0000;
+        let bgra: Vec<u8> = (0..16u8).flat_map(|i| [3 * i, 2 * i, i, 0xff]).collect();
+        mem.write_slice(&bgra, GuestAddress(FB)).unwrap();
+        let all = Rect {
+            x: 0,
+            y: 0,
+            width: 4,
+            height: 4,
+        };
+        let backing = [MemEntry {
+            addr: FB,
+            length: 64,
+            padding: 0,
+        }];
+        let mut n = 0u16;
+        let mut send = |req: Vec<u8>| {
+            queue_req(mem, n, &req);
+            n += 1;
+            assert!(bus.write(QUEUE_NOTIFY_ADDR, &0u32.to_le_bytes()));
+            let resp: u32 = mem.read_obj(GuestAddress(RESP)).unwrap();
+            assert_eq!(resp, p::RESP_OK_NODATA_2D);
+        };
+        send(rq::resource_create_2d(1, format::B8G8R8A8_UNORM, 4, 4));
+        send(rq::backing(p::CMD_RESOURCE_ATTACH_BACKING, 1, 1, &backing));
+        send(rq::set_scanout(0, 1, all));
+        send(rq::transfer_to_host_2d(1, all, 0));
+        let dir = std::env::temp_dir().join(format!("pvgpu-gpu-shot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.png");
+        let shot = Mutex::new(Screenshot::new(path.clone()));
+        let written = || shot.lock().unwrap().written();
+        // No flush yet: nothing is written.
+        screenshot_if_due(&gpu, &shot);
+        assert_eq!(written(), 0);
+        send(rq::resource_flush(1, all));
+        screenshot_if_due(&gpu, &shot);
+        assert_eq!(written(), 1);
+        let mut r = png::Decoder::new(std::fs::File::open(&path).unwrap())
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; r.output_buffer_size()];
+        let info = r.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (4, 4));
+        let want: Vec<u8> = (0..16u8).flat_map(|i| [i, 2 * i, 3 * i]).collect();
+        assert_eq!(&buf[..48], &want[..]);
+        // Nothing new: no write. A flush right after a write waits for the interval.
+        screenshot_if_due(&gpu, &shot);
+        send(rq::resource_flush(1, all));
+        screenshot_if_due(&gpu, &shot);
+        assert_eq!(written(), 1);
+        std::thread::sleep(crate::devices::screenshot::MIN_INTERVAL);
+        screenshot_if_due(&gpu, &shot);
+        assert_eq!(written(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -290,7 +290,13 @@ impl VhostUserMmio {
             .set_features(features)
             .map_err(|e| format!("SET_FEATURES: {e}"))?;
         for i in 0..NUM_QUEUES {
-            let q = self.transport.queue();
+            let Some(q) = u16::try_from(i)
+                .ok()
+                .and_then(|i| self.transport.queue_at(i))
+            else {
+                continue;
+            };
+            // A driver may leave a queue (the cursor queue) unused.
             if !q.ready() {
                 continue;
             }
@@ -393,8 +399,9 @@ impl BusDevice for VhostUserMmio {
         match self.transport.write(offset, data) {
             MmioEvent::None => {}
             MmioEvent::QueueNotify => {
-                // Not caught by an ioeventfd: pass it on as the kick.
-                if let Some(k) = self.kicks.first() {
+                // Not caught by an ioeventfd: pass it on as that queue's kick.
+                let index = <[u8; 4]>::try_from(data).map_or(0, u32::from_le_bytes);
+                if let Some(k) = usize::try_from(index).ok().and_then(|i| self.kicks.get(i)) {
                     let _ = k.write(1);
                 }
             }

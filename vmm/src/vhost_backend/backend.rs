@@ -14,8 +14,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pvgpu_abi::protocol as p;
+use pvgpu_device::queue::{self, QueueRole};
 use pvgpu_device::transport::{config_space, DEVICE_FEATURES, NUM_QUEUES};
-use pvgpu_device::{queue, CommandEngine, DeviceStats};
+use pvgpu_device::{CommandEngine, DeviceStats};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use vhost::vhost_user::message::{
     VhostUserMMap, VhostUserMMapFlags, VhostUserProtocolFeatures, VhostUserShMemConfig,
@@ -36,7 +37,8 @@ use super::vring::ErrVring;
 /// `devices::gpu::POLL_WINDOW` for why polling pays on this host).
 const POLL_WINDOW: std::time::Duration = std::time::Duration::from_micros(200);
 
-/// Queue entries the backend accepts (the device model's control-queue maximum).
+/// Queue entries the backend accepts (the device model's largest queue, the control queue;
+/// vhost-user-backend has one maximum for every queue).
 const MAX_QUEUE_SIZE: usize = p::CONTROLQ_SIZE_MAX as usize;
 
 /// Errors of the backend's event handling.
@@ -124,7 +126,7 @@ impl GpuBackend {
         self.lock().engine.objects().len()
     }
 
-    fn process(&self, vring: &ErrVring) -> Result<(), GpuBackendError> {
+    fn process(&self, vring: &ErrVring, role: QueueRole) -> Result<(), GpuBackendError> {
         let mut st = self.lock();
         let Some(atomic) = st.mem.clone() else {
             return Ok(());
@@ -134,7 +136,7 @@ impl GpuBackend {
         loop {
             let mut vs = vring.get_mut();
             st.engine.stats_mut().notifications += 1;
-            match queue::process(vs.get_queue_mut(), &*mem, &mut st.engine) {
+            match queue::process(vs.get_queue_mut(), &*mem, &mut st.engine, role) {
                 Ok(true) => {
                     st.engine.stats_mut().interrupts += 1;
                     vs.signal_used_queue().map_err(GpuBackendError::Call)?;
@@ -147,7 +149,7 @@ impl GpuBackend {
                     drop(vs);
                     let told = vring.signal_error();
                     log::warn!(
-                        "control queue unusable ({e}); ring stopped{}",
+                        "{role:?} queue unusable ({e}); ring stopped{}",
                         if told {
                             ", frontend told"
                         } else {
@@ -313,7 +315,12 @@ impl VhostUserBackend for GpuBackend {
         let vring = vrings
             .get(usize::from(device_event))
             .ok_or(GpuBackendError::NoSuchQueue(device_event))?;
-        Ok(self.process(vring)?)
+        let role = if device_event == p::CURSORQ {
+            QueueRole::Cursor
+        } else {
+            QueueRole::Control
+        };
+        Ok(self.process(vring, role)?)
     }
 }
 
@@ -329,6 +336,7 @@ mod tests {
             vram_size: 4 << 20,
             ram: RamRanges::none(),
             max_objects: 16,
+            display: Default::default(),
         };
         let punch = super::super::mem_table::MemTablePunch::new(mem);
         GpuBackend::new(CommandEngine::new(config, Box::new(punch)).unwrap()).unwrap()

@@ -30,9 +30,10 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::cli::{parse_vram, ConfigError};
+use crate::cli::{parse_display, parse_vram, ConfigError};
 use backend::GpuBackend;
 use mem_table::{BackendMemory, MemTablePunch};
+use pvgpu_device::display::DisplayMode;
 
 /// Options of `pvgpu device`.
 #[derive(Debug, Args, Clone, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub struct DeviceArgs {
     /// VRAM of the GPU device, e.g. 256M or 4G (a multiple of 2 MiB, 2M..64G)
     #[arg(long, value_name = "SIZE", default_value = "256M")]
     pub vram: String,
+    /// The GPU's scanout resolution, WIDTHxHEIGHT (each 1..=4095)
+    #[arg(long, value_name = "WxH", default_value = "1280x800")]
+    pub display: String,
     /// Exit when the first frontend disconnects instead of waiting for the next one
     #[arg(long)]
     pub once: bool,
@@ -98,13 +102,14 @@ pub struct BackendServer {
 }
 
 impl BackendServer {
-    /// A backend with `vram` bytes of VRAM, listening on `socket`.
-    pub fn new(socket: &Path, vram: u64) -> Result<Self, VhostBackendError> {
+    /// A backend with `vram` bytes of VRAM and a scanout of `display`, listening on `socket`.
+    pub fn new(socket: &Path, vram: u64, display: DisplayMode) -> Result<Self, VhostBackendError> {
         let mem: BackendMemory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let config = DeviceConfig {
             vram_size: vram,
             ram: RamRanges::none(),
             max_objects: p::MAX_OBJECTS,
+            display,
         };
         let engine = CommandEngine::new(config, Box::new(MemTablePunch::new(mem.clone())))?;
         let listener = Listener::new(socket, true).map_err(|source| VhostBackendError::Listen {
@@ -156,12 +161,15 @@ impl BackendServer {
 /// Runs `pvgpu device`; returns when `--once` ends it (or on an error).
 pub fn serve(args: &DeviceArgs) -> Result<(), VhostBackendError> {
     let vram = parse_vram(&args.vram)?;
-    let mut server = BackendServer::new(&args.socket, vram)?;
+    let display = parse_display(&args.display)?;
+    let mut server = BackendServer::new(&args.socket, vram, display)?;
     seccomp::install()?;
     eprintln!(
-        "pvgpu device: listening on {} (VRAM {} MiB)",
+        "pvgpu device: listening on {} (VRAM {} MiB, display {}x{})",
         args.socket.display(),
-        vram >> 20
+        vram >> 20,
+        display.width(),
+        display.height()
     );
     loop {
         let end = server.serve_one()?;

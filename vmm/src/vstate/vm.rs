@@ -21,6 +21,7 @@ use crate::devices::exit_port::ExitDevice;
 use crate::devices::gpu::{DeviceThread, Gpu};
 use crate::devices::gpu_vhost_user::GpuVhostUser;
 use crate::devices::phase_port::PhaseDevice;
+use crate::devices::screenshot::Screenshot;
 use crate::devices::serial::{ConsoleOut, SerialDevice};
 use crate::error::VmmError;
 use crate::run::event_loop::EventLoop;
@@ -115,7 +116,14 @@ pub fn run_with_output(
         None => None,
     };
     let mut gpu = match (config.vram_bytes, &split) {
-        (Some(vram), None) => Some(Gpu::attach(&vm, &ram, vram, ram.slots(), &mut mmio)?),
+        (Some(vram), None) => Some(Gpu::attach(
+            &vm,
+            &ram,
+            vram,
+            config.display,
+            ram.slots(),
+            &mut mmio,
+        )?),
         _ => None,
     };
     let probe = match (&gpu, &split) {
@@ -209,8 +217,12 @@ pub fn run_with_output(
 
     vcpu::install_kick_handler()?;
     let mut event_loop = EventLoop::new(state.clone(), config.timeout)?;
+    let screenshot = config
+        .screenshot
+        .clone()
+        .map(|p| Arc::new(Mutex::new(Screenshot::new(p))));
     let device_thread = match gpu.as_mut() {
-        Some(g) => DeviceThread::spawn(g)?,
+        Some(g) => DeviceThread::spawn(g, screenshot.clone())?,
         None => None,
     };
     if let Some(s) = &split {
@@ -248,6 +260,9 @@ pub fn run_with_output(
     let (unjoined, reports) = stop_vcpus(handles, JOIN_DEADLINE);
     // The device thread stops next, so the final device counters are read from a quiet device.
     drop(device_thread);
+    if let (Some(g), Some(s)) = (&gpu, &screenshot) {
+        final_screenshot(g, s);
+    }
     // Guest output first (ending any partial line), then the failure reports.
     if let Err(e) = serial.lock().unwrap_or_else(|p| p.into_inner()).finish() {
         log::debug!("flushing serial output: {e}");
@@ -288,6 +303,24 @@ pub fn run_with_output(
         unjoined,
         reports,
     })
+}
+
+/// The screenshot at exit: what the scanout shows now, or a warning if nothing was ever shown.
+fn final_screenshot(gpu: &Gpu, shot: &Mutex<Screenshot>) {
+    match gpu.final_screenshot(shot) {
+        Ok(true) => {}
+        Ok(false) => {
+            let s = shot.lock().unwrap_or_else(|p| p.into_inner());
+            if s.written() == 0 {
+                eprintln!(
+                    "pvgpu: warning: --screenshot {}: the guest never showed anything on the \
+                     scanout; no picture written",
+                    s.path().display()
+                );
+            }
+        }
+        Err(e) => eprintln!("pvgpu: warning: {e}"),
+    }
 }
 
 /// Kicks every vCPU thread out of KVM_RUN until all have finished or `deadline` passes, then

@@ -168,6 +168,24 @@ impl Cmd {
         Cmd::nodata(rq::copy(dst, dst_offset, src, src_offset, length))
     }
 
+    /// A standard virtio-gpu 2D command answered with OK_NODATA (0x1100): build the request
+    /// with `pvgpu_abi::request` (`resource_create_2d`, `set_scanout`, `transfer_to_host_2d`,
+    /// `resource_flush`, `resource`, ...).
+    pub fn standard(req: Vec<u8>) -> Cmd {
+        Cmd::new(req, p::RESP_OK_NODATA_2D, core::mem::size_of::<CtrlHdr>())
+    }
+
+    /// RESOURCE_ATTACH_BACKING with `pages` (contiguous runs merged).
+    pub fn resource_attach_backing(id: u32, pages: &[u64]) -> Cmd {
+        let e = coalesce(pages);
+        Cmd::standard(rq::backing(
+            p::CMD_RESOURCE_ATTACH_BACKING,
+            id,
+            e.len() as u32,
+            &e,
+        ))
+    }
+
     /// CHECKSUM of a range.
     pub fn checksum(id: u32, offset: u64, length: u64) -> Cmd {
         Cmd::new(

@@ -5,6 +5,7 @@ pub mod basic;
 pub mod bench;
 pub mod checker;
 pub mod concurrent;
+pub mod display;
 pub mod hostile;
 pub mod object_checks;
 pub mod objfuzz;
@@ -22,7 +23,7 @@ pub use pvgpu_abi::exit_status::{FAILED as EXIT_FAILED, OK as EXIT_OK, USAGE as 
 
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
                      [--no-clean] | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
-                     hostile | bench-migrate [--mib M] [--object-mib S] | \
+                     hostile | display [--no-clean] | bench-migrate [--mib M] [--object-mib S] | \
                      bench-latency [--iters N] | scale [--objects N] | density [--mib M] | \
                      fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | \
                      stack-overflow | spin";
@@ -85,6 +86,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("stack-overflow", []) => basic::stack_overflow(),
         ("spin", []) => basic::spin(),
         ("workload", rest) => workload::run(rest),
+        ("display", rest) => display::run(rest, info),
         ("pressure", []) => pressure::run(),
         ("objfuzz", rest) => objfuzz::run(rest),
         ("bench-migrate", rest) => bench::migrate(rest),

@@ -344,19 +344,17 @@ const ID_COMMANDS: [(&str, BuildFor); 9] = [
     ("checksum", |_, id| checksum(id, 0, 16)),
 ];
 
-/// Command types the device does not know: pvgpu gaps, virtio-gpu 2D/3D/cursor, response
-/// types, all ones.
-const UNKNOWN_TYPES: [u32; 10] = [
-    0x0000,
-    0x0aff,
-    0x0a0c,
-    0x0100,
-    0x0101,
+/// Command types the device does not know: pvgpu gaps, response types, all ones.
+const UNKNOWN_TYPES: [u32; 6] = [0x0000, 0x0aff, 0x0a0c, 0x1100, 0x1a00, u32::MAX];
+
+/// Requests in virtio-gpu's type ranges that get virtio-gpu's ERR_UNSPEC: a 2D type the spec
+/// does not define, a RESOURCE_CREATE_2D too short for its struct, a 3D command (no 3D here),
+/// a cursor command on the control queue.
+const VIRTIO_GPU_REFUSED: [u32; 4] = [
+    0x01ff,
+    p::CMD_RESOURCE_CREATE_2D,
     0x0200,
-    0x0300,
-    0x1100,
-    0x1a00,
-    u32::MAX,
+    p::CMD_UPDATE_CURSOR,
 ];
 
 /// The other one-call cases, in order (a few change state for the ones after them).
@@ -581,7 +579,7 @@ const TEARDOWN: &[Case] = &[
 ];
 
 /// The refusals, in order: every command of [`ID_COMMANDS`] with every id of [`BAD_IDS`],
-/// every type of [`UNKNOWN_TYPES`], then [`CASES`].
+/// every type of [`UNKNOWN_TYPES`] and [`VIRTIO_GPU_REFUSED`], then [`CASES`].
 fn refusals(fx: &Fixture) -> impl Iterator<Item = Row> + '_ {
     let by_id = BAD_IDS.iter().flat_map(move |&(what, id)| {
         ID_COMMANDS.iter().map(move |&(verb, req)| Row {
@@ -597,8 +595,15 @@ fn refusals(fx: &Fixture) -> impl Iterator<Item = Row> + '_ {
         resp_len: RESP_LEN,
         want: Want::Response(UNKNOWN),
     });
+    let virtio_gpu = VIRTIO_GPU_REFUSED.iter().map(|&ty| Row {
+        name: Cow::Owned(format!("virtio-gpu type {ty:#x}")),
+        req: hdr_only(ty),
+        resp_len: RESP_LEN,
+        want: Want::Response(p::RESP_ERR_UNSPEC),
+    });
     by_id
         .chain(unknown)
+        .chain(virtio_gpu)
         .chain(CASES.iter().map(move |c| c.row(fx)))
 }
 
