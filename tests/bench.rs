@@ -84,6 +84,26 @@ fn bench_quick_reports_every_figure() {
     );
     assert!(baseline > 1.5 && baseline < 3.0, "baseline {baseline}");
 
+    // MIGRATE_CLEAN: every byte moved, faster than a warm memcpy; no 2x hump.
+    assert_eq!(num(&v, "/migrate_clean/moved_fraction"), 1.0);
+    for p in [
+        "/migrate_clean/gib_per_s",
+        "/migrate_clean/gib_per_s_4k",
+        "/migrate_clean/ratio_vs_warm_memcpy",
+        "/migrate_clean/ratio_vs_warm_memcpy_4k",
+        "/workload/fill_gib_per_s",
+        "/workload/fill_gib_per_s_4k",
+    ] {
+        let x = num(&v, p);
+        assert!(x.is_finite() && x > 0.0, "{p} = {x}");
+    }
+    let peak = num(&v, "/reclaim/peak_host_bytes_per_object_byte");
+    let copy_peak = num(&v, "/reclaim/baseline_peak_host_bytes_per_object_byte");
+    assert!(
+        peak < 1.2 && copy_peak > 1.5,
+        "peak {peak}, --copy {copy_peak}"
+    );
+
     // Scale and density.
     assert_eq!(num(&v, "/scale/objects"), 10_000.0);
     let per_object = num(&v, "/scale/host_bytes_per_object");
@@ -93,7 +113,16 @@ fn bench_quick_reports_every_figure() {
     assert!(num(&v, "/density/peak_host_bytes") > 0.0);
 
     // The table names every section.
-    for section in ["migrate", "reclaim", "latency", "boot", "scale", "density"] {
+    for section in [
+        "migrate",
+        "migrate_clean",
+        "reclaim",
+        "workload",
+        "latency",
+        "boot",
+        "scale",
+        "density",
+    ] {
         assert!(r.stdout.contains(section), "{section}: {}", r.dump());
     }
     assert!(r.stderr.contains("bench: "), "no progress: {}", r.dump());

@@ -108,8 +108,21 @@ pub fn boot(flags: &[&str], guest_args: &[&str]) -> Run {
     pvgpu_with_limit(&args, Duration::from_secs(60))
 }
 
-/// A number at `path` in `v` (fails the test if missing).
-pub fn json_num(v: &serde_json::Value, path: &str) -> f64 {
+/// `boot` with `--stats-json` to a temporary file (named after `tag`); returns the run and the
+/// parsed stats. Fails the test if the file is missing or not JSON.
+pub fn stats_of(flags: &[&str], guest: &[&str], tag: &str) -> (Run, serde_json::Value) {
+    let path = std::env::temp_dir().join(format!("pvgpu-{tag}-{}.json", std::process::id()));
+    let mut all = vec!["--stats-json", path.to_str().expect("utf-8 path")];
+    all.extend_from_slice(flags);
+    let r = boot(&all, guest);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("stats file: {e}\n{}", r.dump()));
+    let _ = std::fs::remove_file(&path);
+    (r, serde_json::from_str(&text).expect("stats JSON"))
+}
+
+/// The number at JSON pointer `path` in `v`; fails the test if it is missing.
+pub fn num(v: &serde_json::Value, path: &str) -> f64 {
     v.pointer(path)
         .and_then(|x| x.as_f64())
         .unwrap_or_else(|| panic!("{path} missing in {v}"))
@@ -131,17 +144,17 @@ pub fn assert_clean_freed_host_memory(
             .unwrap_or_else(|| panic!("phase {n} missing: {v}"))
     };
     let (filled, cleaned) = (at(1), at(3));
-    let ram_drop = json_num(filled, "/guest_ram_bytes") - json_num(cleaned, "/guest_ram_bytes");
+    let ram_drop = num(filled, "/guest_ram_bytes") - num(cleaned, "/guest_ram_bytes");
     assert!(
         ram_drop >= 0.99 * cleaned_bytes,
         "guest RAM fell by {ram_drop}, cleaned {cleaned_bytes}: {v}"
     );
-    let vram_growth = json_num(cleaned, "/vram_bytes") - json_num(filled, "/vram_bytes");
+    let vram_growth = num(cleaned, "/vram_bytes") - num(filled, "/vram_bytes");
     assert!(
         (vram_growth - object_bytes).abs() <= 0.02 * object_bytes,
         "VRAM grew by {vram_growth} for {object_bytes} of objects: {v}"
     );
-    let host = json_num(cleaned, "/guest_ram_bytes") + json_num(cleaned, "/vram_bytes");
+    let host = num(cleaned, "/guest_ram_bytes") + num(cleaned, "/vram_bytes");
     assert!(
         host <= 1.05 * object_bytes,
         "host holds {host} bytes for {object_bytes} of objects: {v}"

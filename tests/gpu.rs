@@ -3,24 +3,7 @@
 
 mod common;
 
-use common::{boot, code, exit_status};
-
-fn stats_of(flags: &[&str], guest: &[&str], tag: &str) -> (common::Run, serde_json::Value) {
-    let path = std::env::temp_dir().join(format!("pvgpu-gpu-{tag}-{}.json", std::process::id()));
-    let mut all = vec!["--stats-json", path.to_str().unwrap()];
-    all.extend_from_slice(flags);
-    let r = boot(&all, guest);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("stats file: {e}\n{}", r.dump()));
-    let _ = std::fs::remove_file(&path);
-    (r, serde_json::from_str(&text).expect("stats JSON"))
-}
-
-fn num(v: &serde_json::Value, path: &str) -> f64 {
-    v.pointer(path)
-        .and_then(|x| x.as_f64())
-        .unwrap_or_else(|| panic!("{path} missing in {v}"))
-}
+use common::{boot, code, exit_status, num, stats_of};
 
 #[test]
 fn selftest_runs_every_device_check() {

@@ -6,10 +6,12 @@ use vm_memory::GuestMemory;
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
+use crate::backend::{MemoryBackend, MoveLock, HUGE_PAGE};
 use crate::backing_index::BackingIndex;
 use crate::display::{Display, DisplayError, DisplayMode};
 use crate::guest_ram::{Extent, GuestRamError, GuestRamPunch, RamRanges};
 use crate::object::{ObjectError, ObjectTable, Op, Placement};
+use crate::page_mover::{MoveCounts, PageMover, ZeroCopy};
 use crate::stats::DeviceStats;
 use crate::vram::{guest_checksum, Vram, VramError};
 use crate::vram_alloc::{AllocError, VramAllocator};
@@ -102,6 +104,11 @@ pub struct DeviceConfig {
     pub ram: RamRanges,
     /// Most live objects (at most `protocol::MAX_OBJECTS`).
     pub max_objects: u32,
+    /// The host memory of VRAM (guest RAM, made by the VMM, must be of the same kind for
+    /// pages to move between them).
+    pub backend: MemoryBackend,
+    /// Whether MIGRATE_CLEAN and EVICT move pages (a test hook can make them refuse some).
+    pub zero_copy: ZeroCopy,
     /// The scanout's mode (GET_DISPLAY_INFO, EDID).
     pub display: DisplayMode,
 }
@@ -113,8 +120,15 @@ impl DeviceConfig {
             vram_size,
             ram: RamRanges::from_size(ram_size)?,
             max_objects: p::MAX_OBJECTS,
+            backend: MemoryBackend::Shared,
+            zero_copy: ZeroCopy::Auto,
             display: DisplayMode::default(),
         })
+    }
+
+    /// The same, with VRAM in `backend`'s memory.
+    pub fn with_backend(self, backend: MemoryBackend) -> Self {
+        DeviceConfig { backend, ..self }
     }
 }
 
@@ -125,6 +139,10 @@ pub struct CommandEngine {
     pub(crate) objects: ObjectTable,
     pub(crate) ram: RamRanges,
     punch: Box<dyn GuestRamPunch + Send>,
+    /// Moves pages between guest RAM and VRAM (MIGRATE_CLEAN, EVICT into new pages).
+    mover: PageMover,
+    /// Held while an object's pages move, so host-memory measurements stay consistent.
+    move_lock: MoveLock,
     /// The backing pages of every live object, to refuse lists that would share them.
     pub(crate) backing: BackingIndex,
     pub(crate) stats: DeviceStats,
@@ -178,7 +196,7 @@ impl CommandEngine {
         config: DeviceConfig,
         punch: Box<dyn GuestRamPunch + Send>,
     ) -> Result<Self, VramError> {
-        let vram = Vram::new(config.vram_size)?;
+        let vram = Vram::with_backend(config.backend, config.vram_size)?;
         let stats = DeviceStats {
             vram_size: vram.size(),
             ..DeviceStats::default()
@@ -189,6 +207,8 @@ impl CommandEngine {
             objects: ObjectTable::new(config.max_objects.min(p::MAX_OBJECTS)),
             ram: config.ram,
             punch,
+            mover: PageMover::new(config.backend, config.zero_copy),
+            move_lock: MoveLock::default(),
             backing: BackingIndex::default(),
             stats,
             tick: 0,
@@ -212,6 +232,17 @@ impl CommandEngine {
     /// VRAM.
     pub fn vram(&self) -> &Vram {
         &self.vram
+    }
+
+    /// The lock held while pages move between guest RAM and VRAM: hold it while measuring
+    /// both, and no page is counted twice (or not at all).
+    pub fn move_lock(&self) -> MoveLock {
+        self.move_lock.clone()
+    }
+
+    /// Whether MIGRATE_CLEAN and EVICT can move pages (otherwise they copy).
+    pub fn can_move_pages(&self) -> bool {
+        self.mover.can_move()
     }
 
     /// The objects.
@@ -299,6 +330,16 @@ impl CommandEngine {
             p::CMD_MIGRATE => {
                 let r: p::ReqObject = need(cmd, req)?;
                 let vram_offset = self.migrate(mem, r.object_id)?;
+                Ok(p::RespMigrate {
+                    hdr: hdr.response(p::RESP_OK_MIGRATE),
+                    vram_offset,
+                }
+                .as_bytes()
+                .to_vec())
+            }
+            p::CMD_MIGRATE_CLEAN => {
+                let r: p::ReqObject = need(cmd, req)?;
+                let vram_offset = self.migrate_clean(mem, r.object_id)?;
                 Ok(p::RespMigrate {
                     hdr: hdr.response(p::RESP_OK_MIGRATE),
                     vram_offset,
@@ -425,6 +466,60 @@ impl CommandEngine {
         Ok(off)
     }
 
+    /// MIGRATE and CLEAN in one: the guest pages move into VRAM where they can (the source
+    /// then holds no memory), the rest is copied; then the backing is discarded as by CLEAN.
+    /// Returns the object's VRAM offset.
+    fn migrate_clean<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        id: u32,
+    ) -> Result<u64, CommandError> {
+        let o = self.objects.touch(id, self.tick)?;
+        o.check(Op::Migrate)?;
+        let size = o.size;
+        let moving = self.mover.can_move();
+        // Huge-page-aligned VRAM lets whole 2 MiB pages move.
+        let align = if moving && size.is_multiple_of(HUGE_PAGE) {
+            HUGE_PAGE
+        } else {
+            p::PAGE_SIZE
+        };
+        let off = self.alloc.alloc(size, align)?;
+        let lock = self.move_lock.clone();
+        let _moving = lock.hold();
+        let t0 = std::time::Instant::now();
+        let backing = o.backing.as_deref().unwrap_or(&[]);
+        let result = if moving {
+            // The destination must be missing for a move (freed VRAM already is).
+            self.vram
+                .punch(off, size)
+                .and_then(|()| self.mover.to_vram(mem, backing, &self.vram, off))
+        } else {
+            self.vram
+                .copy_from_guest(mem, backing, off)
+                .map(|()| MoveCounts {
+                    moved: 0,
+                    copied: size,
+                })
+        };
+        // An error comes before any page moved: the guest pages are intact.
+        let counts = match result {
+            Ok(c) => c,
+            Err(e) => {
+                self.free_vram(off, size);
+                return Err(e.into());
+            }
+        };
+        o.placement = Placement::Vram;
+        o.vram_offset = Some(off);
+        self.stats.bytes_migrated += size;
+        self.stats.bytes_moved += counts.moved;
+        self.stats.bytes_move_copied += counts.copied;
+        self.clean(id)?;
+        self.stats.migrate_clean_ns += u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Ok(off)
+    }
+
     fn clean(&mut self, id: u32) -> Result<(), CommandError> {
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::Clean)?;
@@ -482,7 +577,27 @@ impl CommandEngine {
             (None, None) => return Err(CommandError::InvalidParameter("nr_entries")),
         };
         let off = o.vram_offset.unwrap_or_default();
-        self.vram.copy_to_guest(mem, target, off)?;
+        let lock = self.move_lock.clone();
+        let _moving = lock.hold();
+        match &new_backing {
+            Some(n) if self.mover.can_move() => {
+                // EVICT overwrites the new pages whole: discard them, so they are missing
+                // and the VRAM pages can move in. (A page that stays present is copied.)
+                for x in n {
+                    if let Err(e) = self.punch.punch(x.gpa, x.len) {
+                        log::debug!("EVICT of object {id}: discarding {x:?}: {e}");
+                    }
+                }
+                let c = self.mover.to_guest(mem, n, &self.vram, off)?;
+                self.stats.bytes_moved += c.moved;
+                self.stats.bytes_move_copied += c.copied;
+            }
+            Some(_) => {
+                self.vram.copy_to_guest(mem, target, off)?;
+                self.stats.bytes_move_copied += o.size;
+            }
+            None => self.vram.copy_to_guest(mem, target, off)?,
+        }
         if let Some(n) = new_backing {
             self.backing.remove(o.backing.as_deref().unwrap_or(&[]));
             self.backing.insert(id, &n);
@@ -558,7 +673,20 @@ impl CommandEngine {
 
     pub(crate) fn free_vram(&mut self, off: u64, size: u64) {
         // Both can only fail on a bookkeeping bug; the range came from the allocator.
-        if self.alloc.free(off, size).is_ok() && self.vram.punch(off, size).is_ok() {
+        if self.alloc.free(off, size).is_err() {
+            self.stats.set_vram_used(self.alloc.used());
+            return;
+        }
+        // Discard the free VRAM around the range too, up to its huge pages' edges: a huge
+        // page whose other part was freed earlier would otherwise stay resident.
+        let (start, end) = match self.alloc.free_range_containing(off) {
+            Some((s, l)) => (
+                s.max(off - off % HUGE_PAGE),
+                (s + l).min((off + size).next_multiple_of(HUGE_PAGE)),
+            ),
+            None => (off, off + size),
+        };
+        if self.vram.punch(start, end - start).is_ok() {
             self.stats.vram_bytes_punched += size;
         }
         self.stats.set_vram_used(self.alloc.used());

@@ -192,6 +192,12 @@ impl PvgpuDevice {
         self.engine.vram()
     }
 
+    /// The lock the device holds while pages move between guest RAM and VRAM: a host-memory
+    /// probe holds it while it measures both.
+    pub fn move_lock(&self) -> crate::backend::MoveLock {
+        self.engine.move_lock()
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> DeviceStats {
         self.engine.stats().clone()

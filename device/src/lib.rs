@@ -10,8 +10,11 @@
 //! [`commands`] (requests → responses), [`object`] (life cycle), [`vram`] (VRAM memory and
 //! copies), [`vram_alloc`] (VRAM ranges), [`guest_ram`] (RAM ranges, page lists, punching), [`backing_index`] (which pages back
 //! which object),
-//! [`stats`] (counters), [`memfd`].
+//! [`stats`] (counters), [`memfd`], [`backend`] (anonymous or shared host memory for guest RAM
+//! and VRAM), [`page_mover`] (moving pages instead of copying them), [`uffd`] and
+//! [`uffd_sys`] (userfaultfd).
 
+pub mod backend;
 pub mod backing_index;
 pub mod commands;
 pub mod device;
@@ -20,15 +23,20 @@ pub mod edid;
 pub mod guest_ram;
 pub mod memfd;
 pub mod object;
+pub mod page_mover;
 pub mod queue;
 pub mod sim_driver;
 pub mod stats;
 pub mod transport;
+pub mod uffd;
+pub mod uffd_sys;
 pub mod vram;
 pub mod vram_alloc;
 
+pub use backend::{HostMemory, MemoryBackend};
 pub use commands::{CommandEngine, CommandError, DeviceConfig};
 pub use device::{DeviceError, InterruptSink, PvgpuDevice, QUEUE_NOTIFY_OFFSET};
 pub use display::{DisplayMode, ScanoutImage};
 pub use guest_ram::{GuestRamPunch, RamRanges};
+pub use page_mover::ZeroCopy;
 pub use stats::DeviceStats;

@@ -1,5 +1,5 @@
-//! A minimal in-process virtio driver for tests, benchmarks and fuzzing: guest RAM in a
-//! memfd (so punching can be observed with `st_blocks`), a device set up through its
+//! A minimal in-process virtio driver for tests, benchmarks and fuzzing: guest RAM in host
+//! memory of either backend (so freeing can be observed as resident bytes), a device set up through its
 //! registers exactly as a guest would, and helpers that build real descriptor chains in guest
 //! memory, notify, and read the responses back from the used ring.
 //!
@@ -8,14 +8,15 @@
 
 use std::sync::Arc;
 
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 use pvgpu_abi::request;
 
+use crate::backend::{HostMemory, MemoryBackend};
 use crate::commands::DeviceConfig;
 use crate::device::{PvgpuDevice, QUEUE_NOTIFY_OFFSET};
-use crate::memfd::MemFd;
+use crate::page_mover::ZeroCopy;
 use pvgpu_abi::virtio_mmio::{desc, regs, status};
 
 /// Queue size the simulated driver uses.
@@ -138,9 +139,9 @@ pub struct RawDesc {
 
 /// A simulated guest with one pvgpu device.
 pub struct SimGuest {
-    /// Guest RAM's memfd (also the device's punch target).
-    pub ram: Arc<MemFd>,
-    /// Guest memory, mapped from the memfd.
+    /// Guest RAM's host memory (also the device's punch target).
+    pub ram: Arc<HostMemory>,
+    /// Guest memory: a vm-memory region over `ram`.
     pub mem: GuestMemoryMmap,
     /// The device.
     pub dev: PvgpuDevice,
@@ -159,16 +160,44 @@ impl SimGuest {
 
     /// As [`Self::new`], choosing whether the driver accepts the pvgpu feature.
     pub fn with_features(ram_size: u64, vram_size: u64, pvgpu: bool) -> Result<Self, SimError> {
+        Self::build(
+            ram_size,
+            vram_size,
+            pvgpu,
+            MemoryBackend::Shared,
+            ZeroCopy::Auto,
+        )
+    }
+
+    /// As [`Self::new`], with guest RAM and VRAM in `backend`'s memory and the device's
+    /// page moves set to `zero_copy`.
+    pub fn with_backend(
+        ram_size: u64,
+        vram_size: u64,
+        backend: MemoryBackend,
+        zero_copy: ZeroCopy,
+    ) -> Result<Self, SimError> {
+        Self::build(ram_size, vram_size, true, backend, zero_copy)
+    }
+
+    fn build(
+        ram_size: u64,
+        vram_size: u64,
+        pvgpu: bool,
+        backend: MemoryBackend,
+        zero_copy: ZeroCopy,
+    ) -> Result<Self, SimError> {
         let setup = |e: &dyn std::fmt::Display| SimError::Setup(e.to_string());
-        let ram = Arc::new(MemFd::new("sim-ram", ram_size).map_err(|e| setup(&e))?);
-        let file = ram.file().try_clone().map_err(|e| setup(&e))?;
-        let mem = GuestMemoryMmap::from_ranges_with_files([(
-            GuestAddress(0),
-            ram_size as usize,
-            Some(FileOffset::new(file, 0)),
-        )])
-        .map_err(|e| setup(&e))?;
-        let config = DeviceConfig::new(ram_size, vram_size).map_err(|e| setup(&e))?;
+        let ram = Arc::new(HostMemory::new(backend, "sim-ram", ram_size).map_err(|e| setup(&e))?);
+        let region = GuestRegionMmap::with_arc(ram.region().clone(), GuestAddress(0))
+            .ok_or_else(|| SimError::Setup("guest RAM region".into()))?;
+        let mem = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| setup(&e))?;
+        let config = DeviceConfig {
+            zero_copy,
+            ..DeviceConfig::new(ram_size, vram_size)
+                .map_err(|e| setup(&e))?
+                .with_backend(backend)
+        };
         let dev = PvgpuDevice::new(config, Box::new(ram.clone())).map_err(|e| setup(&e))?;
         let mut g = SimGuest {
             ram,

@@ -31,12 +31,21 @@ pub struct DeviceStats {
     pub objects_peak: u64,
     /// Objects ever created.
     pub objects_created: u64,
-    /// Bytes copied guest → VRAM by MIGRATE.
+    /// Bytes brought guest → VRAM by MIGRATE and MIGRATE_CLEAN (copied or moved).
     pub bytes_migrated: u64,
-    /// Guest bytes punched by CLEAN.
+    /// Guest bytes given back by CLEAN and MIGRATE_CLEAN.
     pub bytes_cleaned: u64,
-    /// Bytes copied VRAM → guest by EVICT.
+    /// Bytes brought VRAM → guest by EVICT (copied or moved).
     pub bytes_evicted: u64,
+    /// Bytes that MIGRATE_CLEAN and EVICT moved between guest RAM and VRAM without copying
+    /// (UFFDIO_MOVE).
+    pub bytes_moved: u64,
+    /// Bytes that MIGRATE_CLEAN and EVICT copied where a move was not possible (the shared
+    /// backend, an older kernel, or pages the kernel refused to move).
+    pub bytes_move_copied: u64,
+    /// Nanoseconds the device spent in MIGRATE_CLEAN commands (moving or copying, and
+    /// discarding the guest pages), for the device-side throughput.
+    pub migrate_clean_ns: u64,
     /// VRAM bytes given back to the host (punched) when freed.
     pub vram_bytes_punched: u64,
     /// VRAM size.

@@ -1,19 +1,21 @@
-//! VRAM: a memfd of the configured size, mapped into the device, and the data paths on it:
-//! bulk copies between guest pages and VRAM, fill, copy, checksum, and punching freed ranges.
+//! VRAM: host memory of the configured size ([`HostMemory`]: anonymous, or a memfd), mapped
+//! into the device, and the data paths on it: bulk copies between guest pages and VRAM, fill,
+//! copy, checksum, and discarding freed ranges. (Moving pages instead of copying them is
+//! [`crate::page_mover`].)
 //!
 //! All guest memory goes through vm-memory (`GuestMemory::get_slices`); VRAM is a vm-memory
-//! `MmapRegion` of the memfd (MAP_SHARED), so the VMM can register the very same memfd as the
-//! KVM memslot of the VRAM window. Copies move whole runs of contiguous pages at once.
+//! `MmapRegion`, and the VMM registers that very mapping as the KVM memslot of the VRAM
+//! window. Copies move whole runs of contiguous pages at once.
 
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use vm_memory::bitmap::Bitmap;
-use vm_memory::{
-    FileOffset, GuestAddress, GuestMemory, MmapRegion, Permissions, VolatileMemory, VolatileSlice,
-};
+use vm_memory::{GuestAddress, GuestMemory, Permissions, VolatileMemory, VolatileSlice};
 
+use crate::backend::{BackendError, HostMemory, MemoryBackend};
 use crate::guest_ram::Extent;
-use crate::memfd::{MemFd, MemFdError};
+use crate::memfd::MemFd;
 use pvgpu_abi::layout;
 use pvgpu_abi::protocol::PAGE_SIZE;
 
@@ -34,12 +36,9 @@ pub enum VramError {
     /// The size is 0, not page-aligned, or above `layout::VRAM_MAX`.
     #[error("invalid VRAM size {0:#x}")]
     BadSize(u64),
-    /// Creating or punching the memfd failed.
-    #[error("VRAM memfd: {0}")]
-    MemFd(#[from] MemFdError),
-    /// Mapping the memfd failed.
-    #[error("cannot map VRAM: {0}")]
-    Map(String),
+    /// Creating, mapping or discarding VRAM's host memory failed.
+    #[error("VRAM: {0}")]
+    Host(#[from] BackendError),
     /// A range outside VRAM (an internal error: callers check ranges first).
     #[error("VRAM range {offset:#x}+{len:#x} is out of bounds")]
     OutOfBounds {
@@ -63,52 +62,69 @@ pub enum VramError {
     },
 }
 
-/// The VRAM memfd and the device's mapping of it.
+/// VRAM: its host memory and the device's mapping of it.
 #[derive(Debug)]
 pub struct Vram {
-    memfd: MemFd,
-    map: MmapRegion<()>,
+    host: Arc<HostMemory>,
 }
 
 impl Vram {
-    /// Creates `size` bytes of VRAM (no host memory is used until written).
+    /// Creates `size` bytes of VRAM in a memfd (the shared backend; no host memory is used
+    /// until written).
     pub fn new(size: u64) -> Result<Self, VramError> {
+        Self::with_backend(MemoryBackend::Shared, size)
+    }
+
+    /// Creates `size` bytes of VRAM in `backend`'s memory.
+    ///
+    /// Anonymous VRAM does not ask for transparent huge pages (MADV_NOHUGEPAGE): huge pages
+    /// that MIGRATE_CLEAN moves in from guest RAM stay huge (UFFDIO_MOVE moves whole page-table
+    /// entries), but pages VRAM allocates itself (a copying MIGRATE, FILL) come 4 KiB at a
+    /// time. Measured here, faulting in fresh huge pages for a 64 MiB copy took 307 ms against
+    /// 79 ms with 4 KiB pages (this host is itself a VM that backs fresh memory lazily), and a
+    /// huge page partly freed stays resident.
+    pub fn with_backend(backend: MemoryBackend, size: u64) -> Result<Self, VramError> {
         if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > layout::VRAM_MAX {
             return Err(VramError::BadSize(size));
         }
-        let memfd = MemFd::new("pvgpu-vram", size)?;
-        let file = memfd
-            .file()
-            .try_clone()
-            .map_err(|e| VramError::Map(e.to_string()))?;
-        let len = usize::try_from(size).map_err(|_| VramError::BadSize(size))?;
-        let map = MmapRegion::from_file(FileOffset::new(file, 0), len)
-            .map_err(|e| VramError::Map(e.to_string()))?;
-        Ok(Vram { memfd, map })
+        let backend = match backend {
+            MemoryBackend::Anonymous { .. } => MemoryBackend::Anonymous { thp: false },
+            b => b,
+        };
+        let host = HostMemory::new(backend, "pvgpu-vram", size)?;
+        Ok(Vram {
+            host: Arc::new(host),
+        })
     }
 
     /// Size in bytes.
     pub fn size(&self) -> u64 {
-        self.memfd.size()
+        self.host.size()
     }
 
-    /// The memfd (for the VMM's KVM memslot at `layout::VRAM_BASE`, and for counting host
-    /// bytes with `allocated_bytes`).
-    pub fn memfd(&self) -> &MemFd {
-        &self.memfd
+    /// VRAM's host memory: for host-memory accounting (`resident_bytes`), shared with the
+    /// VMM's probe.
+    pub fn host_memory(&self) -> &Arc<HostMemory> {
+        &self.host
     }
 
-    /// The device's MAP_SHARED mapping of the memfd: the VMM may register this address as
-    /// the memslot's userspace address, so guest and device share one mapping.
+    /// The memfd, on the shared backend.
+    pub fn memfd(&self) -> Option<&MemFd> {
+        self.host.memfd()
+    }
+
+    /// The device's mapping of VRAM: the VMM registers this address as the memslot's
+    /// userspace address, so guest and device share one mapping.
     pub fn host_addr(&self) -> *mut u8 {
-        self.map.as_ptr()
+        self.host.host_addr()
     }
 
-    fn slice(&self, offset: u64, len: u64) -> Result<VolatileSlice<'_, ()>, VramError> {
+    /// `[offset, offset + len)` of VRAM as a volatile slice.
+    pub(crate) fn slice(&self, offset: u64, len: u64) -> Result<VolatileSlice<'_, ()>, VramError> {
         let oob = VramError::OutOfBounds { offset, len };
         let off = usize::try_from(offset).map_err(|_| VramError::OutOfBounds { offset, len })?;
         let n = usize::try_from(len).map_err(|_| VramError::OutOfBounds { offset, len })?;
-        self.map.get_slice(off, n).map_err(|_| oob)
+        self.host.region().get_slice(off, n).map_err(|_| oob)
     }
 
     /// Copies the guest pages `extents`, in order, to VRAM at `vram_offset`.
@@ -148,31 +164,31 @@ impl Vram {
             Direction::ToGuest => Permissions::Write,
         };
         // Gather every guest run first (checked against guest memory), then VRAM bounds.
-        let mut slices = Vec::with_capacity(extents.len());
-        let mut total = 0u64;
-        for x in extents {
-            let guest_err = |msg: String| VramError::Guest {
-                gpa: x.gpa,
-                len: x.len,
-                msg,
-            };
-            let n = usize::try_from(x.len).map_err(|_| guest_err("too long".into()))?;
-            let it = mem
-                .get_slices(GuestAddress(x.gpa), n, access)
-                .map_err(|e| guest_err(e.to_string()))?;
-            let mut done = 0u64;
-            for s in it {
-                let s = s.map_err(|e| guest_err(e.to_string()))?;
-                done += s.len() as u64;
-                slices.push(s);
+        let slices = guest_slices(mem, extents, access)?;
+        let total: u64 = slices.iter().map(|s| s.len() as u64).sum();
+        let vram_all = self.slice(vram_offset, total)?;
+        let Some(memfd) = self.host.memfd() else {
+            // Anonymous VRAM: copy through the mapping, run by run.
+            let mut pos = 0usize;
+            for s in &slices {
+                let v = vram_all
+                    .subslice(pos, s.len())
+                    .map_err(|_| VramError::OutOfBounds {
+                        offset: vram_offset,
+                        len: total,
+                    })?;
+                match dir {
+                    Direction::ToVram => s.copy_to_volatile_slice(v),
+                    Direction::ToGuest => {
+                        v.copy_to_volatile_slice(s.clone());
+                        s.bitmap().mark_dirty(0, s.len());
+                    }
+                }
+                pos += s.len();
             }
-            if done != x.len {
-                return Err(guest_err("short guest memory".into()));
-            }
-            total += done;
-        }
-        self.slice(vram_offset, total)?;
-        let fd = self.memfd.file().as_raw_fd();
+            return Ok(());
+        };
+        let fd = memfd.file().as_raw_fd();
         let mut pos = vram_offset;
         for chunk in slices.chunks(IOV_MAX) {
             let guards: Vec<_> = chunk.iter().map(|s| s.ptr_guard_mut()).collect();
@@ -281,9 +297,44 @@ impl Vram {
 
     /// Gives the host pages of `[offset, offset + len)` back; the range reads as zeros.
     pub fn punch(&self, offset: u64, len: u64) -> Result<(), VramError> {
-        Ok(self.memfd.punch_hole(offset, len)?)
+        Ok(self.host.discard(offset, len)?)
     }
 }
+
+/// The guest memory of the pages `extents`, in order, as vm-memory slices for `access`; every
+/// extent must be wholly backed by guest memory.
+pub(crate) fn guest_slices<'m, M: GuestMemory + ?Sized>(
+    mem: &'m M,
+    extents: &[Extent],
+    access: Permissions,
+) -> Result<Vec<GuestSlice<'m, M>>, VramError> {
+    let mut slices = Vec::with_capacity(extents.len());
+    for x in extents {
+        let guest_err = |msg: String| VramError::Guest {
+            gpa: x.gpa,
+            len: x.len,
+            msg,
+        };
+        let n = usize::try_from(x.len).map_err(|_| guest_err("too long".into()))?;
+        let it = mem
+            .get_slices(GuestAddress(x.gpa), n, access)
+            .map_err(|e| guest_err(e.to_string()))?;
+        let mut done = 0u64;
+        for s in it {
+            let s = s.map_err(|e| guest_err(e.to_string()))?;
+            done += s.len() as u64;
+            slices.push(s);
+        }
+        if done != x.len {
+            return Err(guest_err("short guest memory".into()));
+        }
+    }
+    Ok(slices)
+}
+
+/// A slice of guest memory `M`.
+pub(crate) type GuestSlice<'m, M> =
+    VolatileSlice<'m, <<M as GuestMemory>::Bitmap as vm_memory::bitmap::WithBitmapSlice<'m>>::S>;
 
 /// Continues crc32c `crc` over a volatile slice, a chunk at a time.
 pub fn checksum_slice<B: vm_memory::bitmap::BitmapSlice>(
@@ -377,10 +428,10 @@ mod tests {
     #[test]
     fn fill_copy_checksum_punch() {
         let v = Vram::new(1 << 20).unwrap();
-        assert_eq!(v.memfd().allocated_bytes().unwrap(), 0);
+        assert_eq!(v.host_memory().resident_bytes(), 0);
         v.fill(0, 8192, 0xaa).unwrap();
         v.fill(8192, 100, 0x55).unwrap();
-        assert_eq!(v.memfd().allocated_bytes().unwrap(), 12288);
+        assert_eq!(v.host_memory().resident_bytes(), 12288);
         let mut b = [0u8; 4];
         v.read(8190, &mut b).unwrap();
         assert_eq!(b, [0xaa, 0xaa, 0x55, 0x55]);
@@ -394,7 +445,7 @@ mod tests {
             pvgpu_abi::crc32c::crc32c(&all)
         );
         v.punch(0, 16384).unwrap();
-        assert_eq!(v.memfd().allocated_bytes().unwrap(), 0);
+        assert_eq!(v.host_memory().resident_bytes(), 0);
         v.read(4096, &mut b).unwrap();
         assert_eq!(b, [0; 4]);
         assert!(v.fill(1 << 20, 1, 0).is_err());

@@ -72,6 +72,12 @@ impl VramAllocator {
         self.free.values().copied().max().unwrap_or(0)
     }
 
+    /// The free range `(start, len)` that contains `offset`, if it is free.
+    pub fn free_range_containing(&self, offset: u64) -> Option<(u64, u64)> {
+        let (&start, &len) = self.free.range(..=offset).next_back()?;
+        (offset < start + len).then_some((start, len))
+    }
+
     /// Number of free ranges (a fragmentation measure).
     pub fn free_ranges(&self) -> usize {
         self.free.len()
@@ -246,5 +252,17 @@ mod tests {
             }
             assert_eq!(a.used(), live.iter().map(|l| l.1).sum::<u64>());
         }
+    }
+
+    #[test]
+    fn the_free_range_around_an_offset() {
+        let mut a = VramAllocator::new(16 * P);
+        let x = a.alloc(4 * P, P).unwrap();
+        let y = a.alloc(4 * P, P).unwrap();
+        assert_eq!(a.free_range_containing(x), None);
+        a.free(x, 4 * P).unwrap();
+        assert_eq!(a.free_range_containing(x + P), Some((x, 4 * P)));
+        assert_eq!(a.free_range_containing(y), None);
+        assert_eq!(a.free_range_containing(y + 4 * P), Some((y + 4 * P, 8 * P)));
     }
 }

@@ -167,9 +167,9 @@ fn framebuffer_transfer_scanout_flush_and_clean() {
     assert_eq!(g.checksum(5, 0, size), Ok(crc32c::crc32c(&data)));
 
     // CLEAN drops the backing's host pages; the scanout still shows the picture.
-    let ram_before = g.ram.allocated_bytes().unwrap();
+    let ram_before = g.ram.resident_bytes();
     assert_eq!(g.obj_cmd(p::CMD_CLEAN, 5), p::RESP_OK_NODATA);
-    let ram_after = g.ram.allocated_bytes().unwrap();
+    let ram_after = g.ram.resident_bytes();
     assert_eq!(
         ram_before - ram_after,
         size,
@@ -431,9 +431,9 @@ fn bad_backings_change_nothing() {
     let again = g.backing_cmd(p::CMD_RESOURCE_ATTACH_BACKING, 1, &ok_list);
     assert_eq!(again, p::RESP_ERR_UNSPEC);
     // CLEAN of such a backing punches only the whole pages inside it.
-    let ram = g.ram.allocated_bytes().unwrap();
+    let ram = g.ram.resident_bytes();
     assert_eq!(g.obj_cmd(p::CMD_CLEAN, 1), p::RESP_OK_NODATA);
-    assert!(ram - g.ram.allocated_bytes().unwrap() <= 2 * PAGE);
+    assert!(ram - g.ram.resident_bytes() <= 2 * PAGE);
 }
 
 #[test]
@@ -584,5 +584,5 @@ fn resources_are_bounded_by_vram() {
     assert_eq!(snapshot(&g), before);
     let st = g.dev.stats();
     assert_eq!((st.vram_used, st.objects_live), (4 * MIB, 4));
-    assert!(g.dev.engine().vram().memfd().allocated_bytes().unwrap() <= 4 * MIB);
+    assert!(g.dev.engine().vram().host_memory().resident_bytes() <= 4 * MIB);
 }

@@ -24,7 +24,8 @@
 //! VIRTIO_MMIO_BASE       the GPU's registers (uncached); VRAM   ring 3 read-write
 //!   .. VRAM_BASE        at its window (pvgpu_abi::layout)
 //! USER_MAP_BASE          the user-map window (virtual only): each CPU's share USER_MAP_PER_CPU,
-//!                        in quarters: selftest mappings, object views, selftest fault pages
+//!                        in quarters: selftest mappings, object views, selftest fault pages,
+//!                        workload mappings (zerocopy)
 //! ```
 
 use pvgpu_abi::boot_info::BootInfo;
@@ -214,4 +215,10 @@ pub const fn view_window(cpu: usize) -> (u64, u64) {
 /// Where the selftest's fault-upcall pages go on CPU `cpu` (the third quarter of its share).
 pub const fn selftest_fault_window(cpu: usize) -> (u64, u64) {
     quarter(cpu, 2)
+}
+
+/// Where a workload maps pages by hand on CPU `cpu`, e.g. `zerocopy` looking at moved-from
+/// pages (the fourth quarter of its share).
+pub const fn workload_map_window(cpu: usize) -> (u64, u64) {
+    quarter(cpu, 3)
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use pvgpu_abi::layout;
 use pvgpu_device::display::{DisplayError, DisplayMode};
+use pvgpu_device::{MemoryBackend, ZeroCopy};
 
 use crate::size::{format_size, parse_size, SizeError};
 
@@ -76,6 +77,16 @@ pub struct RunArgs {
     /// Sample host memory into the stats every N ms; 0 means never
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SAMPLE_MS)]
     pub sample_ms: u64,
+    /// Host memory of guest RAM and VRAM: anonymous (pages move between them, no copy) or
+    /// shared (memfds another process can map; MIGRATE_CLEAN copies and punches)
+    #[arg(long, value_name = "KIND", value_enum, default_value_t = MemoryKind::Anonymous)]
+    pub memory: MemoryKind,
+    /// Anonymous memory without transparent huge pages (4 KiB pages only)
+    #[arg(long)]
+    pub no_thp: bool,
+    /// Testing: the device refuses every N-th page it would move, so the copy fallback runs
+    #[arg(long, value_name = "N", hide = true)]
+    pub test_refuse_every: Option<u64>,
     /// The GPU's scanout resolution, WIDTHxHEIGHT (each 1..=4095)
     #[arg(
         long,
@@ -90,11 +101,30 @@ pub struct RunArgs {
     pub screenshot: Option<PathBuf>,
     /// Use the GPU served by a vhost-user backend on this socket (`pvgpu device --socket
     /// PATH`); VRAM and display are the backend's
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["no_gpu", "vram", "display", "screenshot"])]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["no_gpu", "vram", "display", "screenshot", "no_thp"])]
     pub gpu_socket: Option<PathBuf>,
     /// The guest's command line (e.g. `-- exit 7`, `-- hello`, `-- selftest`)
     #[arg(last = true, value_name = "GUEST ARGS")]
     pub guest_args: Vec<String>,
+}
+
+/// `--memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MemoryKind {
+    /// Anonymous private memory (MADV_HUGEPAGE unless --no-thp).
+    Anonymous,
+    /// memfds mapped MAP_SHARED.
+    Shared,
+}
+
+impl MemoryKind {
+    /// The device crate's backend for this kind.
+    pub fn backend(self, thp: bool) -> MemoryBackend {
+        match self {
+            MemoryKind::Anonymous => MemoryBackend::Anonymous { thp },
+            MemoryKind::Shared => MemoryBackend::Shared,
+        }
+    }
 }
 
 /// A bad command-line value.
@@ -177,6 +207,10 @@ pub struct RunConfig {
     pub vram_bytes: Option<u64>,
     /// How often to sample host memory into the stats, if at all.
     pub sample_interval: Option<Duration>,
+    /// The host memory behind guest RAM and VRAM.
+    pub memory: MemoryBackend,
+    /// Whether the device moves pages (a test hook makes it refuse some).
+    pub zero_copy: ZeroCopy,
     /// The scanout's mode.
     pub display: DisplayMode,
     /// Where to write the scanout as a PNG, if anywhere.
@@ -199,6 +233,8 @@ impl RunConfig {
             cmdline: String::new(),
             vram_bytes: Some(layout::VRAM_DEFAULT),
             sample_interval: Some(Duration::from_millis(DEFAULT_SAMPLE_MS)),
+            memory: MemoryBackend::DEFAULT_VMM,
+            zero_copy: ZeroCopy::Auto,
             display: DisplayMode::default(),
             screenshot: None,
             gpu_socket: None,
@@ -241,6 +277,15 @@ impl RunConfig {
             cmdline,
             vram_bytes,
             sample_interval: (args.sample_ms > 0).then(|| Duration::from_millis(args.sample_ms)),
+            // The backend process maps guest RAM: --gpu-socket needs shared memory.
+            memory: if args.gpu_socket.is_some() {
+                MemoryBackend::Shared
+            } else {
+                args.memory.backend(!args.no_thp)
+            },
+            zero_copy: args
+                .test_refuse_every
+                .map_or(ZeroCopy::Auto, |n| ZeroCopy::RefuseEvery(n.max(1))),
             display,
             screenshot: args.screenshot.clone(),
             gpu_socket: args.gpu_socket.clone(),
@@ -398,6 +443,25 @@ mod tests {
             cfg(&["--vram", "lots"]),
             Err(ConfigError::VramSize(_))
         ));
+        // The memory backend: anonymous with huge pages unless told otherwise.
+        assert_eq!(
+            cfg(&[]).unwrap().memory,
+            MemoryBackend::Anonymous { thp: true }
+        );
+        assert_eq!(
+            cfg(&["--no-thp"]).unwrap().memory,
+            MemoryBackend::Anonymous { thp: false }
+        );
+        assert_eq!(
+            cfg(&["--memory", "shared"]).unwrap().memory,
+            MemoryBackend::Shared
+        );
+        assert!(parse(&["run", "--memory", "hugetlb"]).is_err());
+        assert_eq!(cfg(&[]).unwrap().zero_copy, ZeroCopy::Auto);
+        assert_eq!(
+            cfg(&["--test-refuse-every", "3"]).unwrap().zero_copy,
+            ZeroCopy::RefuseEvery(3)
+        );
         // --no-gpu with an explicit --vram is a usage error; the default does not conflict.
         assert!(parse(&["run", "--no-gpu", "--vram", "1G"]).is_err());
         assert!(parse(&["run", "--no-gpu", "--display", "640x480"]).is_err());

@@ -57,6 +57,7 @@
 //! | 0x0a09 | COPY | [`ReqCopy`] | [`RESP_OK_NODATA`] |
 //! | 0x0a0a | CHECKSUM | [`ReqRange`] | [`RespChecksum`] |
 //! | 0x0a0b | STATS | [`CtrlHdr`] | [`RespStats`] |
+//! | 0x0a0c | MIGRATE_CLEAN | [`ReqObject`] | [`RespMigrate`] |
 //!
 //! An error response is a bare [`CtrlHdr`] whose type is one of the `RESP_ERR_*` codes. Bytes
 //! of a request past its fixed part (and past its entries) are ignored. A request whose
@@ -77,8 +78,15 @@
 //! - CLEAN: VRAM → CLEANED. The device punches the object's guest pages out of the host (they
 //!   read as zero afterwards, and must not be touched by the guest until reused) and forgets
 //!   them. The data now lives only in VRAM.
+//! - MIGRATE_CLEAN: SYSTEM (with backing) → CLEANED in one step, MIGRATE and CLEAN fused.
+//!   Where the host can (anonymous private guest RAM and VRAM, Linux 6.8+), the device *moves*
+//!   the guest pages into the object's VRAM range (userfaultfd's UFFDIO_MOVE) instead of
+//!   copying them, so the host never holds two copies; otherwise it copies and punches. The
+//!   guest's rules are CLEAN's: unmap the pages first, wait for the response, then reuse the
+//!   pages (they read as zero). The response is [`RespMigrate`], as for MIGRATE.
 //! - EVICT: VRAM or CLEANED → SYSTEM. Copies VRAM into guest pages, then frees (and punches)
-//!   the VRAM. For a CLEANED object the request must carry a full page list (as for
+//!   the VRAM (where the host can, a new page list gets the VRAM pages moved in rather than
+//!   copied; the result is the same). For a CLEANED object the request must carry a full page list (as for
 //!   ATTACH_BACKING), which becomes the new backing. For a VRAM object `nr_entries` may be 0,
 //!   meaning "copy back into the current backing", or carry a new list that replaces it.
 //! - FILL, COPY: change VRAM data of VRAM or CLEANED objects (`offset + length` within the
@@ -174,6 +182,8 @@ pub const CMD_COPY: u32 = 0x0a09;
 pub const CMD_CHECKSUM: u32 = 0x0a0a;
 /// Command: device counters.
 pub const CMD_STATS: u32 = 0x0a0b;
+/// Command: MIGRATE and CLEAN in one step; the guest pages move into VRAM where the host can.
+pub const CMD_MIGRATE_CLEAN: u32 = 0x0a0c;
 
 /// Response: success, no data.
 pub const RESP_OK_NODATA: u32 = 0x1a00;
@@ -231,7 +241,7 @@ pub const fn response_size(cmd: u32) -> usize {
         CMD_GET_INFO => core::mem::size_of::<RespInfo>(),
         CMD_STATS => core::mem::size_of::<RespStats>(),
         CMD_CHECKSUM => core::mem::size_of::<RespChecksum>(),
-        CMD_MIGRATE => core::mem::size_of::<RespMigrate>(),
+        CMD_MIGRATE | CMD_MIGRATE_CLEAN => core::mem::size_of::<RespMigrate>(),
         CMD_GET_DISPLAY_INFO => core::mem::size_of::<RespDisplayInfo>(),
         CMD_GET_EDID => core::mem::size_of::<RespEdid>(),
         _ => core::mem::size_of::<CtrlHdr>(),
@@ -253,6 +263,7 @@ pub const fn command_name(cmd: u32) -> &'static str {
         CMD_COPY => "copy",
         CMD_CHECKSUM => "checksum",
         CMD_STATS => "stats",
+        CMD_MIGRATE_CLEAN => "migrate_clean",
         CMD_GET_DISPLAY_INFO => "get_display_info",
         CMD_RESOURCE_CREATE_2D => "resource_create_2d",
         CMD_RESOURCE_UNREF => "resource_unref",
@@ -992,6 +1003,7 @@ mod tests {
             CMD_COPY,
             CMD_CHECKSUM,
             CMD_STATS,
+            CMD_MIGRATE_CLEAN,
             RESP_OK_NODATA,
             RESP_OK_INFO,
             RESP_OK_CHECKSUM,

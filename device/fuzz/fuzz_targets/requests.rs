@@ -301,6 +301,6 @@ fuzz_target!(|data: &[u8]| {
     if let Some(img) = g.dev.scanout_image() {
         assert_eq!(img.rgb.len(), img.width as usize * img.height as usize * 3);
     }
-    assert!(g.ram.allocated_bytes().unwrap_or(0) <= RAM);
-    assert!(g.dev.vram().memfd().allocated_bytes().unwrap_or(0) <= VRAM);
+    assert!(g.ram.resident_bytes() <= RAM);
+    assert!(g.dev.vram().host_memory().resident_bytes() <= VRAM);
 });

@@ -10,6 +10,8 @@
 //! - `read_at`/`write_at` use the guest pages for SYSTEM objects and the VRAM window for
 //!   VRAM and CLEANED ones (there VRAM holds the authoritative copy).
 //! - CLEAN is fenced: unmap, CLEAN, wait for its completion, and only then free the pages.
+//! - MIGRATE_CLEAN does both in one command (the host moves the pages into VRAM where it can,
+//!   so it never holds two copies); its rules are CLEAN's.
 //! - When VRAM is full, MIGRATE evicts the least recently used VRAM objects (as TTM does).
 //! - When guest pages run out, idle SYSTEM objects are migrated and cleaned, so VRAM backs
 //!   them.
@@ -203,7 +205,7 @@ pub fn reinit(info: &BootInfo) -> Result<(), ObjError> {
         if let (Some(va), true) = (o.view, o.view_present) {
             let _ = sys::unmap(va, o.size / PAGE_SIZE);
         }
-        o.pages.into_iter().for_each(pages::free);
+        pages::free_many(o.pages);
     }
     let gpu = Gpu::probe(info).map_err(|e| match e {
         GpuError::NoDevice => ObjError::NoDevice,
@@ -285,12 +287,11 @@ impl State {
             .min_by_key(|(_, o)| o.last_use)
             .map(|(id, _)| *id);
         let Some(id) = victim else { return Ok(false) };
-        match self.migrate(id, false) {
+        match self.migrate_clean(id, false) {
             Ok(()) => {}
             Err(ObjError::OutOfVram) => return Ok(false),
             Err(e) => return Err(e),
         }
-        self.clean(id)?;
         self.counters.reclaims += 1;
         Ok(true)
     }
@@ -366,6 +367,34 @@ impl State {
         }
     }
 
+    /// SYSTEM → CLEANED in one command: unmap, MIGRATE_CLEAN, wait for it, then give the pages
+    /// back. With `make_room`, LRU objects are evicted while VRAM is full.
+    fn migrate_clean(&mut self, id: u32, make_room: bool) -> Result<(), ObjError> {
+        let placement = self.obj_by_id(id)?.placement;
+        if placement != Placement::System {
+            return Err(ObjError::WrongPlacement(placement));
+        }
+        self.hide_view(id)?;
+        loop {
+            match self.gpu.submit_one(Cmd::migrate_clean(id)) {
+                Ok(c) => {
+                    let r: p::RespMigrate = c
+                        .response()
+                        .ok_or(ObjError::Gpu(GpuError::BadResponse("migrate_clean")))?;
+                    self.obj_by_id(id)?.vram_offset = r.vram_offset;
+                    return self.cleaned(id);
+                }
+                Err(e) => match ObjError::from(e) {
+                    ObjError::OutOfVram if make_room && self.evict_lru(id)? => continue,
+                    e => {
+                        let _ = self.show_view(id);
+                        return Err(e);
+                    }
+                },
+            }
+        }
+    }
+
     /// VRAM → CLEANED: CLEAN, wait for its fence, then give the pages back.
     fn clean(&mut self, id: u32) -> Result<(), ObjError> {
         let placement = self.obj_by_id(id)?.placement;
@@ -386,7 +415,7 @@ impl State {
         if let Some(n) = self.counters.task_pages_cleaned.get_mut(o.owner) {
             *n += pages.len() as u64;
         }
-        pages.into_iter().for_each(pages::free);
+        pages::free_many(pages);
         Ok(())
     }
 
@@ -402,7 +431,7 @@ impl State {
             Placement::Cleaned => {
                 let fresh = self.alloc_pages((size / PAGE_SIZE) as usize, reclaim, id)?;
                 if let Err(e) = self.gpu.submit_one(Cmd::evict(id, &fresh)) {
-                    fresh.into_iter().for_each(pages::free);
+                    pages::free_many(fresh);
                     return Err(e.into());
                 }
                 self.obj_by_id(id)?.pages = fresh;
@@ -503,7 +532,7 @@ pub fn create(task: Task, size: u64) -> Result<Handle, ObjError> {
         let mut batch = [Cmd::create(id, size), Cmd::attach(id, &pages)];
         if let Err(e) = st.gpu.submit(&mut batch) {
             let _ = st.gpu.submit_one(Cmd::destroy(id));
-            pages.into_iter().for_each(pages::free);
+            pages::free_many(pages);
             return Err(e.into());
         }
         st.tick += 1;
@@ -532,7 +561,7 @@ pub fn close(task: Task, h: Handle) -> Result<(), ObjError> {
             if let Some(va) = o.view {
                 st.release_view(task, va, o.size);
             }
-            o.pages.into_iter().for_each(pages::free);
+            pages::free_many(o.pages);
         }
         Ok(())
     })
@@ -639,6 +668,22 @@ pub fn clean(task: Task, h: Handle) -> Result<(), ObjError> {
     })
 }
 
+/// Moves the object into VRAM and gives its guest pages back in one command (evicting LRU
+/// objects if VRAM is full): MIGRATE and CLEAN fused.
+pub fn migrate_clean(task: Task, h: Handle) -> Result<(), ObjError> {
+    with(|st| {
+        st.obj(task, h)?;
+        st.migrate_clean(h.0, true)
+    })
+}
+
+/// MIGRATE_CLEAN of every object in `hs`: one batch (one notify) for the lot, each one's pages
+/// freed once its command has completed; any that did not fit are then done one by one,
+/// evicting LRU objects.
+pub fn migrate_clean_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
+    to_vram_many(task, hs, true)
+}
+
 /// Brings the object back into guest pages and frees its VRAM.
 pub fn evict(task: Task, h: Handle) -> Result<(), ObjError> {
     with(|st| {
@@ -650,6 +695,12 @@ pub fn evict(task: Task, h: Handle) -> Result<(), ObjError> {
 /// Migrates every object in `hs`: one batch (one notify) for the lot; any that did not fit
 /// are then migrated one by one, evicting LRU objects.
 pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
+    to_vram_many(task, hs, false)
+}
+
+/// MIGRATE (or, `fused`, MIGRATE_CLEAN) of every object in `hs` in one batch, then one by one
+/// for those that did not fit.
+fn to_vram_many(task: Task, hs: &[Handle], fused: bool) -> Result<(), ObjError> {
     with(|st| {
         for (i, &h) in hs.iter().enumerate() {
             let pl = st.obj(task, h)?.placement;
@@ -663,9 +714,14 @@ pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
         for &h in hs {
             st.hide_view(h.0)?;
         }
-        let mut cmds: Vec<Cmd> = hs.iter().map(|h| Cmd::migrate(h.0)).collect();
+        let cmd = if fused {
+            Cmd::migrate_clean
+        } else {
+            Cmd::migrate
+        };
+        let mut cmds: Vec<Cmd> = hs.iter().map(|h| cmd(h.0)).collect();
         let _ = st.gpu.submit(&mut cmds);
-        // Record every migration the device did before retrying any, so the driver's books
+        // Record every command the device did before retrying any, so the driver's books
         // match the device whatever happens next.
         let mut retry = Vec::new();
         for (h, c) in hs.iter().zip(&cmds) {
@@ -675,8 +731,12 @@ pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
             {
                 Some(r) => {
                     let o = st.obj_by_id(h.0)?;
-                    o.placement = Placement::Vram;
                     o.vram_offset = r.vram_offset;
+                    if fused {
+                        st.cleaned(h.0)?;
+                    } else {
+                        o.placement = Placement::Vram;
+                    }
                 }
                 None => retry.push(h.0),
             }
@@ -685,7 +745,12 @@ pub fn migrate_many(task: Task, hs: &[Handle]) -> Result<(), ObjError> {
         // returned once every one was tried.
         let mut first_err = Ok(());
         for id in retry {
-            if let Err(e) = st.migrate(id, true) {
+            let r = if fused {
+                st.migrate_clean(id, true)
+            } else {
+                st.migrate(id, true)
+            };
+            if let Err(e) = r {
                 first_err = first_err.and(Err(e));
             }
         }

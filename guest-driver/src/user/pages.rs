@@ -98,19 +98,27 @@ pub fn alloc_many(n: usize) -> Option<Vec<u64>> {
 
 /// Returns a page. Freeing a page that is not allocated is a bug and panics.
 pub fn free(pa: u64) {
+    free_many(core::iter::once(pa));
+}
+
+/// Returns many pages under one lock (an object's worth after CLEAN). Freeing a page that is
+/// not allocated is a bug and panics.
+pub fn free_many(pas: impl IntoIterator<Item = u64>) {
     let mut g = PAGES.lock();
     let Some(a) = g.as_mut() else { return };
-    let idx = pa.checked_sub(a.base).map(|o| (o / PAGE_SIZE) as usize);
-    match idx {
-        Some(i)
-            if i < a.pages
-                && pa.is_multiple_of(PAGE_SIZE)
-                && a.bits[i / 64] & (1 << (i % 64)) != 0 =>
-        {
-            a.bits[i / 64] &= !(1 << (i % 64));
-            a.free += 1;
+    for pa in pas {
+        let idx = pa.checked_sub(a.base).map(|o| (o / PAGE_SIZE) as usize);
+        match idx {
+            Some(i)
+                if i < a.pages
+                    && pa.is_multiple_of(PAGE_SIZE)
+                    && a.bits[i / 64] & (1 << (i % 64)) != 0 =>
+            {
+                a.bits[i / 64] &= !(1 << (i % 64));
+                a.free += 1;
+            }
+            _ => panic!("page allocator: bad free of {pa:#x}"),
         }
-        _ => panic!("page allocator: bad free of {pa:#x}"),
     }
 }
 

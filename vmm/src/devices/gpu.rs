@@ -8,12 +8,12 @@
 //!   the event loop's [`QueueWorker`] wakes on it and processes the control queue.
 //! - **Interrupt**: an irqfd on `layout::VIRTIO_MMIO_IRQ` is the device's `InterruptSink`.
 //!   The guest polls the used ring and need not use it.
-//! - **VRAM**: the device's VRAM memfd is KVM memslot `slot` at `layout::VRAM_BASE`. The
-//!   memslot's userspace address is the device's own MAP_SHARED mapping of that memfd
-//!   (`Vram::host_addr`), so guest, device and host accounting all see one set of pages and
-//!   the VMM maps VRAM once.
-//! - **Punch**: CLEAN frees guest pages through the guest-RAM memfd (`MemFd` implements
-//!   `GuestRamPunch`; guest RAM is that memfd at guest-physical 0, so offset = address).
+//! - **VRAM**: the device's VRAM (host memory of the same backend as guest RAM) is KVM memslot
+//!   `slot` at `layout::VRAM_BASE`. The memslot's userspace address is the device's own
+//!   mapping (`Vram::host_addr`), so guest, device and host accounting all see one set of
+//!   pages, the VMM maps VRAM once, and pages can move between guest RAM and VRAM.
+//! - **Punch**: CLEAN frees guest pages through guest RAM's host memory (`HostMemory`
+//!   implements `GuestRamPunch`; guest RAM is at guest-physical 0, so offset = address).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +23,7 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use pvgpu_abi::layout;
 use pvgpu_device::{
-    DeviceConfig, DeviceError, DeviceStats, DisplayMode, PvgpuDevice, QUEUE_NOTIFY_OFFSET,
+    DeviceConfig, DeviceError, DeviceStats, DisplayMode, PvgpuDevice, ZeroCopy, QUEUE_NOTIFY_OFFSET,
 };
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -287,7 +287,8 @@ impl std::fmt::Debug for Gpu {
 }
 
 impl Gpu {
-    /// Creates the device with `vram_size` bytes of VRAM for the guest RAM `ram`, maps VRAM as
+    /// Creates the device with `vram_size` bytes of VRAM (the same kind of host memory as
+    /// guest RAM `ram`; pages move between them as `zero_copy` says), maps VRAM as
     /// KVM memslot `slot` at `layout::VRAM_BASE`, catches QueueNotify with an ioeventfd, and
     /// puts the register window on `mmio`. The interrupt is wired later, by
     /// [`Gpu::connect_irq`], once the in-kernel irqchip exists.
@@ -303,15 +304,17 @@ impl Gpu {
         vm: &VmFd,
         ram: &GuestRam,
         vram_size: u64,
+        zero_copy: ZeroCopy,
         display: DisplayMode,
         slot: u32,
         mmio: &mut Bus,
     ) -> Result<Self, GpuError> {
         let config = DeviceConfig {
+            zero_copy,
             display,
-            ..DeviceConfig::new(ram.size(), vram_size)?
+            ..DeviceConfig::new(ram.size(), vram_size)?.with_backend(ram.host_memory().backend())
         };
-        let device = PvgpuDevice::new(config, Box::new(ram.memfd().clone()))?;
+        let device = PvgpuDevice::new(config, Box::new(ram.host_memory().clone()))?;
 
         let vram = device.vram();
         let len = vram.size();
@@ -323,8 +326,8 @@ impl Gpu {
             memory_size: len,
             userspace_addr: vram.host_addr() as u64,
         };
-        // SAFETY: [host_addr, host_addr + len) is the device's live MAP_SHARED mapping of its
-        // VRAM memfd (exactly `len` bytes). The mapping lives as long as the device, and the
+        // SAFETY: [host_addr, host_addr + len) is the device's live mapping of its VRAM
+        // (exactly `len` bytes). The mapping lives as long as the device, and the
         // device outlives every vCPU that can touch the slot (see the doc comment above). The
         // slot number is not used by guest RAM (the caller passes the next free one), and
         // [VRAM_BASE, VRAM_BASE + len) is inside the VRAM window, clear of RAM and MMIO.
@@ -390,9 +393,10 @@ impl Gpu {
     pub fn memory_probe(&self, ram: &GuestRam) -> Result<MemoryProbe, GpuError> {
         let g = lock(&self.mmio);
         Ok(MemoryProbe::new(
-            ram.memfd().clone(),
-            Some(g.device().vram().memfd()),
-        )?)
+            ram.host_memory().clone(),
+            Some(g.device().vram().host_memory().clone()),
+        )
+        .with_move_lock(g.device().move_lock()))
     }
 
     /// VRAM size in bytes.
@@ -443,9 +447,9 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     fn bus_with_device() -> (Bus, Arc<Mutex<GpuMmio>>, GuestRam) {
-        let ram = GuestRam::new(layout::RAM_MIN).unwrap();
+        let ram = GuestRam::new(layout::RAM_MIN, pvgpu_device::MemoryBackend::DEFAULT_VMM).unwrap();
         let config = DeviceConfig::new(ram.size(), 4 << 20).unwrap();
-        let device = PvgpuDevice::new(config, Box::new(ram.memfd().clone())).unwrap();
+        let device = PvgpuDevice::new(config, Box::new(ram.host_memory().clone())).unwrap();
         let gpu = Arc::new(Mutex::new(GpuMmio::new(device, ram.memory().clone())));
         let mut bus = Bus::new();
         bus.insert(

@@ -32,6 +32,7 @@ use pvgpu_abi::protocol as p;
 use pvgpu_abi::virtio_mmio::INT_VRING;
 use pvgpu_device::memfd::MemFd;
 use pvgpu_device::transport::{MmioEvent, MmioTransport, CONFIG_SIZE, NUM_QUEUES};
+use pvgpu_device::HostMemory;
 use vhost::vhost_user::message::{
     VhostUserConfigFlags, VhostUserMMap, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
@@ -89,6 +90,9 @@ pub enum GpuVhostUserError {
     /// The backend lacks something the frontend needs.
     #[error("GPU backend does not support {0}")]
     Unsupported(String),
+    /// Guest RAM is not shared memory, so the backend cannot map it.
+    #[error("--gpu-socket needs guest RAM in shared memory (--memory shared)")]
+    NotShared,
     /// The backend's VRAM is unusable.
     #[error("GPU backend: {0}")]
     Vram(String),
@@ -142,66 +146,20 @@ impl VhostUserFrontendReqHandlerMut for ShmemMapper {
     }
 }
 
-/// The backend's VRAM, mapped into the VMM (and through the memslot into the guest).
-struct VramMapping {
-    addr: *mut libc::c_void,
-    len: usize,
-    memfd: MemFd,
-}
-
-// SAFETY: the mapping is plain shared memory; the pointer is only used to register it and
-// finally unmap it (in Drop, once), never to read or write through.
-unsafe impl Send for VramMapping {}
-// SAFETY: as above: shared references never touch the memory behind the pointer.
-unsafe impl Sync for VramMapping {}
-
-impl Drop for VramMapping {
-    fn drop(&mut self) {
-        // SAFETY: [addr, addr + len) is the mapping made in `map_vram`, unmapped only here,
-        // when the last holder (the run's `GpuVhostUser` or the MMIO bus) lets go: no vCPU
-        // can run guest code over the memslot any more.
-        unsafe { libc::munmap(self.addr, self.len) };
-    }
-}
-
 fn map_vram(
     m: &VhostUserMMap,
     file: File,
     vram_size: u64,
-) -> Result<VramMapping, GpuVhostUserError> {
+) -> Result<HostMemory, GpuVhostUserError> {
     let (off, shm_off, len) = (m.fd_offset, m.shm_offset, m.len);
     if shm_off != 0 || len != vram_size || off % layout::PAGE_SIZE != 0 {
         return Err(GpuVhostUserError::Vram(format!(
             "SHMEM_MAP must map all of region 1 ({vram_size} bytes) at offset 0; got {len} bytes at {shm_off} from file offset {off}"
         )));
     }
-    let ulen = usize::try_from(len)
-        .map_err(|_| GpuVhostUserError::Vram(format!("{len} bytes do not fit this host")))?;
-    let foff = libc::off_t::try_from(off)
-        .map_err(|_| GpuVhostUserError::Vram(format!("file offset {off} too large")))?;
-    // SAFETY: a fresh shared mapping chosen by the kernel (addr NULL) of a file we own; the
-    // result is checked below.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            ulen,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_NORESERVE,
-            file.as_raw_fd(),
-            foff,
-        )
-    };
-    if addr == libc::MAP_FAILED {
-        return Err(GpuVhostUserError::Vram(format!(
-            "cannot map the VRAM memfd: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(VramMapping {
-        addr,
-        len: ulen,
-        memfd: MemFd::from_file(file, len.saturating_add(off)),
-    })
+    let file_len = off.saturating_add(len);
+    HostMemory::from_memfd(MemFd::from_file(file, file_len), off, len)
+        .map_err(|e| GpuVhostUserError::Vram(format!("cannot map the VRAM memfd: {e}")))
 }
 
 fn set_timeouts(fd: RawFd) -> Result<(), GpuVhostUserError> {
@@ -261,7 +219,7 @@ pub struct VhostUserMmio {
     lost: bool,
     /// The VRAM memslot's memory: the MMIO bus holds this adapter, so a vCPU thread that
     /// would not stop keeps the mapping alive (as the in-process device does).
-    _vram: Arc<VramMapping>,
+    _vram: Arc<HostMemory>,
 }
 
 impl std::fmt::Debug for VhostUserMmio {
@@ -468,7 +426,7 @@ impl MutEventSubscriber for BackendWatch {
 /// The vhost-user GPU as one run holds it.
 pub struct GpuVhostUser {
     mmio: Arc<Mutex<VhostUserMmio>>,
-    vram: Arc<VramMapping>,
+    vram: Arc<HostMemory>,
     path: PathBuf,
     socket: RawFd,
     calls: Vec<EventFd>,
@@ -481,7 +439,7 @@ impl std::fmt::Debug for GpuVhostUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GpuVhostUser")
             .field("path", &self.path)
-            .field("vram_size", &self.vram.len)
+            .field("vram_size", &self.vram.size())
             .finish()
     }
 }
@@ -580,17 +538,23 @@ impl GpuVhostUser {
             flags: 0,
             guest_phys_addr: layout::VRAM_BASE,
             memory_size: vram_size,
-            userspace_addr: vram.addr as u64,
+            userspace_addr: vram.host_addr() as u64,
         };
-        // SAFETY: [addr, addr + len) is our live MAP_SHARED mapping of the backend's VRAM memfd
-        // (exactly `vram_size` bytes); the returned value and the MMIO bus (which every vCPU
-        // thread holds) share it, so it outlives every vCPU that can touch the slot. The slot
+        // SAFETY: [host_addr, + vram_size) is our live MAP_SHARED mapping of the backend's VRAM
+        // memfd (exactly `vram_size` bytes); the returned value and the MMIO bus (which every
+        // vCPU thread holds) share it, so it outlives every vCPU that can touch the slot. The slot
         // is unused and the window is clear of RAM and MMIO (VRAM_BASE, at most VRAM_MAX
         // bytes, checked above).
         unsafe { vm.set_user_memory_region(region) }
             .map_err(|source| GpuVhostUserError::VramSlot { slot, source })?;
 
-        // Guest RAM.
+        // Guest RAM: its memfd (with --gpu-socket the VMM uses shared memory).
+        let ram_fd = ram
+            .host_memory()
+            .memfd()
+            .ok_or(GpuVhostUserError::NotShared)?
+            .file()
+            .as_raw_fd();
         let mut regions = Vec::new();
         for r in ram.memory().iter() {
             let host = ram
@@ -602,7 +566,7 @@ impl GpuVhostUser {
                 memory_size: r.len(),
                 userspace_addr: host as u64,
                 mmap_offset: r.start_addr().0 - layout::RAM_START,
-                mmap_handle: ram.memfd().file().as_raw_fd(),
+                mmap_handle: ram_fd,
             });
         }
         req("SET_MEM_TABLE", fe.set_mem_table(&regions))?;
@@ -682,14 +646,14 @@ impl GpuVhostUser {
     /// A host-memory probe of `ram` and the backend's VRAM memfd.
     pub fn memory_probe(&self, ram: &GuestRam) -> Result<MemoryProbe, GpuVhostUserError> {
         Ok(MemoryProbe::new(
-            ram.memfd().clone(),
-            Some(&self.vram.memfd),
-        )?)
+            ram.host_memory().clone(),
+            Some(self.vram.clone()),
+        ))
     }
 
     /// VRAM size in bytes.
     pub fn vram_size(&self) -> u64 {
-        self.vram.len as u64
+        self.vram.size()
     }
 
     /// The register window (shared with the MMIO bus).

@@ -46,23 +46,23 @@ impl BusDevice for PhaseDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pvgpu_device::memfd::MemFd;
-    use std::os::unix::fs::FileExt;
+    use crate::run::stats::tests::touch;
+    use pvgpu_device::{HostMemory, MemoryBackend};
     use std::time::Instant;
 
     #[test]
     fn phase_port_records_markers() {
         let t = Arc::new(Timeline::new(Instant::now()));
-        let m = Arc::new(MemFd::new("t", 1 << 20).unwrap());
-        let vram = MemFd::new("v", 1 << 20).unwrap();
-        let probe = MemoryProbe::new(m.clone(), Some(&vram)).unwrap();
+        let m = Arc::new(HostMemory::new(MemoryBackend::DEFAULT_VMM, "t", 1 << 20).unwrap());
+        let vram = Arc::new(HostMemory::new(MemoryBackend::Shared, "v", 1 << 20).unwrap());
+        let probe = MemoryProbe::new(m.clone(), Some(vram.clone()));
         let mut d = PhaseDevice::new(t.clone(), probe);
         d.write(0, &3u32.to_le_bytes());
         d.write(0, &[1]);
         // The snapshot is taken at the write: state changes after it do not show.
-        vram.file().write_all_at(&[7; 8192], 0).unwrap();
+        touch(&vram, 0, 8192);
         d.write(0, &0x1_0000u32.to_le_bytes());
-        m.file().write_all_at(&[7; 4096], 0).unwrap();
+        touch(&m, 0, 4096);
         let p = t.phases();
         assert_eq!(p.len(), 2);
         assert_eq!((p[0].phase, p[1].phase), (3, 0x1_0000));

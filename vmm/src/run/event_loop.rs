@@ -186,8 +186,11 @@ mod tests {
     fn sampler_samples_until_the_end() {
         let s = Arc::new(RunState::new(1).unwrap());
         let t = Arc::new(Timeline::new(Instant::now()));
-        let ram = Arc::new(pvgpu_device::memfd::MemFd::new("t", 1 << 20).unwrap());
-        let probe = MemoryProbe::new(ram, None).unwrap();
+        let ram = Arc::new(
+            pvgpu_device::HostMemory::new(pvgpu_device::MemoryBackend::Shared, "t", 1 << 20)
+                .unwrap(),
+        );
+        let probe = MemoryProbe::new(ram, None);
         let mut l = EventLoop::new(s.clone(), Some(Duration::from_millis(120))).unwrap();
         l.add(Arc::new(Mutex::new(
             Sampler::new(Duration::from_millis(10), probe, t.clone()).unwrap(),

@@ -1,19 +1,18 @@
 //! Run statistics: the boot timeline, phase markers, host-memory samples, the `--stats-json`
 //! file and the one-line summary.
 //!
-//! Host memory is measured by a [`MemoryProbe`]: the guest-RAM memfd's and the VRAM memfd's
-//! allocated bytes (fstat `st_blocks`) and the VMM's RSS. The phase port takes a
+//! Host memory is measured by a [`MemoryProbe`]: the resident bytes of guest RAM and of VRAM
+//! (mincore over each range, the same for the anonymous and the memfd backend) and the VMM's
+//! RSS. The phase port takes a
 //! [`MemSnapshot`] synchronously in the vCPU's exit handler (before the vCPU resumes), and
 //! the event loop takes one every `--sample-ms`.
 
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use pvgpu_device::memfd::MemFd;
-use pvgpu_device::DeviceStats;
+use pvgpu_device::backend::MoveLock;
+use pvgpu_device::{DeviceStats, HostMemory};
 use serde::Serialize;
 
 use crate::run::state::GuestEnd;
@@ -37,57 +36,65 @@ pub enum RunStatsError {
 /// Host memory at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MemSnapshot {
-    /// Host bytes allocated to the guest-RAM memfd.
+    /// Host bytes resident in guest RAM.
     pub guest_ram_bytes: u64,
-    /// Host bytes allocated to the VRAM memfd (0 without the GPU).
+    /// Host bytes resident in VRAM (0 without the GPU).
     pub vram_bytes: u64,
     /// VMM resident set size (VmRSS). It includes the guest-RAM and VRAM pages the VMM
-    /// itself touched (shared memory).
+    /// maps.
     pub rss_bytes: u64,
-    /// The VMM's anonymous resident memory (RssAnon): its own heap and stacks, without the
-    /// memfd-backed guest RAM and VRAM. Growth here is the VMM's bookkeeping.
+    /// The VMM's anonymous resident memory (RssAnon). With the shared backend that is its own
+    /// heap and stacks; with the anonymous backend it includes guest RAM and VRAM.
     pub rss_anon_bytes: u64,
 }
 
 /// Measures host memory: guest RAM, VRAM, RSS. Cheap to clone; safe to use from any thread.
 #[derive(Debug, Clone)]
 pub struct MemoryProbe {
-    guest_ram: Arc<MemFd>,
-    // A duplicate descriptor of the VRAM memfd: counting through it needs no device lock, so
-    // a vCPU at a phase marker never waits for the event loop's queue processing.
-    vram: Option<Arc<File>>,
+    guest_ram: Arc<HostMemory>,
+    // VRAM's host memory, shared with the device: counting it needs no device lock, so a vCPU
+    // at a phase marker never waits for the device thread's queue processing.
+    vram: Option<Arc<HostMemory>>,
+    // Held while measuring both: the device holds it while pages move between them.
+    moves: MoveLock,
 }
 
 impl MemoryProbe {
-    /// A probe of `guest_ram` and, if there is one, the VRAM memfd `vram` (duplicated).
-    pub fn new(guest_ram: Arc<MemFd>, vram: Option<&MemFd>) -> Result<Self, RunStatsError> {
-        let vram = vram
-            .map(|m| m.file().try_clone().map(Arc::new))
-            .transpose()
-            .map_err(RunStatsError::Dup)?;
-        Ok(MemoryProbe { guest_ram, vram })
+    /// A probe of `guest_ram` and, if there is one, `vram`.
+    pub fn new(guest_ram: Arc<HostMemory>, vram: Option<Arc<HostMemory>>) -> Self {
+        MemoryProbe {
+            guest_ram,
+            vram,
+            moves: MoveLock::default(),
+        }
     }
 
-    /// Host bytes allocated to guest RAM (0 if fstat fails).
+    /// The same probe, measuring consistently with the device's page moves.
+    pub fn with_move_lock(self, moves: MoveLock) -> Self {
+        MemoryProbe { moves, ..self }
+    }
+
+    /// Host bytes resident in guest RAM (0 if mincore fails).
     pub fn guest_ram_bytes(&self) -> u64 {
-        self.guest_ram.allocated_bytes().unwrap_or(0)
+        self.guest_ram.resident_bytes()
     }
 
-    /// Host bytes allocated to VRAM (0 without the GPU or if fstat fails).
+    /// Host bytes resident in VRAM (0 without the GPU or if mincore fails).
     pub fn vram_bytes(&self) -> u64 {
-        self.vram
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map_or(0, |m| m.blocks() * 512)
+        self.vram.as_ref().map_or(0, |v| v.resident_bytes())
     }
 
     /// All the numbers, now (/proc/self/status is read once for both RSS figures).
     pub fn snapshot(&self) -> MemSnapshot {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let kb = |field| parse_status_kb(&status, field).map_or(0, |kb| kb * 1024);
+        let (guest_ram_bytes, vram_bytes) = {
+            let _consistent = self.moves.hold();
+            (self.guest_ram_bytes(), self.vram_bytes())
+        };
         MemSnapshot {
-            guest_ram_bytes: self.guest_ram_bytes(),
-            vram_bytes: self.vram_bytes(),
+            guest_ram_bytes,
+            vram_bytes,
             rss_bytes: kb("VmRSS"),
             rss_anon_bytes: kb("RssAnon"),
         }
@@ -284,6 +291,29 @@ pub struct RunStats {
 }
 
 impl RunStats {
+    /// The phase marker `n`, if the guest wrote it.
+    pub fn phase(&self, n: u32) -> Option<&PhaseMark> {
+        self.phases.iter().find(|p| p.phase == n)
+    }
+
+    /// The largest guest RAM + VRAM (resident bytes) sampled or marked from phase marker
+    /// `from` to phase marker `to`, both included; `None` if either marker is missing.
+    pub fn peak_host_between(&self, from: u32, to: u32) -> Option<u64> {
+        let (a, b) = (self.phase(from)?.t_ms, self.phase(to)?.t_ms);
+        let host = |m: &MemSnapshot| m.guest_ram_bytes + m.vram_bytes;
+        self.samples
+            .iter()
+            .filter(|s| (a..=b).contains(&s.t_ms))
+            .map(|s| host(&s.mem))
+            .chain(
+                self.phases
+                    .iter()
+                    .filter(|p| (a..=b).contains(&p.t_ms))
+                    .map(|p| host(&p.mem)),
+            )
+            .max()
+    }
+
     /// Collects the stats at the end of a run: `host` is host memory now, `device` the
     /// device counters if there is a device.
     pub fn collect(
@@ -376,7 +406,7 @@ pub fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -569,25 +599,39 @@ mod tests {
         assert_eq!(t.phases().len(), MAX_PHASES);
     }
 
+    /// Writes `len` bytes of 1 at `off` of `m` (a test helper).
+    pub(crate) fn touch(m: &HostMemory, off: usize, len: usize) {
+        use vm_memory::VolatileMemory;
+        m.region()
+            .get_slice(off, len)
+            .unwrap()
+            .copy_from(&vec![1u8; len]);
+    }
+
     #[test]
-    fn probe_counts_both_memfds() {
-        let ram = Arc::new(MemFd::new("ram", 1 << 20).unwrap());
-        let vram = MemFd::new("vram", 1 << 20).unwrap();
-        let p = MemoryProbe::new(ram.clone(), Some(&vram)).unwrap();
-        assert_eq!(p.snapshot().guest_ram_bytes, 0);
-        assert_eq!(p.snapshot().vram_bytes, 0);
-        use std::os::unix::fs::FileExt;
-        ram.file().write_all_at(&[1; 8192], 0).unwrap();
-        vram.file().write_all_at(&[1; 4096], 4096).unwrap();
-        let s = p.snapshot();
-        assert_eq!((s.guest_ram_bytes, s.vram_bytes), (8192, 4096));
-        assert!(s.rss_bytes > 0);
-        assert!(s.rss_anon_bytes > 0 && s.rss_anon_bytes <= s.rss_bytes);
-        vram.punch_hole(0, 1 << 20).unwrap();
-        assert_eq!(p.vram_bytes(), 0);
-        let none = MemoryProbe::new(ram, None).unwrap();
-        assert_eq!(none.vram_bytes(), 0);
-        assert_eq!(none.guest_ram_bytes(), 8192);
+    fn probe_counts_both_ranges_in_both_backends() {
+        use pvgpu_device::MemoryBackend;
+        for b in [
+            MemoryBackend::Shared,
+            MemoryBackend::Anonymous { thp: false },
+        ] {
+            let ram = Arc::new(HostMemory::new(b, "ram", 1 << 20).unwrap());
+            let vram = Arc::new(HostMemory::new(b, "vram", 1 << 20).unwrap());
+            let p = MemoryProbe::new(ram.clone(), Some(vram.clone()));
+            assert_eq!(p.snapshot().guest_ram_bytes, 0);
+            assert_eq!(p.snapshot().vram_bytes, 0);
+            touch(&ram, 0, 8192);
+            touch(&vram, 4096, 4096);
+            let s = p.snapshot();
+            assert_eq!((s.guest_ram_bytes, s.vram_bytes), (8192, 4096), "{b:?}");
+            assert!(s.rss_bytes > 0);
+            assert!(s.rss_anon_bytes > 0 && s.rss_anon_bytes <= s.rss_bytes);
+            vram.discard(0, 1 << 20).unwrap();
+            assert_eq!(p.vram_bytes(), 0);
+            let none = MemoryProbe::new(ram, None);
+            assert_eq!(none.vram_bytes(), 0);
+            assert_eq!(none.guest_ram_bytes(), 8192);
+        }
     }
 
     #[test]

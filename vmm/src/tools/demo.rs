@@ -1,6 +1,7 @@
-//! `pvgpu demo`: boots a guest that runs `workload` in phases (fill, migrate, clean, touch,
-//! destroy), forwards its progress lines, prints host memory at each phase, and draws the
-//! host-memory plot ([`crate::tools::plot`]) into a PNG.
+//! `pvgpu demo`: boots a guest that runs `workload` in phases (fill, MIGRATE_CLEAN, touch,
+//! destroy), forwards its progress lines, prints host memory at each phase, then boots the
+//! same workload on the copy path (`--copy`: MIGRATE, then CLEAN) as the baseline, and draws
+//! both into the host-memory plot ([`crate::tools::plot`]).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use crate::run::stats::{PhaseMark, RunStats};
 use crate::tools::bench::guest::{run_guest, GuestSpec};
 use crate::tools::bench::{resolve_kernel, BenchError, Plan};
 use crate::tools::measure::{ratio, MIB};
-use crate::tools::plot::{Level, Marker, MemoryPlot, PlotError, Point};
+use crate::tools::plot::{Baseline, Level, Marker, MemoryPlot, PlotError, Point};
 
 /// Default `--out`.
 pub const DEFAULT_OUT: &str = "pvgpu-demo.png";
@@ -82,19 +83,29 @@ fn demo(args: &DemoArgs) -> Result<(), DemoError> {
     spec.vram_bytes = (args.mib << 20)
         .max(layout::VRAM_DEFAULT)
         .next_multiple_of(layout::LARGE_PAGE_SIZE);
-    spec.sample = Some(Duration::from_millis(10));
+    spec.sample = Some(Duration::from_millis(5));
     println!(
         "pvgpu demo: a guest with {} of RAM creates {} GPU objects ({} MiB), fills them, \
-         migrates them into VRAM, cleans them (the host frees their guest pages), touches them \
-         (they fault back), and destroys them.",
+         moves them into VRAM with MIGRATE_CLEAN (the host moves their guest pages, never \
+         holding two copies), touches them (they fault back), and destroys them. Then the \
+         same with the copy path (MIGRATE, then CLEAN) as the baseline.",
         crate::size::format_size(spec.mem_bytes),
         args.objects,
         args.mib
     );
     println!("pvgpu demo: booting `{}` ...", spec.cmdline);
     let g = run_guest(&kernel, &spec, true)?;
-    print!("{}", report(&g.stats));
-    let plot = plot_of(&g.stats, args.objects, args.mib);
+    let copy_spec = GuestSpec {
+        cmdline: format!("{} --copy", spec.cmdline),
+        ..spec.clone()
+    };
+    println!(
+        "pvgpu demo: booting `{}` (the baseline) ...",
+        copy_spec.cmdline
+    );
+    let base = run_guest(&kernel, &copy_spec, false)?;
+    print!("{}", report(&g.stats, Some(&base.stats)));
+    let plot = plot_of(&g.stats, Some(&base.stats), args.objects, args.mib);
     plot.draw_png(&args.out)?;
     println!(
         "pvgpu demo: wrote {} (host memory over time, phases marked)",
@@ -107,12 +118,13 @@ fn host(p: &PhaseMark) -> u64 {
     p.mem.guest_ram_bytes + p.mem.vram_bytes
 }
 
-/// The short report: host memory at each phase, and what clean gave back.
-pub fn report(stats: &RunStats) -> String {
+/// The short report: host memory at each phase, what clean gave back, and the peaks during
+/// migrate and clean of this run and of the `baseline` (copy path) run.
+pub fn report(stats: &RunStats, baseline: Option<&RunStats>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nhost memory at each phase (memfd bytes the host really holds):"
+        "\nhost memory at each phase (resident bytes the host really holds):"
     );
     let _ = writeln!(
         out,
@@ -130,9 +142,9 @@ pub fn report(stats: &RunStats) -> String {
             mib(host(p))
         );
     }
-    let at = |n| stats.phases.iter().find(|p| p.phase == n);
-    if let (Some(migrated), Some(cleaned)) = (at(phase::MIGRATED), at(phase::CLEANED)) {
-        let freed = migrated
+    if let (Some(filled), Some(cleaned)) = (stats.phase(phase::FILLED), stats.phase(phase::CLEANED))
+    {
+        let freed = filled
             .mem
             .guest_ram_bytes
             .saturating_sub(cleaned.mem.guest_ram_bytes);
@@ -142,27 +154,48 @@ pub fn report(stats: &RunStats) -> String {
             "clean: guest RAM fell by {} (the device cleaned {}); total host memory {} -> {}",
             mib(freed),
             mib(cleaned_bytes),
-            mib(host(migrated)),
+            mib(host(filled)),
             mib(host(cleaned))
         );
-        // Per object byte: VRAM after migrate holds exactly the objects.
-        let obj = migrated.mem.vram_bytes as f64;
-        if let (Some(before), Some(after)) = (
-            ratio(host(migrated) as f64, obj),
-            ratio(host(cleaned) as f64, obj),
-        ) {
+        // Per object byte: VRAM after clean holds exactly the objects.
+        let obj = cleaned.mem.vram_bytes as f64;
+        let peak = |s: &RunStats| {
+            s.peak_host_between(phase::FILLED, phase::CLEANED)
+                .and_then(|p| ratio(p as f64, obj))
+        };
+        if let (Some(top), Some(after)) = (peak(stats), ratio(host(cleaned) as f64, obj)) {
             let _ = writeln!(
                 out,
-                "       host bytes per object byte: {before:.2}x with both copies -> {after:.2}x \
-                 after clean (virtio-gpu keeps both: 2x)"
+                "       host bytes per object byte: peak {top:.2}x during migrate and clean, \
+                 {after:.2}x after (virtio-gpu keeps both copies: 2x)"
+            );
+        }
+        if let Some(b) = baseline.and_then(peak) {
+            let _ = writeln!(
+                out,
+                "       the copy path (MIGRATE, then CLEAN) peaked at {b:.2}x: both copies until CLEAN"
+            );
+        }
+        if let Some(d) = &stats.device {
+            let _ = writeln!(
+                out,
+                "       pages moved, not copied: {} ({} copied)",
+                mib(d.bytes_moved),
+                mib(d.bytes_move_copied)
             );
         }
     }
     out
 }
 
-/// The plot of a `workload` run's stats.
-pub fn plot_of(stats: &RunStats, objects: u64, mib_total: u64) -> MemoryPlot {
+/// The plot of a `workload` run's stats, with the `baseline` run's total beside it (its time
+/// shifted so that both runs' "filled" markers line up).
+pub fn plot_of(
+    stats: &RunStats,
+    baseline: Option<&RunStats>,
+    objects: u64,
+    mib_total: u64,
+) -> MemoryPlot {
     let mut points: Vec<Point> = stats
         .samples
         .iter()
@@ -185,16 +218,32 @@ pub fn plot_of(stats: &RunStats, objects: u64, mib_total: u64) -> MemoryPlot {
         })
         .collect();
     let note = stats
-        .phases
-        .iter()
-        .find(|p| p.phase == phase::MIGRATED)
-        .zip(stats.phases.iter().find(|p| p.phase == phase::CLEANED))
-        .map(|(m, c)| {
+        .phase(phase::FILLED)
+        .zip(stats.phase(phase::CLEANED))
+        .map(|(f, c)| {
             format!(
-                "clean: the host frees the guest pages:\n-{} of guest RAM\n(the data lives on in VRAM)",
-                mib(m.mem.guest_ram_bytes.saturating_sub(c.mem.guest_ram_bytes))
+                "MIGRATE_CLEAN: the pages move into VRAM:\n-{} of guest RAM, never two copies\n(the data lives on in VRAM)",
+                mib(f.mem.guest_ram_bytes.saturating_sub(c.mem.guest_ram_bytes))
             )
         });
+    let baseline = baseline.and_then(|b| {
+        let shift = stats.phase(phase::FILLED)?.t_ms - b.phase(phase::FILLED)?.t_ms;
+        let host = |m: &crate::run::stats::MemSnapshot| m.guest_ram_bytes + m.vram_bytes;
+        Some(Baseline {
+            label: "total, copy path (MIGRATE, then CLEAN)".to_owned(),
+            points: b
+                .samples
+                .iter()
+                .map(|s| ((s.t_ms + shift) / 1e3, host(&s.mem)))
+                .chain(
+                    b.phases
+                        .iter()
+                        .map(|p| ((p.t_ms + shift) / 1e3, host(&p.mem))),
+                )
+                .filter(|(t, _)| *t >= 0.0)
+                .collect(),
+        })
+    });
     let object_bytes = mib_total << 20;
     MemoryPlot {
         title: format!(
@@ -213,6 +262,7 @@ pub fn plot_of(stats: &RunStats, objects: u64, mib_total: u64) -> MemoryPlot {
                 label: "2x: two copies (guest pages + VRAM), what virtio-gpu keeps".to_owned(),
             },
         ],
+        baseline,
     }
 }
 
@@ -259,6 +309,7 @@ mod tests {
             m(257, 0),
             Some(pvgpu_device::DeviceStats {
                 bytes_cleaned: 256 << 20,
+                bytes_moved: 512 << 20,
                 ..Default::default()
             }),
         )
@@ -266,14 +317,17 @@ mod tests {
 
     #[test]
     fn report_shows_every_phase_and_the_drop() {
-        let r = report(&stats());
+        let s = stats();
+        let r = report(&s, Some(&s));
         for needle in [
             "1. filled",
             "3. cleaned",
             "5. destroyed",
             "513.0 MiB",
             "clean: guest RAM fell by 256.0 MiB (the device cleaned 256.0 MiB)",
-            "2.00x with both copies -> 1.00x after clean",
+            "peak 2.00x during migrate and clean, 1.00x after",
+            "the copy path (MIGRATE, then CLEAN) peaked at 2.00x",
+            "pages moved, not copied: 512.0 MiB (0.0 MiB copied)",
         ] {
             assert!(r.contains(needle), "{needle} missing:\n{r}");
         }
@@ -281,7 +335,9 @@ mod tests {
 
     #[test]
     fn plot_has_the_phases_and_the_samples() {
-        let p = plot_of(&stats(), 64, 256);
+        let s = stats();
+        let p = plot_of(&s, Some(&s), 64, 256);
+        assert_eq!(p.baseline.as_ref().map(|b| b.points.len()), Some(6));
         assert_eq!(p.points.len(), 6);
         assert_eq!(p.markers.len(), 5);
         assert_eq!(p.markers.iter().filter(|m| m.highlight).count(), 1);

@@ -1,5 +1,6 @@
-//! The host-memory plot of `pvgpu demo`: guest-RAM memfd, VRAM memfd and their total over
-//! time, with the guest's phases as labelled vertical lines, drawn with plotters into a PNG.
+//! The host-memory plot of `pvgpu demo`: resident guest RAM, VRAM and their total over time,
+//! with the guest's phases as labelled vertical lines, and optionally a baseline run's total
+//! (the copy path) beside it, drawn with plotters into a PNG.
 //!
 //! Text is drawn with ab_glyph and a font compiled into the binary (Ubuntu Light, from the
 //! `epaint_default_fonts` crate), so the plot needs no fontconfig and no system fonts.
@@ -71,6 +72,17 @@ pub struct MemoryPlot {
     pub markers: Vec<Marker>,
     /// Horizontal reference levels, e.g. 1x and 2x the object bytes.
     pub levels: Vec<Level>,
+    /// Another run's total to draw beside this one (e.g. the copy path), if any.
+    pub baseline: Option<Baseline>,
+}
+
+/// A baseline run's total host memory, already on this plot's time axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    /// Its legend entry.
+    pub label: String,
+    /// (seconds, bytes), any order.
+    pub points: Vec<(f64, u64)>,
 }
 
 /// A horizontal reference line.
@@ -105,6 +117,7 @@ const VRAM: RGBColor = RGBColor(230, 120, 20);
 const TOTAL: RGBColor = RGBColor(20, 20, 20);
 const MARKER: RGBColor = RGBColor(150, 150, 150);
 const HIGHLIGHT: RGBColor = RGBColor(200, 30, 30);
+const BASELINE: RGBColor = RGBColor(170, 170, 170);
 
 fn mib(b: u64) -> f64 {
     b as f64 / MIB
@@ -124,15 +137,25 @@ impl MemoryPlot {
             return Err(PlotError::NoData);
         }
         pts.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let mut base: Vec<(f64, f64)> = self
+            .baseline
+            .iter()
+            .flat_map(|b| b.points.iter())
+            .filter(|(t, _)| t.is_finite())
+            .map(|&(t, b)| (t, mib(b)))
+            .collect();
+        base.sort_by(|a, b| a.0.total_cmp(&b.0));
         let t_end = pts
             .iter()
             .map(|p| p.t_s)
             .chain(self.markers.iter().map(|m| m.t_s))
+            .chain(base.iter().map(|p| p.0))
             .fold(0.0f64, f64::max)
             .max(0.01);
         let peak = pts
             .iter()
             .map(|p| mib(p.mem.guest_ram_bytes + p.mem.vram_bytes))
+            .chain(base.iter().map(|p| p.1))
             .fold(1.0f64, f64::max);
         // Head room above the peak for the phase labels and the legend.
         let y_max = (peak * 1.32).ceil();
@@ -196,14 +219,15 @@ impl MemoryPlot {
             };
             chart
                 .draw_series(DashedLineSeries::new(
-                    [(m.t_s, 0.0), (m.t_s, y_max * 0.86)],
+                    [(m.t_s, 0.0), (m.t_s, y_max * 0.82)],
                     8,
                     5,
                     style,
                 ))
                 .map_err(|e| err(&e))?;
-            // Alternate two label rows, so close markers do not overlap.
-            let row = if i % 2 == 0 { 0.945 } else { 0.895 };
+            // Three label rows in turn, so close markers (MIGRATE_CLEAN puts "migrated" and
+            // "cleaned" right after "filled") do not overlap.
+            let row = [0.945, 0.895, 0.845][i % 3];
             let text = format!("{}. {}", i + 1, m.label);
             let style = label_font.clone().color(&color);
             chart
@@ -218,6 +242,15 @@ impl MemoryPlot {
         let series = |f: fn(&MemSnapshot) -> u64| -> Vec<(f64, f64)> {
             pts.iter().map(|p| (p.t_s, mib(f(&p.mem)))).collect()
         };
+        if let Some(b) = &self.baseline {
+            chart
+                .draw_series(LineSeries::new(base, BASELINE.stroke_width(3)))
+                .map_err(|e| err(&e))?
+                .label(b.label.clone())
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], BASELINE.stroke_width(3))
+                });
+        }
         let lines: [Line; 3] = [
             (
                 "total (guest RAM + VRAM)",
@@ -226,12 +259,12 @@ impl MemoryPlot {
                 series(|m| m.guest_ram_bytes + m.vram_bytes),
             ),
             (
-                "guest RAM (memfd pages)",
+                "guest RAM (resident pages)",
                 GUEST_RAM,
                 3,
                 series(|m| m.guest_ram_bytes),
             ),
-            ("VRAM (memfd pages)", VRAM, 3, series(|m| m.vram_bytes)),
+            ("VRAM (resident pages)", VRAM, 3, series(|m| m.vram_bytes)),
         ];
         for (name, color, width, data) in lines {
             chart
@@ -309,6 +342,15 @@ mod tests {
                     highlight: true,
                 },
             ],
+            baseline: Some(Baseline {
+                label: "copy path".into(),
+                points: vec![
+                    (0.0, 0),
+                    (0.5, 256 << 20),
+                    (0.8, 512 << 20),
+                    (1.0, 256 << 20),
+                ],
+            }),
         };
         let path = std::env::temp_dir().join(format!("pvgpu-plot-{}.png", std::process::id()));
         plot.draw_png(&path).unwrap();
@@ -326,6 +368,7 @@ mod tests {
             points: vec![],
             markers: vec![],
             levels: vec![],
+            baseline: None,
         };
         assert!(matches!(
             plot.draw_png(Path::new("/nonexistent/x.png")),

@@ -113,12 +113,7 @@ impl GpuBackend {
 
     /// Host bytes the VRAM memfd holds now.
     pub fn vram_bytes(&self) -> u64 {
-        self.lock()
-            .engine
-            .vram()
-            .memfd()
-            .allocated_bytes()
-            .unwrap_or(0)
+        self.lock().engine.vram().host_memory().resident_bytes()
     }
 
     /// Live objects now.
@@ -263,7 +258,11 @@ impl VhostUserBackend for GpuBackend {
             ..Default::default()
         };
         let s = self.lock();
-        if let Err(e) = backend.shmem_map(&map, s.engine.vram().memfd().file()) {
+        let Some(memfd) = s.engine.vram().memfd() else {
+            log::error!("VRAM is not a memfd: it cannot be offered to the frontend");
+            return;
+        };
+        if let Err(e) = backend.shmem_map(&map, memfd.file()) {
             log::warn!("VRAM not offered to the frontend (SHMEM_MAP): {e}");
         }
     }
@@ -337,6 +336,8 @@ mod tests {
             ram: RamRanges::none(),
             max_objects: 16,
             display: Default::default(),
+            backend: pvgpu_device::MemoryBackend::Shared,
+            zero_copy: pvgpu_device::ZeroCopy::CopyOnly,
         };
         let punch = super::super::mem_table::MemTablePunch::new(mem);
         GpuBackend::new(CommandEngine::new(config, Box::new(punch)).unwrap()).unwrap()

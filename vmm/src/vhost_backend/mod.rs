@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use pvgpu_abi::protocol as p;
 use pvgpu_device::guest_ram::RamRanges;
-use pvgpu_device::{CommandEngine, DeviceConfig};
+use pvgpu_device::{CommandEngine, DeviceConfig, MemoryBackend, ZeroCopy};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -110,6 +110,10 @@ impl BackendServer {
             ram: RamRanges::none(),
             max_objects: p::MAX_OBJECTS,
             display,
+            // VRAM must be a memfd (SHMEM_MAP hands it to the frontend), and guest memory is
+            // the frontend's shared memory: MIGRATE_CLEAN copies and punches.
+            backend: MemoryBackend::Shared,
+            zero_copy: ZeroCopy::CopyOnly,
         };
         let engine = CommandEngine::new(config, Box::new(MemTablePunch::new(mem.clone())))?;
         let listener = Listener::new(socket, true).map_err(|source| VhostBackendError::Listen {

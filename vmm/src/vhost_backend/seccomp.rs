@@ -62,6 +62,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_preadv,
     libc::SYS_pwritev,
     libc::SYS_fallocate,
+    // Counting resident VRAM pages (the device's host-memory figures).
+    libc::SYS_mincore,
     // Threads (the daemon's request thread and vring workers) and their synchronisation.
     libc::SYS_clone,
     libc::SYS_clone3,

@@ -1,16 +1,19 @@
-//! Guest RAM: one memfd, mapped MAP_SHARED through vm-memory and registered as KVM memslot 0
-//! at guest-physical 0.
+//! Guest RAM: one range of host memory (`pvgpu_device::HostMemory`: anonymous private memory
+//! by default, or a memfd mapped MAP_SHARED), seen through vm-memory and registered as KVM
+//! memslot 0 at guest-physical 0.
 //!
-//! The memfd lets the host count (`st_blocks`) and free (`PUNCH_HOLE`) the pages that back
-//! guest RAM exactly; see `pvgpu_device::memfd`.
+//! Its host pages are counted as resident bytes (mincore) and freed by CLEAN (MADV_DONTNEED
+//! or PUNCH_HOLE); see `pvgpu_device::backend`.
 
 use std::sync::Arc;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use pvgpu_abi::layout;
-use pvgpu_device::memfd::{MemFd, MemFdError};
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use pvgpu_device::backend::{BackendError, HostMemory, MemoryBackend};
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+};
 
 /// Errors setting up guest RAM.
 #[derive(Debug, thiserror::Error)]
@@ -18,51 +21,47 @@ pub enum GuestRamError {
     /// The size is out of range or not 2 MiB aligned.
     #[error("guest RAM size {0:#x} is invalid (must be a multiple of 2 MiB in RAM_MIN..=RAM_MAX)")]
     BadSize(u64),
-    /// The memfd could not be made.
+    /// The host memory could not be made or mapped (e.g. the host cannot map that much).
     #[error("cannot create guest RAM: {0}")]
-    MemFd(#[from] MemFdError),
-    /// Duplicating the memfd's descriptor failed.
-    #[error("cannot duplicate the guest RAM memfd: {0}")]
-    Dup(std::io::Error),
-    /// mmap of the memfd failed (e.g. the host cannot map that much).
-    #[error("cannot map {size} bytes of guest RAM: {source}")]
+    Host(#[from] BackendError),
+    /// vm-memory refused the region.
+    #[error("cannot set up {size} bytes of guest RAM: {msg}")]
     Map {
         /// Requested size.
         size: u64,
         /// What vm-memory said.
-        source: vm_memory::mmap::FromRangesError,
+        msg: String,
     },
     /// KVM_SET_USER_MEMORY_REGION failed.
     #[error("cannot register guest RAM with KVM: {0}")]
     Register(kvm_ioctls::Error),
 }
 
-/// Guest RAM and the memfd behind it.
+/// Guest RAM and the host memory behind it.
 #[derive(Debug)]
 pub struct GuestRam {
-    memfd: Arc<MemFd>,
+    host: Arc<HostMemory>,
     mem: GuestMemoryMmap,
 }
 
 impl GuestRam {
-    /// Creates `size` bytes of guest RAM at guest-physical 0 (no host pages yet).
-    pub fn new(size: u64) -> Result<Self, GuestRamError> {
+    /// Creates `size` bytes of guest RAM at guest-physical 0 (no host pages yet) in
+    /// `backend`'s memory.
+    pub fn new(size: u64, backend: MemoryBackend) -> Result<Self, GuestRamError> {
         if !(layout::RAM_MIN..=layout::RAM_MAX).contains(&size)
             || !size.is_multiple_of(layout::LARGE_PAGE_SIZE)
         {
             return Err(GuestRamError::BadSize(size));
         }
-        let len = usize::try_from(size).map_err(|_| GuestRamError::BadSize(size))?;
-        let memfd = MemFd::new("pvgpu-guest-ram", size)?;
-        let file = memfd.file().try_clone().map_err(GuestRamError::Dup)?;
-        let mem = GuestMemoryMmap::from_ranges_with_files([(
-            GuestAddress(layout::RAM_START),
-            len,
-            Some(FileOffset::new(file, 0)),
-        )])
-        .map_err(|source| GuestRamError::Map { size, source })?;
+        let host = HostMemory::new(backend, "pvgpu-guest-ram", size)?;
+        let map_err = |msg: String| GuestRamError::Map { size, msg };
+        let region =
+            GuestRegionMmap::with_arc(host.region().clone(), GuestAddress(layout::RAM_START))
+                .ok_or_else(|| map_err("the region overflows".into()))?;
+        let mem =
+            GuestMemoryMmap::from_regions(vec![region]).map_err(|e| map_err(e.to_string()))?;
         Ok(GuestRam {
-            memfd: Arc::new(memfd),
+            host: Arc::new(host),
             mem,
         })
     }
@@ -99,19 +98,19 @@ impl GuestRam {
         &self.mem
     }
 
-    /// The memfd, for counting and punching host pages.
-    pub fn memfd(&self) -> &Arc<MemFd> {
-        &self.memfd
+    /// The host memory, for counting and freeing host pages.
+    pub fn host_memory(&self) -> &Arc<HostMemory> {
+        &self.host
     }
 
     /// Size of guest RAM in bytes.
     pub fn size(&self) -> u64 {
-        self.memfd.size()
+        self.host.size()
     }
 
-    /// Host bytes currently allocated to guest RAM (0 if fstat fails).
+    /// Host bytes currently resident in guest RAM (0 if mincore fails).
     pub fn allocated_bytes(&self) -> u64 {
-        self.memfd.allocated_bytes().unwrap_or(0)
+        self.host.resident_bytes()
     }
 }
 
@@ -121,19 +120,27 @@ mod tests {
     use vm_memory::Bytes;
 
     #[test]
-    fn ram_is_backed_by_the_memfd() {
-        let ram = GuestRam::new(layout::RAM_MIN).unwrap();
-        assert_eq!(ram.size(), layout::RAM_MIN);
-        assert_eq!(ram.allocated_bytes(), 0);
-        assert_eq!(ram.slots(), 1);
-        ram.memory()
-            .write_slice(&[1u8; 8192], GuestAddress(0x10_0000))
-            .unwrap();
-        assert_eq!(ram.allocated_bytes(), 8192);
-        ram.memfd().punch_hole(0x10_0000, 4096).unwrap();
-        assert_eq!(ram.allocated_bytes(), 4096);
-        let v: u8 = ram.memory().read_obj(GuestAddress(0x10_0000)).unwrap();
-        assert_eq!(v, 0);
+    fn ram_is_backed_by_host_memory_of_either_backend() {
+        for b in [
+            MemoryBackend::Shared,
+            MemoryBackend::Anonymous { thp: false },
+        ] {
+            let ram = GuestRam::new(layout::RAM_MIN, b).unwrap();
+            assert_eq!(ram.size(), layout::RAM_MIN);
+            assert_eq!(ram.allocated_bytes(), 0);
+            assert_eq!(ram.slots(), 1);
+            ram.memory()
+                .write_slice(&[1u8; 8192], GuestAddress(0x10_0000))
+                .unwrap();
+            assert_eq!(ram.allocated_bytes(), 8192);
+            ram.host_memory().discard(0x10_0000, 4096).unwrap();
+            assert_eq!(ram.allocated_bytes(), 4096);
+            let v: u8 = ram.memory().read_obj(GuestAddress(0x10_0000)).unwrap();
+            assert_eq!(v, 0);
+        }
+        let thp = GuestRam::new(layout::RAM_MIN, MemoryBackend::DEFAULT_VMM).unwrap();
+        let host = thp.memory().get_host_address(GuestAddress(0)).unwrap();
+        assert_eq!(host as u64 % (2 << 20), 0, "2 MiB aligned");
     }
 
     #[test]
@@ -145,7 +152,10 @@ mod tests {
             layout::RAM_MAX + layout::LARGE_PAGE_SIZE,
         ] {
             assert!(
-                matches!(GuestRam::new(s), Err(GuestRamError::BadSize(_))),
+                matches!(
+                    GuestRam::new(s, MemoryBackend::Shared),
+                    Err(GuestRamError::BadSize(_))
+                ),
                 "{s:#x}"
             );
         }

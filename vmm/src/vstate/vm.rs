@@ -86,7 +86,7 @@ pub fn run_with_output(
         source,
     })?;
 
-    let ram = GuestRam::new(config.mem_bytes)?;
+    let ram = GuestRam::new(config.mem_bytes, config.memory)?;
     ram.register(&vm)?;
     let mem = ram.memory();
     let kernel = loader::load_kernel(mem, ram.size(), &config.kernel)?;
@@ -120,6 +120,7 @@ pub fn run_with_output(
             &vm,
             &ram,
             vram,
+            config.zero_copy,
             config.display,
             ram.slots(),
             &mut mmio,
@@ -129,7 +130,7 @@ pub fn run_with_output(
     let probe = match (&gpu, &split) {
         (Some(g), _) => g.memory_probe(&ram)?,
         (None, Some(s)) => s.memory_probe(&ram)?,
-        (None, None) => MemoryProbe::new(ram.memfd().clone(), None)?,
+        (None, None) => MemoryProbe::new(ram.host_memory().clone(), None),
     };
     let vram_size = gpu
         .as_ref()

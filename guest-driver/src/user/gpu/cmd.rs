@@ -141,6 +141,16 @@ impl Cmd {
         )
     }
 
+    /// MIGRATE_CLEAN (MIGRATE and CLEAN in one; the host moves the pages where it can): the
+    /// response carries the object's VRAM offset.
+    pub fn migrate_clean(id: u32) -> Cmd {
+        Cmd::new(
+            rq::object(p::CMD_MIGRATE_CLEAN, id),
+            p::RESP_OK_MIGRATE,
+            size_of::<p::RespMigrate>(),
+        )
+    }
+
     /// CLEAN.
     pub fn clean(id: u32) -> Cmd {
         Cmd::nodata(rq::object(p::CMD_CLEAN, id))

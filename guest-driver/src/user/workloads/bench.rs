@@ -43,11 +43,15 @@ fn percentile(v: &mut [u64], p: u64) -> u64 {
     v[rank.min(v.len()) - 1]
 }
 
-/// `bench-migrate --mib M --object-mib S`: MIGRATE throughput for M MiB in S MiB objects.
+/// `bench-migrate --mib M --object-mib S [--fused]`: MIGRATE (or, with `--fused`,
+/// MIGRATE_CLEAN) throughput for M MiB in S MiB objects.
 pub fn migrate(args: &[&str]) -> u8 {
+    let fused = args.contains(&"--fused");
+    let args: Vec<&str> = args.iter().copied().filter(|a| *a != "--fused").collect();
+    let args = &args[..];
     let (Some(mib), Some(obj_mib)) = (flag(args, "--mib", 256), flag(args, "--object-mib", 64))
     else {
-        crate::println!("usage: bench-migrate [--mib M] [--object-mib S]");
+        crate::println!("usage: bench-migrate [--mib M] [--object-mib S] [--fused]");
         return EXIT_USAGE;
     };
     if obj_mib == 0 || mib < obj_mib {
@@ -73,14 +77,27 @@ pub fn migrate(args: &[&str]) -> u8 {
         hs.push(h);
     }
     let t = clock::ticks();
-    let r = obj::migrate_many(0, &hs);
+    let r = if fused {
+        obj::migrate_clean_many(0, &hs)
+    } else {
+        obj::migrate_many(0, &hs)
+    };
     let dt = clock::ticks() - t;
     if let Err(e) = r {
         crate::println!("bench-migrate: migrate failed: {e}");
         return EXIT_FAILED;
     }
+    // The data arrived: the last MiB of every object, checked by the device.
+    let want = pvgpu_abi::crc32c::crc32c(&chunk);
+    for &h in &hs {
+        if obj::checksum(0, h, size - chunk.len() as u64, chunk.len() as u64).ok() != Some(want) {
+            crate::println!("bench-migrate: VRAM checksum differs");
+            return EXIT_FAILED;
+        }
+    }
     crate::println!(
-        "BENCH migrate object_mib={obj_mib} bytes={} us={:.1}",
+        "BENCH {} object_mib={obj_mib} bytes={} us={:.1}",
+        if fused { "migrate_clean" } else { "migrate" },
         n * size,
         us(dt)
     );

@@ -12,6 +12,7 @@ pub mod objfuzz;
 pub mod pressure;
 pub mod selftest;
 pub mod workload;
+pub mod zerocopy;
 
 use pvgpu_abi::boot_info::BootInfo;
 
@@ -22,8 +23,8 @@ use super::smp::{self, Job};
 pub use pvgpu_abi::exit_status::{FAILED as EXIT_FAILED, OK as EXIT_OK, USAGE as EXIT_USAGE};
 
 const USAGE: &str = "usage: hello | exit N | selftest | workload [--objects N] [--mib M] \
-                     [--no-clean] | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
-                     hostile | display [--no-clean] | bench-migrate [--mib M] [--object-mib S] | \
+                     [--copy|--no-clean] | zerocopy | pressure | concurrent | objfuzz [--ops N] [--seed S] | \
+                     hostile | display [--no-clean] | bench-migrate [--mib M] [--object-mib S] [--fused] | \
                      bench-latency [--iters N] | scale [--objects N] | density [--mib M] | \
                      fault-ring0 [pf|ud|triple|emulator|stack] | fault-ring3 | \
                      stack-overflow | spin";
@@ -44,6 +45,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
     let needs_gpu = matches!(
         name,
         "workload"
+            | "zerocopy"
             | "pressure"
             | "concurrent"
             | "objfuzz"
@@ -88,6 +90,7 @@ pub fn run(args: &[&str], info: &BootInfo) -> u8 {
         ("workload", rest) => workload::run(rest),
         ("display", rest) => display::run(rest, info),
         ("pressure", []) => pressure::run(),
+        ("zerocopy", []) => zerocopy::run(),
         ("objfuzz", rest) => objfuzz::run(rest),
         ("bench-migrate", rest) => bench::migrate(rest),
         ("bench-latency", rest) => bench::latency(rest),

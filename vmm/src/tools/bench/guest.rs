@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::RunConfig;
 use crate::run::stats::{PhaseMark, RunStats, Timeline};
+use pvgpu_device::MemoryBackend;
 
 use super::BenchError;
 
@@ -33,6 +34,8 @@ pub struct GuestSpec {
     pub sample: Option<Duration>,
     /// A vhost-user GPU backend to use instead of the in-process device.
     pub gpu_socket: Option<std::path::PathBuf>,
+    /// Host memory of guest RAM and VRAM.
+    pub memory: MemoryBackend,
 }
 
 impl GuestSpec {
@@ -44,6 +47,7 @@ impl GuestSpec {
             vram_bytes: pvgpu_abi::layout::VRAM_DEFAULT,
             sample: None,
             gpu_socket: None,
+            memory: MemoryBackend::DEFAULT_VMM,
         }
     }
 }
@@ -144,6 +148,7 @@ pub fn run_guest(kernel: &Path, spec: &GuestSpec, echo: bool) -> Result<GuestRes
     config.mem_bytes = spec.mem_bytes;
     config.vram_bytes = Some(spec.vram_bytes);
     config.sample_interval = spec.sample;
+    config.memory = spec.memory;
     config.timeout = Some(GUEST_TIMEOUT);
     config.cmdline = spec.cmdline.clone();
     config.gpu_socket = spec.gpu_socket.clone();

@@ -4,7 +4,11 @@
 //!
 //! Sections ([`report`] has the JSON shape):
 //! - `migrate`: `bench-migrate` per object size, against host memcpy ([`memcpy`]);
-//! - `reclaim`: `workload` with CLEAN and with `--no-clean`;
+//! - `migrate_clean`: `bench-migrate --fused` (pages moved), with huge pages and 4 KiB pages,
+//!   against a warm memcpy;
+//! - `reclaim`: `workload` (MIGRATE_CLEAN), with `--copy` and with `--no-clean`: host memory
+//!   after, and its peak during, migrate and clean;
+//! - `workload`: the guest's first-touch fill, with huge pages and 4 KiB pages;
 //! - `latency`: `bench-latency` (command round trips against the bare notify);
 //! - `boot`: first output of `hello` over several boots;
 //! - `scale`: VMM bookkeeping per live object (`scale`, phases 10 → 11);
@@ -29,9 +33,10 @@ use crate::size::format_size;
 use crate::tools::measure::{ratio, signed_diff, Spread, MIB};
 use crate::VmmError;
 use guest::{run_guest, GuestSpec};
+use pvgpu_device::MemoryBackend;
 use report::{
-    BenchReport, BootReport, DensityReport, LatencyReport, Machine, MigrateReport, MigrateSize,
-    ReclaimReport, ScaleReport, MIGRATE_RATIO_BASIS,
+    BenchReport, BootReport, DensityReport, LatencyReport, Machine, MigrateCleanReport,
+    MigrateReport, MigrateSize, ReclaimReport, ScaleReport, WorkloadReport, MIGRATE_RATIO_BASIS,
 };
 
 /// Phase the `scale` guest writes before creating its objects.
@@ -202,7 +207,9 @@ pub fn run_plan(kernel: &Path, plan: &Plan, quick: bool) -> BenchReport {
         machine: Machine::detect(),
         quick,
         migrate: None,
+        migrate_clean: None,
         reclaim: None,
+        workload: None,
         latency: None,
         vhost_user: None,
         boot: None,
@@ -222,7 +229,13 @@ pub fn run_plan(kernel: &Path, plan: &Plan, quick: bool) -> BenchReport {
     // leave freed memory behind for the allocator to reuse.
     report.scale = keep("scale", scale(kernel, plan), &mut report.errors);
     report.migrate = keep("migrate", migrate(kernel, plan), &mut report.errors);
+    report.migrate_clean = keep(
+        "migrate_clean",
+        migrate_clean(kernel, plan),
+        &mut report.errors,
+    );
     report.reclaim = keep("reclaim", reclaim(kernel, plan), &mut report.errors);
+    report.workload = keep("workload", fill(kernel, plan), &mut report.errors);
     report.latency = keep("latency", latency(kernel, plan), &mut report.errors);
     progress("vhost_user: bench-latency through `pvgpu device` ...");
     let in_process = report.latency.as_ref().map(|l| l.cmd_p50_us);
@@ -352,49 +365,179 @@ fn migrate(kernel: &Path, plan: &Plan) -> Result<MigrateReport, BenchError> {
     })
 }
 
-/// Host bytes (guest RAM + VRAM memfds) at the "cleaned" marker, and the device's cleaned
-/// bytes, of one `workload` run.
+/// One `bench-migrate --fused` run.
+struct FusedRun {
+    bytes: u64,
+    /// Guest-measured.
+    us: f64,
+    /// The device's time in MIGRATE_CLEAN.
+    device_us: f64,
+    moved: u64,
+    copied: u64,
+}
+
+/// `bench-migrate --fused` on `memory`.
+fn migrate_clean_run(
+    kernel: &Path,
+    plan: &Plan,
+    object_mib: u64,
+    memory: MemoryBackend,
+) -> Result<FusedRun, BenchError> {
+    let mut spec = GuestSpec::new(
+        format!(
+            "bench-migrate --mib {} --object-mib {object_mib} --fused",
+            plan.migrate_mib
+        ),
+        Plan::mem_for(plan.migrate_mib),
+    );
+    spec.memory = memory;
+    progress(format!(
+        "migrate_clean: {} ({}) ...",
+        spec.cmdline,
+        memory.name()
+    ));
+    let g = run_guest(kernel, &spec, false)?;
+    let line = g.bench_line("migrate_clean", "us")?;
+    let d = g.stats.device.as_ref().ok_or(BenchError::NoDevice)?;
+    Ok(FusedRun {
+        bytes: line.u64("bytes")?,
+        us: line.f64("us")?,
+        device_us: d.migrate_clean_ns as f64 / 1e3,
+        moved: d.bytes_moved,
+        copied: d.bytes_move_copied,
+    })
+}
+
+fn migrate_clean(kernel: &Path, plan: &Plan) -> Result<MigrateCleanReport, BenchError> {
+    let object_mib = plan.object_mibs.iter().copied().max().unwrap_or(64);
+    let thp = migrate_clean_run(kernel, plan, object_mib, MemoryBackend::DEFAULT_VMM)?;
+    let small = migrate_clean_run(
+        kernel,
+        plan,
+        object_mib,
+        MemoryBackend::Anonymous { thp: false },
+    )?;
+    let bytes = thp.bytes;
+    let gib = |us: f64| {
+        crate::tools::measure::gib_per_s(bytes, us / 1e6)
+            .ok_or(BenchError::Undefined("migrate_clean throughput"))
+    };
+    let copy = memcpy::measure(bytes.max(1), object_mib * MIB_U, plan.memcpy_reps)?;
+    let r = MigrateCleanReport {
+        gib_per_s: gib(thp.us)?,
+        ratio_vs_warm_memcpy: None,
+        gib_per_s_4k: gib(small.us)?,
+        ratio_vs_warm_memcpy_4k: None,
+        memcpy_warm_gib_per_s: copy.warm_gib_per_s,
+        device_gib_per_s: gib(thp.device_us)?,
+        device_ratio_vs_warm_memcpy: None,
+        device_gib_per_s_4k: gib(small.device_us)?,
+        device_ratio_vs_warm_memcpy_4k: None,
+        moved_fraction: ratio(
+            (thp.moved + small.moved) as f64,
+            (thp.moved + small.moved + thp.copied + small.copied) as f64,
+        ),
+        object_mib,
+        bytes,
+    };
+    let r = MigrateCleanReport {
+        ratio_vs_warm_memcpy: ratio(r.gib_per_s, copy.warm_gib_per_s),
+        ratio_vs_warm_memcpy_4k: ratio(r.gib_per_s_4k, copy.warm_gib_per_s),
+        device_ratio_vs_warm_memcpy: ratio(r.device_gib_per_s, copy.warm_gib_per_s),
+        device_ratio_vs_warm_memcpy_4k: ratio(r.device_gib_per_s_4k, copy.warm_gib_per_s),
+        ..r
+    };
+    progress(format!(
+        "migrate_clean: {:.1} GiB/s with huge pages ({:.0} in the device), {:.1} GiB/s with 4 KiB pages ({:.1}); warm memcpy {:.2} GiB/s; moved fraction {}",
+        r.gib_per_s,
+        r.device_gib_per_s,
+        r.gib_per_s_4k,
+        r.device_gib_per_s_4k,
+        r.memcpy_warm_gib_per_s,
+        r.moved_fraction.map_or("n/a".into(), |x| format!("{x:.3}"))
+    ));
+    Ok(r)
+}
+
+/// What one `workload` run showed: host bytes (resident guest RAM + VRAM) at the "cleaned"
+/// marker and their peak between "filled" and "cleaned", the device's cleaned bytes, and the
+/// guest's fill time.
 struct WorkloadMemory {
     object_bytes: u64,
     filled_guest_ram: u64,
     cleaned_guest_ram: u64,
     cleaned_host: u64,
+    peak_host: u64,
     bytes_cleaned: u64,
+    fill_us: u64,
 }
 
-fn workload(kernel: &Path, plan: &Plan, clean: bool) -> Result<WorkloadMemory, BenchError> {
+/// `workload` with `mode` (`""`: MIGRATE_CLEAN, `" --copy"`, `" --no-clean"`) on `memory`.
+fn workload(
+    kernel: &Path,
+    plan: &Plan,
+    mode: &str,
+    memory: MemoryBackend,
+) -> Result<WorkloadMemory, BenchError> {
     let mut spec = GuestSpec::new(
         format!(
-            "workload --objects {} --mib {}{}",
-            plan.reclaim_objects,
-            plan.reclaim_mib,
-            if clean { "" } else { " --no-clean" }
+            "workload --objects {} --mib {}{mode}",
+            plan.reclaim_objects, plan.reclaim_mib,
         ),
         Plan::mem_for(plan.reclaim_mib),
     );
     spec.vram_bytes = (plan.reclaim_mib * MIB_U).max(pvgpu_abi::layout::VRAM_DEFAULT);
-    progress(format!("reclaim: {} ...", spec.cmdline));
+    spec.sample = Some(Duration::from_millis(2));
+    spec.memory = memory;
+    progress(format!("reclaim: {} ({}) ...", spec.cmdline, memory.name()));
     let g = run_guest(kernel, &spec, false)?;
     let line = g.bench_line("workload", "bytes")?;
-    let filled = g.phase(phase::FILLED)?.mem;
-    let cleaned = g.phase(phase::CLEANED)?.mem;
+    let filled = g.phase(phase::FILLED)?;
+    let cleaned = g.phase(phase::CLEANED)?;
+    let host = |m: &crate::run::stats::MemSnapshot| m.guest_ram_bytes + m.vram_bytes;
+    let peak_host = g
+        .stats
+        .peak_host_between(phase::FILLED, phase::CLEANED)
+        .unwrap_or(0);
     Ok(WorkloadMemory {
         object_bytes: line.u64("bytes")?,
-        filled_guest_ram: filled.guest_ram_bytes,
-        cleaned_guest_ram: cleaned.guest_ram_bytes,
-        cleaned_host: cleaned.guest_ram_bytes + cleaned.vram_bytes,
+        filled_guest_ram: filled.mem.guest_ram_bytes,
+        cleaned_guest_ram: cleaned.mem.guest_ram_bytes,
+        cleaned_host: host(&cleaned.mem),
+        peak_host,
         bytes_cleaned: g
             .stats
             .device
             .as_ref()
             .ok_or(BenchError::NoDevice)?
             .bytes_cleaned,
+        fill_us: line.u64("fill_us")?,
     })
 }
 
+fn fill(kernel: &Path, plan: &Plan) -> Result<WorkloadReport, BenchError> {
+    let thp = workload(kernel, plan, "", MemoryBackend::DEFAULT_VMM)?;
+    let small = workload(kernel, plan, "", MemoryBackend::Anonymous { thp: false })?;
+    let gib = |w: &WorkloadMemory| {
+        crate::tools::measure::gib_per_s(w.object_bytes, w.fill_us as f64 / 1e6)
+            .ok_or(BenchError::Undefined("fill throughput"))
+    };
+    let r = WorkloadReport {
+        fill_gib_per_s: gib(&thp)?,
+        fill_gib_per_s_4k: gib(&small)?,
+        bytes: thp.object_bytes,
+    };
+    progress(format!(
+        "workload: first-touch fill {:.2} GiB/s with huge pages, {:.2} GiB/s with 4 KiB pages",
+        r.fill_gib_per_s, r.fill_gib_per_s_4k
+    ));
+    Ok(r)
+}
+
 fn reclaim(kernel: &Path, plan: &Plan) -> Result<ReclaimReport, BenchError> {
-    let with = workload(kernel, plan, true)?;
-    let without = workload(kernel, plan, false)?;
+    let with = workload(kernel, plan, "", MemoryBackend::DEFAULT_VMM)?;
+    let copy = workload(kernel, plan, " --copy", MemoryBackend::DEFAULT_VMM)?;
+    let without = workload(kernel, plan, " --no-clean", MemoryBackend::DEFAULT_VMM)?;
     let per_byte = |host: u64, obj: u64| ratio(host as f64, obj as f64);
     let freed = with.filled_guest_ram.saturating_sub(with.cleaned_guest_ram);
     let r = ReclaimReport {
@@ -407,15 +550,18 @@ fn reclaim(kernel: &Path, plan: &Plan) -> Result<ReclaimReport, BenchError> {
         host_bytes: with.cleaned_host,
         baseline_host_bytes: without.cleaned_host,
         baseline_cleaned_bytes: without.bytes_cleaned,
+        peak_host_bytes_per_object_byte: per_byte(with.peak_host, with.object_bytes),
+        baseline_peak_host_bytes_per_object_byte: per_byte(copy.peak_host, copy.object_bytes),
     };
+    let f = |x: Option<f64>| x.map_or("n/a".into(), |x| format!("{x:.3}"));
     progress(format!(
-        "reclaim: freed {} of guest RAM for {} cleaned; host bytes per object byte {} (baseline {})",
+        "reclaim: freed {} of guest RAM for {} cleaned; host bytes per object byte {} (baseline {}); peak during migrate and clean {} (--copy {})",
         format_size(r.guest_ram_freed_bytes),
         format_size(r.cleaned_bytes),
-        r.host_bytes_per_object_byte
-            .map_or("n/a".into(), |x| format!("{x:.3}")),
-        r.baseline_host_bytes_per_object_byte
-            .map_or("n/a".into(), |x| format!("{x:.3}")),
+        f(r.host_bytes_per_object_byte),
+        f(r.baseline_host_bytes_per_object_byte),
+        f(r.peak_host_bytes_per_object_byte),
+        f(r.baseline_peak_host_bytes_per_object_byte),
     ));
     Ok(r)
 }

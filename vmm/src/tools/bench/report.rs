@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::size::format_size;
 use crate::tools::measure::{Spread, MIB};
 
-/// The whole report. In JSON: `{machine, quick, migrate, reclaim, latency, vhost_user, boot,
-/// scale, density, errors}`.
+/// The whole report. In JSON: `{machine, quick, migrate, migrate_clean, reclaim, workload,
+/// latency, vhost_user, boot, scale, density, errors}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchReport {
     /// Where it ran.
@@ -21,8 +21,12 @@ pub struct BenchReport {
     pub quick: bool,
     /// MIGRATE throughput against host memcpy.
     pub migrate: Option<MigrateReport>,
+    /// MIGRATE_CLEAN (pages moved, not copied) against a warm memcpy.
+    pub migrate_clean: Option<MigrateCleanReport>,
     /// Host memory with CLEAN against the same workload without it.
     pub reclaim: Option<ReclaimReport>,
+    /// The guest's first-touch fill, with and without transparent huge pages.
+    pub workload: Option<WorkloadReport>,
     /// Command round trips against the bare notify.
     pub latency: Option<LatencyReport>,
     /// The same round trip with the device in a vhost-user backend process.
@@ -150,6 +154,53 @@ pub struct MigrateSize {
     pub ratio_warm: Option<f64>,
 }
 
+/// `migrate_clean`: `bench-migrate --fused` (MIGRATE_CLEAN of every object in one batch) on
+/// anonymous memory with transparent huge pages, and with 4 KiB pages (`_4k`), against a warm
+/// memcpy of the same bytes in this process.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrateCleanReport {
+    /// GiB/s with huge pages.
+    pub gib_per_s: f64,
+    /// `gib_per_s / memcpy_warm_gib_per_s` (aim >= 50 with huge pages).
+    pub ratio_vs_warm_memcpy: Option<f64>,
+    /// GiB/s with 4 KiB pages.
+    pub gib_per_s_4k: f64,
+    /// `gib_per_s_4k / memcpy_warm_gib_per_s` (aim >= 3).
+    pub ratio_vs_warm_memcpy_4k: Option<f64>,
+    /// Host memcpy into a warm buffer, same bytes, in chunks of the object size.
+    pub memcpy_warm_gib_per_s: f64,
+    /// The same bytes over the time the device spent in MIGRATE_CLEAN (device counter
+    /// `migrate_clean_ns`), with huge pages: the move itself, without the guest's round trip
+    /// and page freeing.
+    pub device_gib_per_s: f64,
+    /// `device_gib_per_s / memcpy_warm_gib_per_s`.
+    pub device_ratio_vs_warm_memcpy: Option<f64>,
+    /// The same with 4 KiB pages.
+    pub device_gib_per_s_4k: f64,
+    /// `device_gib_per_s_4k / memcpy_warm_gib_per_s`.
+    pub device_ratio_vs_warm_memcpy_4k: Option<f64>,
+    /// Bytes moved over bytes moved or copied (device counters, both runs; 1.0 when every
+    /// page moved).
+    pub moved_fraction: Option<f64>,
+    /// Object size in MiB.
+    pub object_mib: u64,
+    /// Bytes per run.
+    pub bytes: u64,
+}
+
+/// `workload`: the guest's first-touch fill (create, which zeroes the fresh pages, and the
+/// pattern fill) of `workload`'s objects, on anonymous memory with and without transparent
+/// huge pages.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkloadReport {
+    /// GiB/s with huge pages (the default).
+    pub fill_gib_per_s: f64,
+    /// GiB/s with 4 KiB pages (`--no-thp`).
+    pub fill_gib_per_s_4k: f64,
+    /// Bytes filled.
+    pub bytes: u64,
+}
+
 /// `reclaim`: `workload` with CLEAN, against the same workload with `--no-clean`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReclaimReport {
@@ -171,6 +222,11 @@ pub struct ReclaimReport {
     pub baseline_host_bytes: u64,
     /// `bytes_cleaned` in the `--no-clean` run (should be 0).
     pub baseline_cleaned_bytes: u64,
+    /// Largest guest-RAM + VRAM resident bytes sampled between the 'filled' and 'cleaned'
+    /// markers (MIGRATE_CLEAN), over `object_bytes` (aim <= 1.05).
+    pub peak_host_bytes_per_object_byte: Option<f64>,
+    /// The same with `--copy` (MIGRATE, then CLEAN: both copies in between).
+    pub baseline_peak_host_bytes_per_object_byte: Option<f64>,
 }
 
 /// `latency`, from `bench-latency` (all in µs, guest-measured).
@@ -295,7 +351,59 @@ impl BenchReport {
                 );
             }
         }
+        if let Some(c) = &self.migrate_clean {
+            row(
+                format!("migrate_clean {} MiB objects, THP [7]", c.object_mib),
+                format!("{:.1} GiB/s", c.gib_per_s),
+                format!("{:.2} GiB/s warm memcpy", c.memcpy_warm_gib_per_s),
+                opt(c.ratio_vs_warm_memcpy, 1),
+                ">= 50",
+            );
+            row(
+                format!("migrate_clean {} MiB objects, 4 KiB [7]", c.object_mib),
+                format!("{:.1} GiB/s", c.gib_per_s_4k),
+                format!("{:.2} GiB/s warm memcpy", c.memcpy_warm_gib_per_s),
+                opt(c.ratio_vs_warm_memcpy_4k, 1),
+                ">= 3",
+            );
+            row(
+                "migrate_clean in the device, THP (4 KiB) [7]".into(),
+                format!(
+                    "{:.0} GiB/s ({:.1})",
+                    c.device_gib_per_s, c.device_gib_per_s_4k
+                ),
+                format!("{:.2} GiB/s warm memcpy", c.memcpy_warm_gib_per_s),
+                format!(
+                    "{} ({})",
+                    opt(c.device_ratio_vs_warm_memcpy, 0),
+                    opt(c.device_ratio_vs_warm_memcpy_4k, 1)
+                ),
+                "",
+            );
+            row(
+                "migrate_clean: bytes moved, not copied [7]".into(),
+                opt(c.moved_fraction, 3),
+                String::new(),
+                String::new(),
+                "1.0",
+            );
+        }
         if let Some(r) = &self.reclaim {
+            row(
+                "reclaim: peak host bytes per object byte [2]".into(),
+                opt(r.peak_host_bytes_per_object_byte, 3),
+                format!(
+                    "{} (--copy)",
+                    opt(r.baseline_peak_host_bytes_per_object_byte, 3)
+                ),
+                opt(
+                    r.peak_host_bytes_per_object_byte
+                        .zip(r.baseline_peak_host_bytes_per_object_byte)
+                        .and_then(|(a, b)| crate::tools::measure::ratio(a, b)),
+                    3,
+                ),
+                "<= 1.05 (vs 2)",
+            );
             row(
                 "reclaim: guest RAM freed / cleaned [2]".into(),
                 mib(r.guest_ram_freed_bytes),
@@ -317,6 +425,18 @@ impl BenchReport {
                     3,
                 ),
                 "<= 1.02 (vs ~2)",
+            );
+        }
+        if let Some(w) = &self.workload {
+            row(
+                "workload: first-touch fill, THP [8]".into(),
+                format!("{:.2} GiB/s", w.fill_gib_per_s),
+                format!("{:.2} GiB/s with 4 KiB pages", w.fill_gib_per_s_4k),
+                opt(
+                    crate::tools::measure::ratio(w.fill_gib_per_s, w.fill_gib_per_s_4k),
+                    2,
+                ),
+                "",
             );
         }
         if let Some(l) = &self.latency {
@@ -441,16 +561,25 @@ pub const FOOTNOTES: &str = "\
     which is what MIGRATE writes into (VRAM is a memfd, punched when freed), so it pays for
     allocating host pages; 'warm' copies into an already-faulted buffer (copy only). The ratio
     uses 'fresh'; the JSON's top-level migrate figures are those of the largest object size.
-[2] `workload` with CLEAN, against the same workload with --no-clean (guest pages kept, as
-    virtio-gpu does today). Host bytes = guest-RAM memfd + VRAM memfd at the 'cleaned' marker.
+[2] `workload` with MIGRATE_CLEAN, against the same workload with --no-clean (guest pages
+    kept, as virtio-gpu does today). Host bytes = resident guest RAM + VRAM at the 'cleaned'
+    marker. Peak: the largest sample (every 2 ms) between the 'filled' and 'cleaned' markers,
+    against the same with --copy (MIGRATE, then CLEAN).
 [3] Guest-measured, NOP commands. The notify floor is a bare QueueNotify MMIO write caught by
     the ioeventfd with nothing queued. Ratio: pvgpu / notify floor p50.
 [4] From creating the VM (in this process) to the guest's first serial byte, guest `hello`.
 [5] VMM anonymous memory (RssAnon, so not guest RAM or VRAM) grown while the guest created
     the objects (CREATE only, no backing), per object.
 [6] The guest creates objects worth twice its free pages; reclaim under memory pressure
-    migrates and cleans idle ones. Peak = max over samples of guest-RAM + VRAM memfd bytes;
+    migrates and cleans idle ones. Peak = max over samples of resident guest RAM + VRAM;
     ratio = peak / object bytes.
+[7] MIGRATE_CLEAN of all objects in one batch (`bench-migrate --fused`), timed by the guest,
+    on anonymous memory with transparent huge pages and with 4 KiB pages (--no-thp): the
+    device moves the pages with UFFDIO_MOVE. Baseline: warm memcpy, as in [1]. 'in the
+    device': the same bytes over the time the device spent in MIGRATE_CLEAN (the move and the
+    discard of the guest pages, without the guest's round trip and its page freeing).
+[8] `workload`: creating the objects (which zeroes their fresh pages: the first touch) and
+    filling them, timed by the guest, THP-backed guest RAM against 4 KiB pages.
 ";
 
 #[cfg(test)]
@@ -490,6 +619,25 @@ mod tests {
                     .map(|m| (m.to_string(), size(m)))
                     .collect(),
             }),
+            migrate_clean: Some(MigrateCleanReport {
+                gib_per_s: 800.0,
+                ratio_vs_warm_memcpy: Some(80.0),
+                gib_per_s_4k: 40.0,
+                ratio_vs_warm_memcpy_4k: Some(4.0),
+                memcpy_warm_gib_per_s: 10.0,
+                device_gib_per_s: 1000.0,
+                device_ratio_vs_warm_memcpy: Some(100.0),
+                device_gib_per_s_4k: 50.0,
+                device_ratio_vs_warm_memcpy_4k: Some(5.0),
+                moved_fraction: Some(1.0),
+                object_mib: 64,
+                bytes: 256 << 20,
+            }),
+            workload: Some(WorkloadReport {
+                fill_gib_per_s: 0.4,
+                fill_gib_per_s_4k: 0.3,
+                bytes: 256 << 20,
+            }),
             reclaim: Some(ReclaimReport {
                 object_bytes: 256 << 20,
                 cleaned_bytes: 256 << 20,
@@ -500,6 +648,8 @@ mod tests {
                 host_bytes: 257 << 20,
                 baseline_host_bytes: 513 << 20,
                 baseline_cleaned_bytes: 0,
+                peak_host_bytes_per_object_byte: Some(1.04),
+                baseline_peak_host_bytes_per_object_byte: Some(2.0),
             }),
             latency: Some(LatencyReport {
                 notify_floor_p50_us: 20.0,
@@ -573,10 +723,12 @@ mod tests {
                 "latency",
                 "machine",
                 "migrate",
+                "migrate_clean",
                 "quick",
                 "reclaim",
                 "scale",
-                "vhost_user"
+                "vhost_user",
+                "workload"
             ]
         );
         // The keys the issue names, each a number (or a bool for density.ok).
@@ -593,6 +745,17 @@ mod tests {
             "/reclaim/freed_ratio",
             "/reclaim/host_bytes_per_object_byte",
             "/reclaim/baseline_host_bytes_per_object_byte",
+            "/reclaim/peak_host_bytes_per_object_byte",
+            "/reclaim/baseline_peak_host_bytes_per_object_byte",
+            "/migrate_clean/gib_per_s",
+            "/migrate_clean/ratio_vs_warm_memcpy",
+            "/migrate_clean/gib_per_s_4k",
+            "/migrate_clean/ratio_vs_warm_memcpy_4k",
+            "/migrate_clean/moved_fraction",
+            "/migrate_clean/device_gib_per_s",
+            "/migrate_clean/device_ratio_vs_warm_memcpy_4k",
+            "/workload/fill_gib_per_s",
+            "/workload/fill_gib_per_s_4k",
             "/latency/notify_floor_p50_us",
             "/latency/cmd_p50_us",
             "/latency/cmd_p99_us",
@@ -635,6 +798,12 @@ mod tests {
             "2.00 GiB/s",
             "2.50 GiB/s fresh, 8.00 warm",
             "guest RAM freed / cleaned",
+            "migrate_clean 64 MiB objects, THP",
+            "800.0 GiB/s",
+            "peak host bytes per object byte",
+            "2.000 (--copy)",
+            "first-touch fill, THP",
+            "[7] MIGRATE_CLEAN",
             "1.001",
             "2.001 (--no-clean)",
             "NOP round trip p50",

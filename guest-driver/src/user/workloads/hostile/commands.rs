@@ -345,7 +345,7 @@ const ID_COMMANDS: [(&str, BuildFor); 9] = [
 ];
 
 /// Command types the device does not know: pvgpu gaps, response types, all ones.
-const UNKNOWN_TYPES: [u32; 6] = [0x0000, 0x0aff, 0x0a0c, 0x1100, 0x1a00, u32::MAX];
+const UNKNOWN_TYPES: [u32; 6] = [0x0000, 0x0aff, 0x0a7f, 0x1100, 0x1a00, u32::MAX];
 
 /// Requests in virtio-gpu's type ranges that get virtio-gpu's ERR_UNSPEC: a 2D type the spec
 /// does not define, a RESOURCE_CREATE_2D too short for its struct, a 3D command (no 3D here),
