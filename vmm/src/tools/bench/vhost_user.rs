@@ -78,6 +78,8 @@ pub fn measure(
     );
     let backend = start_backend(spec.vram_bytes)?;
     spec.gpu_socket = Some(backend.socket.clone());
+    // The backend maps guest RAM: it must be shared memory.
+    spec.memory = pvgpu_device::MemoryBackend::Shared;
     let g = run_guest(kernel, &spec, false)?;
     drop(backend);
     let l = g.bench_line("latency", "cmd_p50_us")?;
