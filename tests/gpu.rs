@@ -166,3 +166,24 @@ fn random_object_operations_match_a_shadow_copy() {
     }
     assert!(lru_total > 0, "VRAM never filled up");
 }
+
+/// The defaults (`workload` alone: 256 MiB of objects, in the default 256 MiB guest) do not
+/// fit in guest memory: reclaim migrates and cleans objects during the fill, and later,
+/// under `--no-clean`, has to clean objects already in VRAM to fault the others back. Every
+/// mode still verifies every byte.
+#[test]
+fn workload_defaults_run_under_memory_pressure() {
+    for mode in [&[][..], &["--copy"][..], &["--no-clean"][..]] {
+        let mut guest = vec!["workload"];
+        guest.extend_from_slice(mode);
+        let r = boot(&[], &guest);
+        assert_eq!(r.code, code(exit_status::OK), "{mode:?}: {}", r.dump());
+        assert!(r.stdout.contains("workload: PASS"), "{}", r.dump());
+        assert!(
+            r.stdout
+                .contains("already migrated and cleaned by memory-pressure reclaim"),
+            "the defaults no longer reach memory pressure: {}",
+            r.dump()
+        );
+    }
+}

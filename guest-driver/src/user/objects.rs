@@ -272,21 +272,29 @@ impl State {
 
     /// Migrates and cleans the least recently used idle SYSTEM object. False if none could be.
     fn reclaim_one(&mut self, keep: u32) -> Result<bool, ObjError> {
-        let victim = self
-            .objs
-            .iter()
-            // Only the caller's own objects: unmapping another task's view here would leave
-            // stale TLB entries on its vCPU (there is no cross-CPU shootdown), and its pages
-            // are about to be freed.
-            .filter(|(id, o)| {
-                **id != keep
-                    && o.owner == super::current_cpu()
-                    && o.placement == Placement::System
-                    && !o.pages.is_empty()
-            })
-            .min_by_key(|(_, o)| o.last_use)
-            .map(|(id, _)| *id);
-        let Some(id) = victim else { return Ok(false) };
+        // Only the caller's own objects: unmapping another task's view here would leave stale
+        // TLB entries on its vCPU (there is no cross-CPU shootdown), and its pages are about
+        // to be freed.
+        let me = super::current_cpu();
+        let lru = |objs: &BTreeMap<u32, Obj>, placement: Placement| {
+            objs.iter()
+                .filter(|(id, o)| {
+                    **id != keep && o.owner == me && o.placement == placement && !o.pages.is_empty()
+                })
+                .min_by_key(|(_, o)| o.last_use)
+                .map(|(id, _)| *id)
+        };
+        // Cheapest first: an object already in VRAM only needs CLEAN (no VRAM is taken, and
+        // with VRAM full it is the only way to free pages); then migrate and clean an idle
+        // SYSTEM object.
+        if let Some(id) = lru(&self.objs, Placement::Vram) {
+            self.clean(id)?;
+            self.counters.reclaims += 1;
+            return Ok(true);
+        }
+        let Some(id) = lru(&self.objs, Placement::System) else {
+            return Ok(false);
+        };
         match self.migrate_clean(id, false) {
             Ok(()) => {}
             Err(ObjError::OutOfVram) => return Ok(false),

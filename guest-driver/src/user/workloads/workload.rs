@@ -157,7 +157,25 @@ fn life_cycle(task: Task, n: u64, size: u64, mode: Mode) -> Result<(), WorkloadE
         ms(t_first_touch)
     );
 
-    let hs: Vec<Handle> = objs.iter().map(|o| o.0).collect();
+    // When the objects do not all fit in guest memory, memory-pressure reclaim has already
+    // migrated and cleaned the idle ones during the fill: those are where this phase would
+    // put them, so only the rest are migrated.
+    let mut reclaimed = Vec::with_capacity(objs.len());
+    for (h, _) in &objs {
+        reclaimed.push(obj::placement(task, *h)? == Placement::Cleaned);
+    }
+    let hs: Vec<Handle> = objs
+        .iter()
+        .zip(&reclaimed)
+        .filter(|(_, r)| !**r)
+        .map(|(o, _)| o.0)
+        .collect();
+    let n_reclaimed = reclaimed.iter().filter(|r| **r).count();
+    if n_reclaimed > 0 {
+        crate::println!(
+            "workload: {n_reclaimed} objects were already migrated and cleaned by memory-pressure reclaim during the fill"
+        );
+    }
     let t = clock::ticks();
     match mode {
         Mode::Fused => obj::migrate_clean_many(task, &hs)?,
@@ -196,14 +214,13 @@ fn life_cycle(task: Task, n: u64, size: u64, mode: Mode) -> Result<(), WorkloadE
     } else {
         crate::println!("workload: not cleaning (--no-clean): the guest pages keep their copy");
     }
-    let resident = if clean {
-        Placement::Cleaned
-    } else {
-        Placement::Vram
-    };
-
     let t = clock::ticks();
     for (i, (h, _)) in objs.iter().enumerate() {
+        let resident = if clean || reclaimed[i] {
+            Placement::Cleaned
+        } else {
+            Placement::Vram
+        };
         if obj::placement(task, *h)? != resident {
             return Err(WorkloadError::Data(
                 i as u64,
