@@ -157,3 +157,36 @@ pub fn num(v: &serde_json::Value, path: &str) -> f64 {
         .and_then(|x| x.as_f64())
         .unwrap_or_else(|| panic!("{path} missing in {v}"))
 }
+
+/// Checks the stats `v` of `workload` (phase 1 = filled, phase 3 = cleaned) for
+/// `object_bytes` of objects of which `cleaned_bytes` were cleaned: guest RAM fell by what was
+/// cleaned, VRAM grew by the objects, and host memory then holds about one copy, not two.
+pub fn assert_clean_freed_host_memory(
+    v: &serde_json::Value,
+    object_bytes: f64,
+    cleaned_bytes: f64,
+) {
+    let phases = v["phases"].as_array().expect("phases");
+    let at = |n: u64| {
+        phases
+            .iter()
+            .find(|p| p["phase"].as_u64() == Some(n))
+            .unwrap_or_else(|| panic!("phase {n} missing: {v}"))
+    };
+    let (filled, cleaned) = (at(1), at(3));
+    let ram_drop = num(filled, "/guest_ram_bytes") - num(cleaned, "/guest_ram_bytes");
+    assert!(
+        ram_drop >= 0.99 * cleaned_bytes,
+        "guest RAM fell by {ram_drop}, cleaned {cleaned_bytes}: {v}"
+    );
+    let vram_growth = num(cleaned, "/vram_bytes") - num(filled, "/vram_bytes");
+    assert!(
+        (vram_growth - object_bytes).abs() <= 0.02 * object_bytes,
+        "VRAM grew by {vram_growth} for {object_bytes} of objects: {v}"
+    );
+    let host = num(cleaned, "/guest_ram_bytes") + num(cleaned, "/vram_bytes");
+    assert!(
+        host <= 1.05 * object_bytes,
+        "host holds {host} bytes for {object_bytes} of objects: {v}"
+    );
+}

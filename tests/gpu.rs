@@ -56,36 +56,13 @@ fn clean_frees_host_memory() {
     );
     assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
     assert!(r.stdout.contains("workload: PASS"), "{}", r.dump());
-    let phases = v["phases"].as_array().expect("phases");
-    let at = |n: u64| {
-        phases
-            .iter()
-            .find(|p| p["phase"].as_u64() == Some(n))
-            .unwrap_or_else(|| panic!("phase {n} missing: {v}"))
-    };
-    let (filled, cleaned) = (at(1), at(3));
     let object_bytes = 256.0 * 1024.0 * 1024.0;
     let cleaned_bytes = num(&v, "/device/bytes_cleaned");
     assert!(
         cleaned_bytes >= object_bytes,
         "cleaned only {cleaned_bytes}"
     );
-    let ram_drop = num(filled, "/guest_ram_bytes") - num(cleaned, "/guest_ram_bytes");
-    assert!(
-        ram_drop >= 0.99 * cleaned_bytes,
-        "guest RAM fell by {ram_drop}, cleaned {cleaned_bytes}: {v}"
-    );
-    let vram_growth = num(cleaned, "/vram_bytes") - num(filled, "/vram_bytes");
-    assert!(
-        (vram_growth - object_bytes).abs() <= 0.02 * object_bytes,
-        "VRAM grew by {vram_growth} for {object_bytes} of objects: {v}"
-    );
-    // Host memory at the cleaned marker is about one copy of the data, not two.
-    let host = num(cleaned, "/guest_ram_bytes") + num(cleaned, "/vram_bytes");
-    assert!(
-        host <= 1.05 * object_bytes,
-        "host holds {host} bytes for {object_bytes} of objects"
-    );
+    common::assert_clean_freed_host_memory(&v, object_bytes, cleaned_bytes);
 }
 
 #[test]

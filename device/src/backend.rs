@@ -180,6 +180,33 @@ impl HostMemory {
         })
     }
 
+    /// Maps `size` bytes of a memfd received from elsewhere, from `offset` (the shared
+    /// backend: a vhost-user frontend maps its backend's VRAM this way).
+    pub fn from_memfd(memfd: MemFd, offset: u64, size: u64) -> Result<Self, BackendError> {
+        let name = "received memfd";
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) || !offset.is_multiple_of(PAGE_SIZE) {
+            return Err(BackendError::BadSize(size));
+        }
+        let len = usize::try_from(size).map_err(|_| BackendError::BadSize(size))?;
+        let map_err = |msg: String| BackendError::Map {
+            name: name.to_owned(),
+            size,
+            msg,
+        };
+        let file = memfd
+            .file()
+            .try_clone()
+            .map_err(|e| map_err(e.to_string()))?;
+        let region = MmapRegion::from_file(FileOffset::new(file, offset), len)
+            .map_err(|e| map_err(e.to_string()))?;
+        Ok(HostMemory {
+            backend: MemoryBackend::Shared,
+            region: Arc::new(region),
+            memfd: Some(memfd),
+            size,
+        })
+    }
+
     /// The backend.
     pub fn backend(&self) -> MemoryBackend {
         self.backend

@@ -269,6 +269,13 @@ impl CommandEngine {
         })
     }
 
+    /// Which guest-physical ranges are RAM from now on (a vhost-user backend learns them from
+    /// the frontend's memory table). Backing pages already recorded are not re-checked, so
+    /// call it on a device without objects (after [`Self::reset`]).
+    pub fn set_ram(&mut self, ram: RamRanges) {
+        self.ram = ram;
+    }
+
     /// Whether pvgpu commands are accepted (the driver negotiated the feature).
     pub fn set_enabled(&mut self, enabled: bool) {
         self.enabled = enabled;

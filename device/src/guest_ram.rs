@@ -109,6 +109,12 @@ fn forbidden() -> [Range; 2] {
 }
 
 impl RamRanges {
+    /// No RAM at all: every page list is refused (a vhost-user backend before it has a
+    /// memory table).
+    pub fn none() -> Self {
+        RamRanges { ranges: Vec::new() }
+    }
+
     /// RAM is `[0, ram_size)`, the pvgpu layout.
     pub fn from_size(ram_size: u64) -> Result<Self, GuestRamError> {
         Self::new(&[Range {

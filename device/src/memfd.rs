@@ -78,6 +78,11 @@ impl MemFd {
         Ok(MemFd { file, size })
     }
 
+    /// A memfd received from elsewhere (e.g. over a vhost-user socket) of `size` bytes.
+    pub fn from_file(file: File, size: u64) -> Self {
+        MemFd { file, size }
+    }
+
     /// The file, for mapping it (e.g. as a vm-memory `FileOffset`).
     pub fn file(&self) -> &File {
         &self.file

@@ -15,7 +15,28 @@ use pvgpu_abi::protocol as p;
 use pvgpu_abi::virtio_mmio::{regs, status, INT_CONFIG, MMIO_MAGIC, MMIO_VERSION};
 
 /// Size of virtio_gpu_config.
-const CONFIG_SIZE: u64 = 16;
+pub const CONFIG_SIZE: u64 = 16;
+
+/// The virtqueues of the device (controlq 0, cursorq 1). A vhost-user backend serves this
+/// many and a frontend sets up this many.
+pub const NUM_QUEUES: usize = 2;
+
+/// Features the device offers.
+pub const DEVICE_FEATURES: u64 = (1 << p::VIRTIO_F_VERSION_1)
+    | (1 << p::VIRTIO_RING_F_EVENT_IDX)
+    | (1 << p::VIRTIO_GPU_F_EDID)
+    | (1 << p::VIRTIO_GPU_F_PVGPU_MEM);
+
+/// The virtio_gpu_config bytes: events_read, events_clear (reads 0), num_scanouts,
+/// num_capsets. The in-process transport and the vhost-user backend (GET_CONFIG) both serve
+/// this.
+pub fn config_space(events_read: u32) -> [u8; CONFIG_SIZE as usize] {
+    let mut c = [0u8; CONFIG_SIZE as usize];
+    c[0..4].copy_from_slice(&events_read.to_le_bytes());
+    c[8..12].copy_from_slice(&p::NUM_SCANOUTS.to_le_bytes());
+    c[12..16].copy_from_slice(&p::NUM_CAPSETS.to_le_bytes());
+    c
+}
 
 /// Errors building the transport.
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +91,7 @@ impl MmioTransport {
         let controlq = Queue::new(p::CONTROLQ_SIZE_MAX).map_err(TransportError::Queue)?;
         let cursorq = Queue::new(p::CURSORQ_SIZE_MAX).map_err(TransportError::Queue)?;
         Ok(MmioTransport {
-            device_features: (1 << p::VIRTIO_F_VERSION_1)
-                | (1 << p::VIRTIO_RING_F_EVENT_IDX)
-                | (1 << p::VIRTIO_GPU_F_EDID)
-                | (1 << p::VIRTIO_GPU_F_PVGPU_MEM),
+            device_features: DEVICE_FEATURES,
             driver_features: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -91,6 +109,12 @@ impl MmioTransport {
     /// Features the device offers.
     pub fn device_features(&self) -> u64 {
         self.device_features
+    }
+
+    /// Offers `features` instead (a vhost-user frontend offers what its backend offers);
+    /// takes effect for a driver that has not read the features yet.
+    pub fn set_device_features(&mut self, features: u64) {
+        self.device_features = features;
     }
 
     /// Features the driver accepted (meaningful once FEATURES_OK is set).
@@ -227,12 +251,7 @@ impl MmioTransport {
     }
 
     fn config_bytes(&self) -> [u8; CONFIG_SIZE as usize] {
-        // virtio_gpu_config: events_read, events_clear (reads 0), num_scanouts, num_capsets.
-        let mut c = [0u8; CONFIG_SIZE as usize];
-        c[0..4].copy_from_slice(&self.events_read.to_le_bytes());
-        c[8..12].copy_from_slice(&p::NUM_SCANOUTS.to_le_bytes());
-        c[12..16].copy_from_slice(&p::NUM_CAPSETS.to_le_bytes());
-        c
+        config_space(self.events_read)
     }
 
     fn read_config(&self, off: u64, data: &mut [u8]) {

@@ -44,6 +44,8 @@ pub enum Command {
     Bench(crate::tools::bench::BenchArgs),
     /// Run a workload that fills, migrates, cleans and touches objects, and plot host memory
     Demo(crate::tools::demo::DemoArgs),
+    /// Serve the GPU device model as a vhost-user backend on a unix socket (no KVM)
+    Device(crate::vhost_backend::DeviceArgs),
 }
 
 /// Options of `pvgpu run`.
@@ -105,6 +107,10 @@ pub struct RunArgs {
     /// and at exit
     #[arg(long, value_name = "PATH", conflicts_with = "no_gpu")]
     pub screenshot: Option<PathBuf>,
+    /// Use the GPU served by a vhost-user backend on this socket (`pvgpu device --socket
+    /// PATH`); VRAM and display are the backend's
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["no_gpu", "vram", "display", "screenshot", "no_thp"])]
+    pub gpu_socket: Option<PathBuf>,
     /// Run without the seccomp filters (every thread is filtered by default; for debugging)
     #[arg(long)]
     pub no_seccomp: bool,
@@ -231,6 +237,8 @@ pub struct RunConfig {
     pub display: DisplayMode,
     /// Where to write the scanout as a PNG, if anywhere.
     pub screenshot: Option<PathBuf>,
+    /// The vhost-user GPU backend's socket: the device model runs there, not in this process.
+    pub gpu_socket: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -253,6 +261,7 @@ impl RunConfig {
             zero_copy: ZeroCopy::Auto,
             display: DisplayMode::default(),
             screenshot: None,
+            gpu_socket: None,
         }
     }
 
@@ -300,12 +309,18 @@ impl RunConfig {
                     ..crate::seccomp::Policy::PROCESS
                 }
             },
-            memory: args.memory.backend(!args.no_thp),
+            // The backend process maps guest RAM: --gpu-socket needs shared memory.
+            memory: if args.gpu_socket.is_some() {
+                MemoryBackend::Shared
+            } else {
+                args.memory.backend(!args.no_thp)
+            },
             zero_copy: args
                 .test_refuse_every
                 .map_or(ZeroCopy::Auto, |n| ZeroCopy::RefuseEvery(n.max(1))),
             display,
             screenshot: args.screenshot.clone(),
+            gpu_socket: args.gpu_socket.clone(),
         })
     }
 }

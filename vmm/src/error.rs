@@ -66,6 +66,9 @@ pub enum VmmError {
     /// The seccomp filters could not be set up.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    /// The vhost-user GPU (`--gpu-socket`) could not be attached.
+    #[error(transparent)]
+    GpuVhostUser(#[from] crate::devices::gpu_vhost_user::GpuVhostUserError),
     /// Host-memory accounting.
     #[error(transparent)]
     Stats(#[from] RunStatsError),

@@ -21,6 +21,7 @@ pub mod run;
 pub mod seccomp;
 pub mod size;
 pub mod tools;
+pub mod vhost_backend;
 pub mod vstate;
 
 pub use error::VmmError;

@@ -20,6 +20,10 @@ fn main() {
         Command::Run(args) => run(&args, start),
         Command::Bench(args) => pvgpu::tools::bench::main(&args),
         Command::Demo(args) => pvgpu::tools::demo::main(&args),
+        Command::Device(args) => match pvgpu::vhost_backend::serve(&args) {
+            Ok(()) => 0,
+            Err(e) => fail(&e),
+        },
     };
     std::process::exit(status);
 }
@@ -46,6 +50,9 @@ fn run(args: &RunArgs, start: Instant) -> i32 {
                 status = STATUS_VMM_ERROR;
             }
         }
+    }
+    if let pvgpu::run::state::GuestEnd::VmmError(e) = &outcome.end {
+        eprintln!("pvgpu: error: {e}");
     }
     eprintln!("pvgpu: {}", outcome.stats.summary(&outcome.end));
     status

@@ -6,6 +6,7 @@
 pub mod bus;
 pub mod exit_port;
 pub mod gpu;
+pub mod gpu_vhost_user;
 pub mod phase_port;
 pub mod screenshot;
 pub mod serial;

@@ -19,6 +19,7 @@ use crate::cli::RunConfig;
 use crate::devices::bus::Bus;
 use crate::devices::exit_port::ExitDevice;
 use crate::devices::gpu::{DeviceThread, Gpu};
+use crate::devices::gpu_vhost_user::GpuVhostUser;
 use crate::devices::phase_port::PhaseDevice;
 use crate::devices::screenshot::Screenshot;
 use crate::devices::serial::{ConsoleOut, SerialDevice};
@@ -104,8 +105,20 @@ pub fn run_with_output(
     // MMIO: the GPU's register window; VRAM is the memslot after guest RAM's. Both memslots
     // go in before the irqchip (much cheaper on PVM; see Gpu::attach).
     let mut mmio = Bus::new();
-    let mut gpu = match config.vram_bytes {
-        Some(vram) => Some(Gpu::attach(
+    // With --gpu-socket the device model is in the backend process: only the register window
+    // and the VRAM memslot are here.
+    let mut split = match &config.gpu_socket {
+        Some(path) => Some(GpuVhostUser::attach(
+            &vm,
+            &ram,
+            ram.slots(),
+            &mut mmio,
+            path,
+        )?),
+        None => None,
+    };
+    let mut gpu = match (config.vram_bytes, &split) {
+        (Some(vram), None) => Some(Gpu::attach(
             &vm,
             &ram,
             vram,
@@ -114,12 +127,17 @@ pub fn run_with_output(
             ram.slots(),
             &mut mmio,
         )?),
-        None => None,
+        _ => None,
     };
-    let probe = match &gpu {
-        Some(g) => g.memory_probe(&ram)?,
-        None => MemoryProbe::new(ram.host_memory().clone(), None),
+    let probe = match (&gpu, &split) {
+        (Some(g), _) => g.memory_probe(&ram)?,
+        (None, Some(s)) => s.memory_probe(&ram)?,
+        (None, None) => MemoryProbe::new(ram.host_memory().clone(), None),
     };
+    let vram_size = gpu
+        .as_ref()
+        .map(Gpu::vram_size)
+        .or(split.as_ref().map(GpuVhostUser::vram_size));
 
     vm.create_irq_chip().map_err(|source| VmmError::Kvm {
         what: "KVM_CREATE_IRQCHIP",
@@ -128,6 +146,9 @@ pub fn run_with_output(
 
     if let Some(g) = gpu.as_mut() {
         g.connect_irq(&vm)?;
+    }
+    if let Some(s) = split.as_mut() {
+        s.connect_irq(&vm)?;
     }
     let state = Arc::new(RunState::new(config.vcpus)?);
 
@@ -184,13 +205,13 @@ pub fn run_with_output(
         tsc_khz,
         ..Default::default()
     };
-    let info = match &gpu {
-        Some(g) => BootInfo {
+    let info = match vram_size {
+        Some(vram_size) => BootInfo {
             virtio_mmio_base: layout::VIRTIO_MMIO_BASE,
             virtio_mmio_size: layout::VIRTIO_MMIO_SIZE,
             virtio_mmio_irq: layout::VIRTIO_MMIO_IRQ,
             vram_base: layout::VRAM_BASE,
-            vram_size: g.vram_size(),
+            vram_size,
             ..info
         },
         None => info,
@@ -217,6 +238,9 @@ pub fn run_with_output(
         )?,
         None => None,
     };
+    if let Some(s) = &split {
+        event_loop.add(Arc::new(Mutex::new(s.watch(state.clone())?)));
+    }
     if let Some(every) = config.sample_interval {
         event_loop.add(Arc::new(Mutex::new(Sampler::new(
             every,
@@ -274,7 +298,7 @@ pub fn run_with_output(
     let shape = RunShape {
         vcpus: config.vcpus,
         mem_bytes: config.mem_bytes,
-        vram_size: gpu.as_ref().map(Gpu::vram_size),
+        vram_size,
         sample_ms: config
             .sample_interval
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -297,6 +321,7 @@ pub fn run_with_output(
     // still holds the MMIO bus, which holds the device.
     drop(event_loop);
     drop(gpu);
+    drop(split);
     Ok(RunOutcome {
         end,
         stats,

@@ -32,6 +32,8 @@ pub struct GuestSpec {
     pub vram_bytes: u64,
     /// Host-memory sampling interval, if any.
     pub sample: Option<Duration>,
+    /// A vhost-user GPU backend to use instead of the in-process device.
+    pub gpu_socket: Option<std::path::PathBuf>,
     /// Host memory of guest RAM and VRAM.
     pub memory: MemoryBackend,
 }
@@ -44,6 +46,7 @@ impl GuestSpec {
             mem_bytes,
             vram_bytes: pvgpu_abi::layout::VRAM_DEFAULT,
             sample: None,
+            gpu_socket: None,
             memory: MemoryBackend::DEFAULT_VMM,
         }
     }
@@ -148,6 +151,7 @@ pub fn run_guest(kernel: &Path, spec: &GuestSpec, echo: bool) -> Result<GuestRes
     config.memory = spec.memory;
     config.timeout = Some(GUEST_TIMEOUT);
     config.cmdline = spec.cmdline.clone();
+    config.gpu_socket = spec.gpu_socket.clone();
     let capture = Capture::new(echo);
     let timeline = Arc::new(Timeline::new(Instant::now()));
     let outcome =

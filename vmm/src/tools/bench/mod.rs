@@ -20,6 +20,7 @@
 pub mod guest;
 pub mod memcpy;
 pub mod report;
+pub mod vhost_user;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -109,6 +110,9 @@ pub enum BenchError {
         /// The end of the guest's output.
         tail: String,
     },
+    /// The `pvgpu device` backend could not be started.
+    #[error("cannot start the vhost-user backend: {0}")]
+    Backend(std::io::Error),
     /// The device section is missing from the stats (no GPU?).
     #[error("the run has no device statistics")]
     NoDevice,
@@ -207,6 +211,7 @@ pub fn run_plan(kernel: &Path, plan: &Plan, quick: bool) -> BenchReport {
         reclaim: None,
         workload: None,
         latency: None,
+        vhost_user: None,
         boot: None,
         scale: None,
         density: None,
@@ -232,6 +237,22 @@ pub fn run_plan(kernel: &Path, plan: &Plan, quick: bool) -> BenchReport {
     report.reclaim = keep("reclaim", reclaim(kernel, plan), &mut report.errors);
     report.workload = keep("workload", fill(kernel, plan), &mut report.errors);
     report.latency = keep("latency", latency(kernel, plan), &mut report.errors);
+    progress("vhost_user: bench-latency through `pvgpu device` ...");
+    let in_process = report.latency.as_ref().map(|l| l.cmd_p50_us);
+    report.vhost_user = keep(
+        "vhost_user",
+        vhost_user::measure(kernel, plan.latency_iters, in_process),
+        &mut report.errors,
+    );
+    if let Some(v) = &report.vhost_user {
+        progress(format!(
+            "vhost_user: NOP p50 {:.1} us, p99 {:.1} us (in-process p50 {})",
+            v.cmd_p50_us,
+            v.cmd_p99_us,
+            v.in_process_cmd_p50_us
+                .map_or("n/a".to_owned(), |x| format!("{x:.1} us"))
+        ));
+    }
     report.boot = keep("boot", boot(kernel, plan), &mut report.errors);
     report.density = keep("density", density(kernel, plan), &mut report.errors);
     report

@@ -12,7 +12,7 @@ use crate::size::format_size;
 use crate::tools::measure::{Spread, MIB};
 
 /// The whole report. In JSON: `{machine, quick, migrate, migrate_clean, reclaim, workload,
-/// latency, boot, scale, density, errors}`.
+/// latency, vhost_user, boot, scale, density, errors}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchReport {
     /// Where it ran.
@@ -29,6 +29,8 @@ pub struct BenchReport {
     pub workload: Option<WorkloadReport>,
     /// Command round trips against the bare notify.
     pub latency: Option<LatencyReport>,
+    /// The same round trip with the device in a vhost-user backend process.
+    pub vhost_user: Option<VhostUserReport>,
     /// Time to the first guest output.
     pub boot: Option<BootReport>,
     /// Host bookkeeping per live object.
@@ -248,6 +250,25 @@ pub struct LatencyReport {
     pub iters: u64,
 }
 
+/// `vhost_user`, from `bench-latency` with `--gpu-socket` (all in µs, guest-measured).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VhostUserReport {
+    /// A NOP round trip through the backend process, batch of 1: p50.
+    pub cmd_p50_us: f64,
+    /// The same, p99.
+    pub cmd_p99_us: f64,
+    /// 32 NOPs behind one notify, per command.
+    pub batch32_per_cmd_us: f64,
+    /// The bare notify in that run: p50.
+    pub notify_floor_p50_us: f64,
+    /// The in-process NOP p50 of the same `pvgpu bench` run (the `latency` section).
+    pub in_process_cmd_p50_us: Option<f64>,
+    /// `cmd_p50_us / in_process_cmd_p50_us`.
+    pub cmd_p50_over_in_process: Option<f64>,
+    /// Iterations.
+    pub iters: u64,
+}
+
 /// `boot`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BootReport {
@@ -435,6 +456,20 @@ impl BenchReport {
                 format!("{:.1} us notify floor", l.notify_floor_p50_us),
                 opt(l.batch32_per_cmd_over_floor, 3),
                 "< 0.2",
+            );
+        }
+        if let Some(v) = &self.vhost_user {
+            row(
+                "vhost-user: NOP round trip p50 (p99) [3]".into(),
+                format!("{:.1} us ({:.1})", v.cmd_p50_us, v.cmd_p99_us),
+                format!(
+                    "in-process {}; notify floor {:.1} us",
+                    v.in_process_cmd_p50_us
+                        .map_or("n/a".to_owned(), |x| format!("{x:.1} us")),
+                    v.notify_floor_p50_us
+                ),
+                opt(v.cmd_p50_over_in_process, 2),
+                "",
             );
         }
         if let Some(b) = &self.boot {
@@ -626,6 +661,15 @@ mod tests {
                 batch32_per_cmd_over_floor: Some(0.1),
                 iters: 100,
             }),
+            vhost_user: Some(VhostUserReport {
+                cmd_p50_us: 40.0,
+                cmd_p99_us: 80.0,
+                batch32_per_cmd_us: 2.5,
+                notify_floor_p50_us: 20.0,
+                in_process_cmd_p50_us: Some(30.0),
+                cmd_p50_over_in_process: Some(1.33),
+                iters: 100,
+            }),
             boot: Some(BootReport {
                 boots: 3,
                 first_output_ms: Spread {
@@ -683,6 +727,7 @@ mod tests {
                 "quick",
                 "reclaim",
                 "scale",
+                "vhost_user",
                 "workload"
             ]
         );
@@ -715,6 +760,8 @@ mod tests {
             "/latency/cmd_p50_us",
             "/latency/cmd_p99_us",
             "/latency/batch32_per_cmd_us",
+            "/vhost_user/cmd_p50_us",
+            "/vhost_user/in_process_cmd_p50_us",
             "/boot/first_output_ms/min",
             "/boot/first_output_ms/median",
             "/boot/first_output_ms/max",
