@@ -128,6 +128,20 @@ fn write_file_atomically() -> Vec<Allow> {
     ]
 }
 
+/// `--gpu-socket`: the vhost-user frontend's messages to the backend process (register
+/// accesses and queue set-up on the vCPU threads, shutdown on the main thread).
+fn vhost_user_frontend() -> Vec<Allow> {
+    use Allow::Any;
+    vec![
+        Any(libc::SYS_sendmsg),
+        Any(libc::SYS_recvmsg),
+        Any(libc::SYS_sendto),
+        Any(libc::SYS_recvfrom),
+        Any(libc::SYS_poll),
+        Any(libc::SYS_ppoll),
+    ]
+}
+
 /// The list for `kind`; `screenshots`: the device thread writes `--screenshot` PNGs.
 pub fn allowed(kind: ThreadKind, screenshots: bool) -> Vec<Allow> {
     use Allow::Any;
@@ -148,6 +162,7 @@ pub fn allowed(kind: ThreadKind, screenshots: bool) -> Vec<Allow> {
             // into place, removed if the write fails).
             v.extend(host_memory_probe());
             v.extend(write_file_atomically());
+            v.extend(vhost_user_frontend());
         }
         ThreadKind::Vcpu => {
             // KVM_RUN, and the registers and translated RIP for a failure report.
@@ -161,6 +176,7 @@ pub fn allowed(kind: ThreadKind, screenshots: bool) -> Vec<Allow> {
             v.extend(host_memory_probe());
             // A queue notify that the ioeventfd did not catch is served on the vCPU thread.
             v.extend(device_data_path());
+            v.extend(vhost_user_frontend());
         }
         ThreadKind::Device => {
             // Its own event loop on the notify eventfd.
