@@ -104,6 +104,25 @@ out:
 	return ret;
 }
 
+/*
+ * Removes every user mapping of the object's pages. Called with obj->lock held, which every
+ * fault and page_mkwrite take before they lock their page (and they keep the page locked
+ * until its PTE is in). Taking each page lock once first waits for faults already past
+ * obj->lock, so no PTE can appear after the unmap until obj->lock is released.
+ */
+static void pvgpu_obj_unmap(struct pvgpu_obj *obj)
+{
+	unsigned long i;
+
+	for (i = 0; i < obj->npages; i++) {
+		if (obj->pages[i]) {
+			lock_page(obj->pages[i]);
+			unlock_page(obj->pages[i]);
+		}
+	}
+	unmap_mapping_range(obj->shmem->f_mapping, 0, 0, 1);
+}
+
 /* CLEANED -> SYSTEM: EVICT into fresh shmem pages. Called with obj->lock held. */
 static int pvgpu_obj_restore(struct pvgpu_obj *obj)
 {
@@ -128,7 +147,7 @@ static int pvgpu_obj_migrate(struct pvgpu_obj *obj)
 	if (obj->placement != PVGPU_SYSTEM)
 		return -EALREADY;
 	/* Writable PTEs would let writes bypass VRAM: refault them through page_mkwrite. */
-	unmap_mapping_range(obj->shmem->f_mapping, 0, 0, 1);
+	pvgpu_obj_unmap(obj);
 	ret = pvgpu_cmd_object(obj->dev, PVGPU_CMD_MIGRATE, obj->id);
 	if (!ret)
 		obj->placement = PVGPU_VRAM;
@@ -145,7 +164,7 @@ static int pvgpu_obj_clean(struct pvgpu_obj *obj)
 	if (obj->placement != PVGPU_VRAM)
 		return -EINVAL;
 	/* 1. No user mapping may touch the pages from here on (faults wait on obj->lock). */
-	unmap_mapping_range(obj->shmem->f_mapping, 0, 0, 1);
+	pvgpu_obj_unmap(obj);
 	/* 2. The device punches them and 3. the used response is the fence. */
 	ret = pvgpu_cmd_object(obj->dev, PVGPU_CMD_CLEAN, obj->id);
 	if (ret)
@@ -332,6 +351,8 @@ static void pvgpu_obj_free(struct kref *ref)
 	fput(obj->shmem);
 	kvfree(obj->pages);
 	kfree(obj);
+	/* Mappings can outlive the object's fd (and so its fops' module reference). */
+	module_put(THIS_MODULE);
 }
 
 static void pvgpu_vm_open(struct vm_area_struct *vma)
@@ -362,6 +383,9 @@ static vm_fault_t pvgpu_vm_fault(struct vm_fault *vmf)
 	if (!ret) {
 		vmf->page = obj->pages[vmf->pgoff];
 		get_page(vmf->page);
+		/* Locked until its PTE is in: see pvgpu_obj_unmap(). */
+		lock_page(vmf->page);
+		ret = VM_FAULT_LOCKED;
 	}
 	mutex_unlock(&obj->lock);
 	return ret;
@@ -376,6 +400,16 @@ static vm_fault_t pvgpu_vm_page_mkwrite(struct vm_fault *vmf)
 	mutex_lock(&obj->lock);
 	if (obj->placement != PVGPU_SYSTEM && pvgpu_obj_evict(obj))
 		ret = VM_FAULT_SIGBUS;
+	if (!ret) {
+		lock_page(vmf->page);
+		if (vmf->page->mapping != obj->shmem->f_mapping) {
+			/* Cleaned (truncated) since the fault: fault again. */
+			unlock_page(vmf->page);
+			ret = VM_FAULT_NOPAGE;
+		} else {
+			ret = VM_FAULT_LOCKED;
+		}
+	}
 	mutex_unlock(&obj->lock);
 	return ret;
 }
@@ -541,6 +575,7 @@ long pvgpu_object_create(struct pvgpu_dev *dev, u64 size)
 		return -ENOMEM;
 	kref_init(&obj->ref);
 	mutex_init(&obj->lock);
+	__module_get(THIS_MODULE);
 	obj->dev = dev;
 	obj->size = size;
 	obj->npages = size >> PAGE_SHIFT;
@@ -599,5 +634,6 @@ err_pages:
 	kvfree(obj->pages);
 err_obj:
 	kfree(obj);
+	module_put(THIS_MODULE);
 	return ret;
 }
