@@ -5,8 +5,10 @@
 #   images/out/linux-initramfs.cpio  its root file system: /init = the static test program
 #                                    (guest-driver/linux/test), /pvgpu.ko, /dev/console
 # The kernel source is Debian's newest linux-source-X.Y package (/usr/src/linux-source-X.Y.tar.xz),
-# with the patches in images/linux/*.patch (uml-xstate-size.patch: UML 6.1 cannot run user
-# processes on hosts whose XSAVE area is larger than its buffer, e.g. with AMX).
+# with the patches in images/linux/*.patch: uml-xstate-size.patch (UML 6.1 cannot run user
+# processes on hosts whose XSAVE area is larger than its buffer, e.g. with AMX) and
+# virtio-uml-mem-table-size.patch (SET_MEM_TABLE's payload holds exactly its regions, which
+# rust-vmm's vhost crate checks).
 # Cached by hash: the kernel is rebuilt only when the source tarball, the config fragment or this
 # script change, the module and initramfs only when their sources (or the kernel) change.
 # Run as root, it installs the Debian packages it needs with apt-get; otherwise it prints the one
