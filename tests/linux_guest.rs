@@ -195,6 +195,28 @@ fn linux_guest_cleans_frees_host_memory_and_pages_back() {
         !console.iter().any(|l| l.starts_with("PVGPU-FAIL")),
         "{report}"
     );
+    for run in ["workload", "pressure", "hostile"] {
+        assert!(
+            console
+                .iter()
+                .any(|l| l.starts_with(&format!("PVGPU-RUN {run}"))),
+            "the {run} run did not start\n{report}"
+        );
+    }
+    // The pressure run really ran out of VRAM (and evicted to make room) and cleaned.
+    let pressure: Vec<u64> = console
+        .iter()
+        .find_map(|l| l.strip_prefix("PVGPU-PRESSURE "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        matches!(pressure[..], [m, o, c] if m > 0 && o > 0 && c > 0),
+        "pressure counts (migrated, out of VRAM, cleaned): {pressure:?}\n{report}"
+    );
     let cleaned = cleaned_bytes.unwrap_or_else(|| panic!("no cleaned-bytes line\n{report}"));
     assert_eq!(cleaned, 32 * MIB, "{report}");
     let phase = |name: &str| {

@@ -48,7 +48,7 @@ struct pvgpu_obj {
 };
 
 /* pvgpu_virtio.c */
-int pvgpu_cmd(struct pvgpu_dev *dev, void *req, size_t req_len,
+int pvgpu_cmd(struct pvgpu_dev *dev, const void *req, size_t req_len,
 	      const void *extra, size_t extra_len, void *resp, size_t resp_len);
 int pvgpu_cmd_object(struct pvgpu_dev *dev, u32 type, u32 id);
 int pvgpu_resp_errno(u32 type);

@@ -66,18 +66,19 @@ static int pvgpu_obj_get_pages(struct pvgpu_obj *obj)
  */
 static int pvgpu_obj_send_backing(struct pvgpu_obj *obj, u32 type, bool with_pages)
 {
-	struct pvgpu_req_backing *req;
-	struct pvgpu_mem_entry *e;
-	struct pvgpu_hdr *resp;
+	struct pvgpu_req_backing req = {
+		.hdr.type = cpu_to_le32(type),
+		.object_id = cpu_to_le32(obj->id),
+	};
+	struct pvgpu_mem_entry *e = NULL;
+	struct pvgpu_hdr resp;
 	unsigned long i, n = 0;
 	int ret;
 
-	req = kzalloc(sizeof(*req), GFP_KERNEL);
-	resp = kzalloc(sizeof(*resp), GFP_KERNEL);
-	e = kmalloc_array(obj->npages, sizeof(*e), GFP_KERNEL | __GFP_NOWARN);
-	if (!req || !resp || !e) {
-		ret = -ENOMEM;
-		goto out;
+	if (with_pages) {
+		e = kmalloc_array(obj->npages, sizeof(*e), GFP_KERNEL | __GFP_NOWARN);
+		if (!e)
+			return -ENOMEM;
 	}
 	for (i = 0; with_pages && i < obj->npages; i++) {
 		u64 addr = page_to_phys(obj->pages[i]);
@@ -92,15 +93,10 @@ static int pvgpu_obj_send_backing(struct pvgpu_obj *obj, u32 type, bool with_pag
 		e[n].padding = 0;
 		n++;
 	}
-	req->hdr.type = cpu_to_le32(type);
-	req->object_id = cpu_to_le32(obj->id);
-	req->nr_entries = cpu_to_le32(n);
-	ret = pvgpu_cmd(obj->dev, req, sizeof(*req), e, n * sizeof(*e), resp,
-			sizeof(*resp));
-out:
+	req.nr_entries = cpu_to_le32(n);
+	ret = pvgpu_cmd(obj->dev, &req, sizeof(req), e, n * sizeof(*e), &resp,
+			sizeof(resp));
 	kfree(e);
-	kfree(resp);
-	kfree(req);
 	return ret;
 }
 
@@ -202,23 +198,17 @@ static int pvgpu_obj_transfer(struct pvgpu_obj *obj, u32 type, pgoff_t idx,
 	struct {
 		struct pvgpu_req_transfer req;
 		struct pvgpu_mem_entry e;
-		struct pvgpu_hdr resp;
-	} *m;
-	int ret;
+	} __packed m = {
+		.req.hdr.type = cpu_to_le32(type),
+		.req.object_id = cpu_to_le32(obj->id),
+		.req.nr_entries = cpu_to_le32(1),
+		.req.offset = cpu_to_le64((u64)idx << PAGE_SHIFT),
+		.e.addr = cpu_to_le64(page_to_phys(page)),
+		.e.length = cpu_to_le32(PAGE_SIZE),
+	};
+	struct pvgpu_hdr resp;
 
-	m = kzalloc(sizeof(*m), GFP_KERNEL);
-	if (!m)
-		return -ENOMEM;
-	m->req.hdr.type = cpu_to_le32(type);
-	m->req.object_id = cpu_to_le32(obj->id);
-	m->req.nr_entries = cpu_to_le32(1);
-	m->req.offset = cpu_to_le64((u64)idx << PAGE_SHIFT);
-	m->e.addr = cpu_to_le64(page_to_phys(page));
-	m->e.length = cpu_to_le32(PAGE_SIZE);
-	ret = pvgpu_cmd(obj->dev, &m->req, sizeof(m->req) + sizeof(m->e), NULL, 0,
-			&m->resp, sizeof(m->resp));
-	kfree(m);
-	return ret;
+	return pvgpu_cmd(obj->dev, &m, sizeof(m), NULL, 0, &resp, sizeof(resp));
 }
 
 /* Clamps [*pos, *pos + len) to the object; returns the bytes left, or a negative errno. */
@@ -441,56 +431,44 @@ static int pvgpu_obj_mmap(struct file *file, struct vm_area_struct *vma)
 
 static int pvgpu_obj_stats(struct pvgpu_obj *obj, struct pvgpu_stats *st)
 {
-	struct {
-		struct pvgpu_hdr req;
-		struct pvgpu_resp_stats resp;
-	} *m;
+	struct pvgpu_hdr req = { .type = cpu_to_le32(PVGPU_CMD_STATS) };
+	struct pvgpu_resp_stats resp;
 	int ret;
 
-	m = kzalloc(sizeof(*m), GFP_KERNEL);
-	if (!m)
-		return -ENOMEM;
-	m->req.type = cpu_to_le32(PVGPU_CMD_STATS);
-	ret = pvgpu_cmd(obj->dev, &m->req, sizeof(m->req), NULL, 0, &m->resp,
-			sizeof(m->resp));
+	ret = pvgpu_cmd(obj->dev, &req, sizeof(req), NULL, 0, &resp, sizeof(resp));
 	memset(st, 0, sizeof(*st));
+	if (ret)
+		return ret;
 	st->size = obj->size;
 	st->id = obj->id;
 	st->placement = obj->placement;
 	st->resident_bytes = obj->placement == PVGPU_CLEANED ? 0 : obj->size;
-	st->objects_live = le64_to_cpu(m->resp.objects_live);
-	st->bytes_migrated = le64_to_cpu(m->resp.bytes_migrated);
-	st->bytes_cleaned = le64_to_cpu(m->resp.bytes_cleaned);
-	st->bytes_evicted = le64_to_cpu(m->resp.bytes_evicted);
-	st->vram_used = le64_to_cpu(m->resp.vram_used);
-	st->commands = le64_to_cpu(m->resp.commands);
-	st->errors = le64_to_cpu(m->resp.errors);
-	kfree(m);
-	return ret;
+	st->objects_live = le64_to_cpu(resp.objects_live);
+	st->bytes_migrated = le64_to_cpu(resp.bytes_migrated);
+	st->bytes_cleaned = le64_to_cpu(resp.bytes_cleaned);
+	st->bytes_evicted = le64_to_cpu(resp.bytes_evicted);
+	st->vram_used = le64_to_cpu(resp.vram_used);
+	st->commands = le64_to_cpu(resp.commands);
+	st->errors = le64_to_cpu(resp.errors);
+	return 0;
 }
 
 static int pvgpu_obj_checksum(struct pvgpu_obj *obj, struct pvgpu_checksum *c)
 {
-	struct {
-		struct pvgpu_req_range req;
-		struct pvgpu_resp_checksum resp;
-	} *m;
+	struct pvgpu_req_range req = {
+		.hdr.type = cpu_to_le32(PVGPU_CMD_CHECKSUM),
+		.object_id = cpu_to_le32(obj->id),
+		.offset = cpu_to_le64(c->offset),
+		.length = cpu_to_le64(c->length),
+	};
+	struct pvgpu_resp_checksum resp;
 	int ret;
 
 	if (c->offset > obj->size || c->length > obj->size - c->offset)
 		return -EINVAL;
-	m = kzalloc(sizeof(*m), GFP_KERNEL);
-	if (!m)
-		return -ENOMEM;
-	m->req.hdr.type = cpu_to_le32(PVGPU_CMD_CHECKSUM);
-	m->req.object_id = cpu_to_le32(obj->id);
-	m->req.offset = cpu_to_le64(c->offset);
-	m->req.length = cpu_to_le64(c->length);
-	ret = pvgpu_cmd(obj->dev, &m->req, sizeof(m->req), NULL, 0, &m->resp,
-			sizeof(m->resp));
-	c->crc32c = le32_to_cpu(m->resp.crc32c);
+	ret = pvgpu_cmd(obj->dev, &req, sizeof(req), NULL, 0, &resp, sizeof(resp));
+	c->crc32c = ret ? 0 : le32_to_cpu(resp.crc32c);
 	c->padding = 0;
-	kfree(m);
 	return ret;
 }
 
@@ -560,8 +538,8 @@ static const struct file_operations pvgpu_obj_fops = {
 /* CREATE and ATTACH_BACKING a shmem-backed object; returns its new fd. */
 long pvgpu_object_create(struct pvgpu_dev *dev, u64 size)
 {
-	struct pvgpu_req_create *req;
-	struct pvgpu_hdr *resp;
+	struct pvgpu_req_create req = { .hdr.type = cpu_to_le32(PVGPU_CMD_CREATE) };
+	struct pvgpu_hdr resp;
 	struct pvgpu_obj *obj;
 	struct file *file;
 	int ret, fd;
@@ -591,17 +569,9 @@ long pvgpu_object_create(struct pvgpu_dev *dev, u64 size)
 		ret = PTR_ERR(obj->shmem);
 		goto err_pages;
 	}
-	req = kzalloc(sizeof(*req), GFP_KERNEL);
-	resp = kzalloc(sizeof(*resp), GFP_KERNEL);
-	ret = -ENOMEM;
-	if (req && resp) {
-		req->hdr.type = cpu_to_le32(PVGPU_CMD_CREATE);
-		req->object_id = cpu_to_le32(obj->id);
-		req->size = cpu_to_le64(size);
-		ret = pvgpu_cmd(dev, req, sizeof(*req), NULL, 0, resp, sizeof(*resp));
-	}
-	kfree(req);
-	kfree(resp);
+	req.object_id = cpu_to_le32(obj->id);
+	req.size = cpu_to_le64(size);
+	ret = pvgpu_cmd(dev, &req, sizeof(req), NULL, 0, &resp, sizeof(resp));
 	if (ret)
 		goto err_shmem;
 	/* From here the device knows the object: pvgpu_obj_free() destroys it. */

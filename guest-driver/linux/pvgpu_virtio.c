@@ -48,60 +48,63 @@ static void pvgpu_vq_done(struct virtqueue *vq)
 /*
  * Sends one request (the fixed part @req, then @extra, e.g. a page list) and waits until
  * the device has used it: pvgpu runs every command to completion first, so a used CLEAN
- * means the host has punched the pages. Returns 0 or a negative errno from the response.
- * @req, @extra and @resp must be kmalloc'd (physically contiguous) memory.
+ * means the host has punched the pages. @req and @resp may live anywhere (they go through
+ * one kmalloc'd buffer, whose guest-physical address the device sees); @extra must be
+ * kmalloc'd. Returns 0 or a negative errno from the response type.
  */
-int pvgpu_cmd(struct pvgpu_dev *dev, void *req, size_t req_len,
+int pvgpu_cmd(struct pvgpu_dev *dev, const void *req, size_t req_len,
 	      const void *extra, size_t extra_len, void *resp, size_t resp_len)
 {
 	struct scatterlist req_sg, extra_sg, resp_sg, *sgs[3];
-	struct pvgpu_hdr *hdr = resp;
 	unsigned int out = 0;
+	struct pvgpu_hdr *hdr;
+	u8 *buf;
 	int ret;
 
-	sg_init_one(&req_sg, req, req_len);
+	if (resp_len < sizeof(*hdr))
+		return -EINVAL;
+	buf = kzalloc(req_len + resp_len, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, req, req_len);
+	sg_init_one(&req_sg, buf, req_len);
 	sgs[out++] = &req_sg;
 	if (extra_len) {
 		sg_init_one(&extra_sg, extra, extra_len);
 		sgs[out++] = &extra_sg;
 	}
-	memset(resp, 0, resp_len);
-	sg_init_one(&resp_sg, resp, resp_len);
+	sg_init_one(&resp_sg, buf + req_len, resp_len);
 	sgs[out] = &resp_sg;
 
 	mutex_lock(&dev->cmd_lock);
 	reinit_completion(&dev->done);
 	ret = virtqueue_add_sgs(dev->vq, sgs, out, 1, dev, GFP_KERNEL);
-	if (ret) {
-		mutex_unlock(&dev->cmd_lock);
-		return ret;
+	if (!ret) {
+		virtqueue_kick(dev->vq);
+		wait_for_completion(&dev->done);
 	}
-	virtqueue_kick(dev->vq);
-	wait_for_completion(&dev->done);
 	mutex_unlock(&dev->cmd_lock);
-	return pvgpu_resp_errno(le32_to_cpu(hdr->type));
+	if (!ret) {
+		memcpy(resp, buf + req_len, resp_len);
+		hdr = resp;
+		ret = pvgpu_resp_errno(le32_to_cpu(hdr->type));
+	}
+	kfree(buf);
+	return ret;
 }
 
-/* A command that names one object (DESTROY, MIGRATE, CLEAN). */
+/* A command that names one object (DESTROY, MIGRATE, CLEAN), fenced with the object id. */
 int pvgpu_cmd_object(struct pvgpu_dev *dev, u32 type, u32 id)
 {
-	struct {
-		struct pvgpu_req_object req;
-		struct pvgpu_resp_migrate resp;
-	} *m;
-	int ret;
+	struct pvgpu_req_object req = {
+		.hdr.type = cpu_to_le32(type),
+		.hdr.flags = cpu_to_le32(PVGPU_FLAG_FENCE),
+		.hdr.fence_id = cpu_to_le64(id),
+		.object_id = cpu_to_le32(id),
+	};
+	struct pvgpu_resp_migrate resp;
 
-	m = kzalloc(sizeof(*m), GFP_KERNEL);
-	if (!m)
-		return -ENOMEM;
-	m->req.hdr.type = cpu_to_le32(type);
-	m->req.hdr.flags = cpu_to_le32(PVGPU_FLAG_FENCE);
-	m->req.hdr.fence_id = cpu_to_le64(id);
-	m->req.object_id = cpu_to_le32(id);
-	ret = pvgpu_cmd(dev, &m->req, sizeof(m->req), NULL, 0, &m->resp,
-			sizeof(m->resp));
-	kfree(m);
-	return ret;
+	return pvgpu_cmd(dev, &req, sizeof(req), NULL, 0, &resp, sizeof(resp));
 }
 
 static long pvgpu_dev_ioctl(struct file *file, unsigned int cmd,
@@ -137,23 +140,15 @@ static const struct file_operations pvgpu_dev_fops = {
 
 static int pvgpu_get_info(struct pvgpu_dev *dev)
 {
-	struct {
-		struct pvgpu_hdr req;
-		struct pvgpu_resp_info resp;
-	} *m;
+	struct pvgpu_hdr req = { .type = cpu_to_le32(PVGPU_CMD_GET_INFO) };
+	struct pvgpu_resp_info resp;
 	int ret;
 
-	m = kzalloc(sizeof(*m), GFP_KERNEL);
-	if (!m)
-		return -ENOMEM;
-	m->req.type = cpu_to_le32(PVGPU_CMD_GET_INFO);
-	ret = pvgpu_cmd(dev, &m->req, sizeof(m->req), NULL, 0, &m->resp,
-			sizeof(m->resp));
-	if (!ret && le32_to_cpu(m->resp.page_size) != PAGE_SIZE)
+	ret = pvgpu_cmd(dev, &req, sizeof(req), NULL, 0, &resp, sizeof(resp));
+	if (!ret && le32_to_cpu(resp.page_size) != PAGE_SIZE)
 		ret = -ENODEV;
 	if (!ret)
-		dev->max_object_size = le64_to_cpu(m->resp.max_object_size);
-	kfree(m);
+		dev->max_object_size = le64_to_cpu(resp.max_object_size);
 	return ret;
 }
 

@@ -256,6 +256,7 @@ static void pressure(int dev, unsigned int nobj, size_t size, unsigned int round
 	int fds[128];
 	uint8_t *shadow[128];
 	uint8_t *buf = malloc(size);
+	unsigned long migrated = 0, out_of_vram = 0, cleaned = 0;
 
 	if (nobj > 128)
 		nobj = 128;
@@ -282,13 +283,17 @@ static void pressure(int dev, unsigned int nobj, size_t size, unsigned int round
 					fail("pressure migrate %u", i);
 					break;
 				}
+				out_of_vram++;
 				if (v != i)
 					ioctl(fds[v], PVGPU_IOC_EVICT);
 			}
+			migrated++;
 			break;
 		case 1:
-			if (p == PVGPU_PLACEMENT_VRAM)
+			if (p == PVGPU_PLACEMENT_VRAM) {
 				CHECK(!ioctl(fds[i], PVGPU_IOC_CLEAN), "pressure clean %u", i);
+				cleaned++;
+			}
 			break;
 		case 2:
 			pattern(buf, n, (uint32_t)rnd());
@@ -314,6 +319,8 @@ static void pressure(int dev, unsigned int nobj, size_t size, unsigned int round
 		}
 		}
 	}
+	printf("PVGPU-PRESSURE migrated %lu out-of-vram %lu cleaned %lu\n", migrated,
+	       out_of_vram, cleaned);
 	for (unsigned int i = 0; i < nobj; i++) {
 		uint32_t c = 0;
 
