@@ -9,8 +9,8 @@
 # processes on hosts whose XSAVE area is larger than its buffer, e.g. with AMX) and
 # virtio-uml-mem-table-size.patch (SET_MEM_TABLE's payload holds exactly its regions, which
 # rust-vmm's vhost crate checks).
-# Cached by hash: the kernel is rebuilt only when the source tarball, the config fragment or this
-# script change, the module and initramfs only when their sources (or the kernel) change.
+# Cached by hash: the kernel is rebuilt only when the source tarball, the config fragment, the
+# patches or the recipe version change, the module only when its sources (or the kernel) change.
 # Run as root, it installs the Debian packages it needs with apt-get; otherwise it prints the one
 # apt-get line to run.
 set -euo pipefail
@@ -54,7 +54,9 @@ mkdir -p "$work"
 # The kernel.
 fragment="$root/images/linux/uml.config"
 patches=("$root"/images/linux/*.patch)
-kernel_hash=$( { sha256sum "$src_tar" | cut -d' ' -f1; cat "$fragment" "${patches[@]}" "$0"; } | sha256sum | cut -c1-16)
+# Bump when the kernel recipe below changes (edits elsewhere in this script keep the cache).
+kernel_recipe=1
+kernel_hash=$( { echo "$kernel_recipe"; sha256sum "$src_tar" | cut -d' ' -f1; cat "$fragment" "${patches[@]}"; } | sha256sum | cut -c1-16)
 ksrc="$work/kernel-$kernel_hash"
 if [ "$(cat "$work/kernel.stamp" 2>/dev/null)" != "$kernel_hash" ] || [ ! -x "$out/linux-uml" ]; then
     rm -rf "$work"/kernel-* "$work/kernel.stamp"
