@@ -8,6 +8,8 @@
 //! Needs no KVM. Fails (never skips) when the kernel or the module cannot be built:
 //! images/build-linux.sh runs first (cached, so quick after the first build).
 
+// Only `root` is used here; the helpers for KVM guests (and their re-exports) are not.
+#[allow(unused_imports)]
 mod common;
 
 use std::collections::BTreeMap;
