@@ -50,8 +50,12 @@ fn build_linux() {
     );
 }
 
+/// Where UML creates its physical-memory file (an O_TMPFILE, or `vm_file-XXXXXX` unlinked):
+/// a tmpfs, so that punching really frees it.
+const UML_TMPDIR: &str = "/dev/shm";
+
 /// Host bytes allocated to the UML physical-memory files the backend holds open (the
-/// memory table's fds), summed over distinct files.
+/// memory table's fds: regular files in [`UML_TMPDIR`]), summed over distinct files.
 fn guest_ram_bytes(backend_pid: u32) -> u64 {
     let mut files = BTreeMap::new();
     let dir = PathBuf::from(format!("/proc/{backend_pid}/fd"));
@@ -60,11 +64,13 @@ fn guest_ram_bytes(backend_pid: u32) -> u64 {
         let Ok(target) = std::fs::read_link(&path) else {
             continue;
         };
-        if !target.to_string_lossy().contains("vm_file-") {
+        if !target.starts_with(UML_TMPDIR) {
             continue;
         }
         if let Ok(m) = std::fs::metadata(&path) {
-            files.insert((m.dev(), m.ino()), m.blocks() * 512);
+            if m.is_file() {
+                files.insert((m.dev(), m.ino()), m.blocks() * 512);
+            }
         }
     }
     assert!(
@@ -134,7 +140,7 @@ fn linux_guest_cleans_frees_host_memory_and_pages_back() {
             "PVGPU_PRESSURE_OBJECTS=64",
             "PVGPU_PRESSURE_ROUNDS=3000",
         ])
-        .env("TMPDIR", "/dev/shm")
+        .env("TMPDIR", UML_TMPDIR)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -242,5 +248,8 @@ fn linux_guest_cleans_frees_host_memory_and_pages_back() {
     assert!(
         paged_back as f64 >= 0.9 * cleaned as f64,
         "touching the cleaned objects paged back only {paged_back} bytes\n{report}"
+    );
+    eprintln!(
+        "linux guest: CLEAN freed {freed} host bytes of {cleaned} cleaned, mmap paged back {paged_back}; pressure (migrated, out of VRAM, cleaned) {pressure:?}; {elapsed:?}"
     );
 }
