@@ -44,7 +44,9 @@ if [ ${#need[@]} -gt 0 ]; then
         rm -f "$out.apt.log"
         src_tar=$(ls /usr/src/linux-source-*.tar.xz 2>/dev/null | sort -V | tail -1 || true)
     else
-        say "missing packages: run 'apt-get install ${need[*]}'"
+        for pkg in "${need[@]}"; do
+            say "$pkg is missing: run 'apt-get install $pkg' (as root)"
+        done
         exit 1
     fi
 fi
