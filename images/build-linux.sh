@@ -35,13 +35,16 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         say "installing ${need[*]} with apt-get"
-        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >"$out.apt.log" 2>&1 &&
-            ! { apt-get update -q >/dev/null 2>&1 &&
-                DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >"$out.apt.log" 2>&1; }; then
-            say "apt-get install ${need[*]} failed (see $out.apt.log)"
+        log=$(mktemp)
+        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >"$log" 2>&1 &&
+            ! { apt-get update -q >"$log" 2>&1 &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >"$log" 2>&1; }; then
+            tail -5 "$log" >&2
+            say "apt-get install ${need[*]} failed"
+            rm -f "$log"
             exit 1
         fi
-        rm -f "$out.apt.log"
+        rm -f "$log"
         src_tar=$(ls /usr/src/linux-source-*.tar.xz 2>/dev/null | sort -V | tail -1 || true)
     else
         for pkg in "${need[@]}"; do
