@@ -35,7 +35,7 @@ fn cleaned_object(pages: u64, data: &[u8]) -> SimGuest {
 fn read_and_write_a_cleaned_object_through_scattered_pages() {
     let data = pattern(16 * PAGE as usize, 5);
     let mut g = cleaned_object(16, &data);
-    let ram_before = g.ram.allocated_bytes().unwrap();
+    let ram_before = g.ram.resident_bytes();
 
     // READ pages 3..7 into two scattered buffers (reverse order in guest memory).
     let buf = g.alloc_pages(8);
@@ -78,7 +78,7 @@ fn read_and_write_a_cleaned_object_through_scattered_pages() {
     assert!(o.backing.is_none(), "transfer pages are not attached");
 
     // The object's cleaned pages were not touched: guest RAM grew by the buffer pages only.
-    let grown = g.ram.allocated_bytes().unwrap() - ram_before;
+    let grown = g.ram.resident_bytes() - ram_before;
     assert!(grown <= 8 * PAGE, "guest RAM grew by {grown}");
 
     // EVICT brings the written data back.

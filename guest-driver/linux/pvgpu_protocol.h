@@ -32,8 +32,9 @@
 #define PVGPU_CMD_COPY 0x0a09
 #define PVGPU_CMD_CHECKSUM 0x0a0a
 #define PVGPU_CMD_STATS 0x0a0b
-#define PVGPU_CMD_READ 0x0a0c
-#define PVGPU_CMD_WRITE 0x0a0d
+#define PVGPU_CMD_MIGRATE_CLEAN 0x0a0c /* not used by this driver */
+#define PVGPU_CMD_READ 0x0a0d
+#define PVGPU_CMD_WRITE 0x0a0e
 
 #define PVGPU_RESP_OK_NODATA 0x1a00
 #define PVGPU_RESP_OK_INFO 0x1a01
