@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the pvgpu guest kernel ELF to images/out/pvgpu-guest.
-# Idempotent: cargo rebuilds only what changed, and the copy is skipped when identical.
+# Builds the pvgpu guest kernel ELF to images/out/pvgpu-guest, then the Linux guest (a User-Mode
+# Linux kernel, the pvgpu module and its initramfs) with images/build-linux.sh.
+# Idempotent: cargo rebuilds only what changed, the copy is skipped when identical, and the Linux
+# guest is cached by the hash of its sources.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 for tool in cargo rustup; do
@@ -49,3 +51,4 @@ if [ -z "$ro_end" ] || [ -n "$bad" ]; then
     exit 1
 fi
 echo "images/out/pvgpu-guest ($(stat -c %s "$out/pvgpu-guest") bytes)"
+bash "$root/images/build-linux.sh"

@@ -220,11 +220,16 @@ pub(crate) fn need<T: Wire>(cmd: u32, req: &[u8]) -> Result<T, CommandError> {
     })
 }
 
-pub(crate) fn entries(cmd: u32, req: &[u8], nr: u32) -> Result<Vec<MemEntry>, CommandError> {
+/// The `nr` entries after the fixed part `T` of a request.
+pub(crate) fn entries<T: Wire>(
+    cmd: u32,
+    req: &[u8],
+    nr: u32,
+) -> Result<Vec<MemEntry>, CommandError> {
     if nr > p::MAX_SG_ENTRIES {
         return Err(CommandError::InvalidParameter("nr_entries"));
     }
-    let head = std::mem::size_of::<p::ReqBacking>();
+    let head = std::mem::size_of::<T>();
     let esz = std::mem::size_of::<MemEntry>();
     let want = head + nr as usize * esz;
     if req.len() < want {
@@ -496,7 +501,7 @@ impl CommandEngine {
             }
             p::CMD_ATTACH_BACKING => {
                 let r: p::ReqBacking = need(cmd, req)?;
-                let e = entries(cmd, req, r.nr_entries)?;
+                let e = entries::<p::ReqBacking>(cmd, req, r.nr_entries)?;
                 self.attach(r.object_id, &e)?;
                 Ok(ok())
             }
@@ -523,7 +528,7 @@ impl CommandEngine {
             }
             p::CMD_EVICT => {
                 let r: p::ReqBacking = need(cmd, req)?;
-                let e = entries(cmd, req, r.nr_entries)?;
+                let e = entries::<p::ReqBacking>(cmd, req, r.nr_entries)?;
                 self.evict(mem, r.object_id, &e)
             }
             p::CMD_FILL => {
@@ -537,6 +542,12 @@ impl CommandEngine {
             p::CMD_CHECKSUM => {
                 let r: p::ReqRange = need(cmd, req)?;
                 self.checksum(r.object_id, r.offset, r.length)
+            }
+            p::CMD_READ | p::CMD_WRITE => {
+                let r: p::ReqTransfer = need(cmd, req)?;
+                let e = entries::<p::ReqTransfer>(cmd, req, r.nr_entries)?;
+                self.transfer(mem, cmd == p::CMD_WRITE, r.object_id, r.offset, &e)?;
+                Ok(ok())
             }
             other => Err(CommandError::UnknownCommand(other)),
         }
@@ -773,6 +784,37 @@ impl CommandEngine {
             size,
         );
         Ok(Outcome::Work(job, commit))
+    }
+
+    /// READ (`to_vram` false) or WRITE: copies between the guest pages `entries` and the
+    /// object's VRAM data at `offset`.
+    fn transfer<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        to_vram: bool,
+        id: u32,
+        offset: u64,
+        entries: &[MemEntry],
+    ) -> Result<(), CommandError> {
+        let o = self.objects.touch(id, self.tick)?;
+        o.check(Op::Transfer)?;
+        if !offset.is_multiple_of(p::PAGE_SIZE) {
+            return Err(CommandError::InvalidParameter("offset"));
+        }
+        if entries.is_empty() {
+            return Err(CommandError::InvalidParameter("nr_entries"));
+        }
+        let (extents, len) = self.ram.check_list(entries)?;
+        o.check_range(offset, len)?;
+        let at = o.vram_offset.unwrap_or_default() + offset;
+        if to_vram {
+            self.vram.copy_from_guest(mem, &extents, at)?;
+            self.stats.bytes_written += len;
+        } else {
+            self.vram.copy_to_guest(mem, &extents, at)?;
+            self.stats.bytes_read += len;
+        }
+        Ok(())
     }
 
     fn fill(

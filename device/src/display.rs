@@ -409,7 +409,7 @@ impl CommandEngine {
             }
             p::CMD_RESOURCE_ATTACH_BACKING => {
                 let r: p::ReqBacking = need(cmd, req)?;
-                let e = entries(cmd, req, r.nr_entries)?;
+                let e = entries::<p::ReqBacking>(cmd, req, r.nr_entries)?;
                 self.resource_attach_backing(r.object_id, &e)?;
                 Ok(ok())
             }

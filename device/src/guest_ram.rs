@@ -192,6 +192,19 @@ impl RamRanges {
         entries: &[MemEntry],
         size: u64,
     ) -> Result<Vec<Extent>, GuestRamError> {
+        let (out, total) = self.check_list(entries)?;
+        if total != size {
+            return Err(GuestRamError::SizeMismatch {
+                got: total,
+                want: size,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks a guest page list of any total size and returns it as merged extents with
+    /// that total (saturating: an absurd total fails every later range check).
+    pub fn check_list(&self, entries: &[MemEntry]) -> Result<(Vec<Extent>, u64), GuestRamError> {
         let mut out: Vec<Extent> = Vec::new();
         let mut total = 0u64;
         for e in entries {
@@ -202,13 +215,7 @@ impl RamRanges {
                 _ => out.push(x),
             }
         }
-        if total != size {
-            return Err(GuestRamError::SizeMismatch {
-                got: total,
-                want: size,
-            });
-        }
-        Ok(out)
+        Ok((out, total))
     }
 }
 

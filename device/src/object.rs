@@ -41,6 +41,8 @@ pub enum Op {
     Evict,
     /// FILL, COPY: VRAM data operations.
     VramData,
+    /// READ, WRITE: copies between guest pages and VRAM data.
+    Transfer,
     /// CHECKSUM.
     Read,
 }
@@ -126,7 +128,7 @@ impl Object {
             Op::Migrate => self.placement == Placement::System && self.backing.is_some(),
             Op::Clean => self.placement == Placement::Vram,
             Op::Evict => self.placement != Placement::System && self.image.is_none(),
-            Op::VramData => self.placement != Placement::System,
+            Op::VramData | Op::Transfer => self.placement != Placement::System,
             Op::Read => self.placement != Placement::System || self.backing.is_some(),
         };
         if ok {

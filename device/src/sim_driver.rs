@@ -432,6 +432,17 @@ impl SimGuest {
         self.cmd_type(&backing_request(cmd, id, entries))
     }
 
+    /// READ or WRITE between the object's VRAM at `offset` and the pages `entries`.
+    pub fn transfer(&mut self, cmd: u32, id: u32, offset: u64, entries: &[MemEntry]) -> u32 {
+        self.cmd_type(&request::transfer(
+            cmd,
+            id,
+            offset,
+            entries.len() as u32,
+            entries,
+        ))
+    }
+
     /// FILL.
     pub fn fill(&mut self, id: u32, offset: u64, length: u64, value: u32) -> u32 {
         self.cmd_type(&request::fill(id, offset, length, value))

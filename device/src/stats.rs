@@ -46,6 +46,10 @@ pub struct DeviceStats {
     /// Nanoseconds the device spent in MIGRATE_CLEAN commands (moving or copying, and
     /// discarding the guest pages), for the device-side throughput.
     pub migrate_clean_ns: u64,
+    /// Bytes copied VRAM → guest pages by READ.
+    pub bytes_read: u64,
+    /// Bytes copied guest pages → VRAM by WRITE.
+    pub bytes_written: u64,
     /// VRAM bytes given back to the host (punched) when freed.
     pub vram_bytes_punched: u64,
     /// VRAM size.

@@ -58,6 +58,8 @@
 //! | 0x0a0a | CHECKSUM | [`ReqRange`] | [`RespChecksum`] |
 //! | 0x0a0b | STATS | [`CtrlHdr`] | [`RespStats`] |
 //! | 0x0a0c | MIGRATE_CLEAN | [`ReqObject`] | [`RespMigrate`] |
+//! | 0x0a0d | READ | [`ReqTransfer`] + `nr_entries` × [`MemEntry`] | [`RESP_OK_NODATA`] |
+//! | 0x0a0e | WRITE | [`ReqTransfer`] + `nr_entries` × [`MemEntry`] | [`RESP_OK_NODATA`] |
 //!
 //! An error response is a bare [`CtrlHdr`] whose type is one of the `RESP_ERR_*` codes. Bytes
 //! of a request past its fixed part (and past its entries) are ignored. A request whose
@@ -95,6 +97,13 @@
 //!   EVICT writes it back to the guest pages.
 //! - CHECKSUM: crc32c (Castagnoli, as [`crate::crc32c`]) of a range of the object's data,
 //!   wherever it lives (guest pages for SYSTEM, VRAM otherwise).
+//! - READ, WRITE: copy between a VRAM or CLEANED object's VRAM data at `offset` and the
+//!   guest pages of the entries (READ: VRAM → pages, WRITE: pages → VRAM), for guests that
+//!   cannot map VRAM (Linux under User-Mode Linux: `virtio_uml` has no shared-memory
+//!   regions). `offset` and every entry are page-aligned; the entries must be guest RAM, and
+//!   `offset` plus their total length must lie within the object. The pages are only the
+//!   transfer's buffer: they are not attached to the object, and the placement does not
+//!   change. After WRITE the VRAM copy is the authoritative one, as after FILL.
 //! - DESTROY: any object; frees its VRAM. Its guest pages go back to the guest untouched.
 //!
 //! Any other transition (CLEAN of a SYSTEM object, EVICT of a SYSTEM object, MIGRATE twice,
@@ -145,13 +154,14 @@ pub enum Placement {
     /// resource without a backing is CLEANED too: its host copy is VRAM).
     Cleaned,
 }
-/// Most entries in one ATTACH_BACKING or EVICT request.
+/// Most entries in one ATTACH_BACKING, EVICT, READ or WRITE request.
 pub const MAX_SG_ENTRIES: u32 = 65536;
 /// Most live objects.
 pub const MAX_OBJECTS: u32 = 1 << 18;
-/// Longest request the device reads, in bytes (the largest backing request).
-pub const MAX_REQUEST_BYTES: usize =
-    core::mem::size_of::<ReqBacking>() + MAX_SG_ENTRIES as usize * core::mem::size_of::<MemEntry>();
+/// Longest request the device reads, in bytes (the largest READ or WRITE request, whose
+/// fixed part is the longest of the requests with entries).
+pub const MAX_REQUEST_BYTES: usize = core::mem::size_of::<ReqTransfer>()
+    + MAX_SG_ENTRIES as usize * core::mem::size_of::<MemEntry>();
 
 /// hdr.flags: the request carries a fence (`fence_id`).
 pub const VIRTIO_GPU_FLAG_FENCE: u32 = 1 << 0;
@@ -184,6 +194,10 @@ pub const CMD_CHECKSUM: u32 = 0x0a0a;
 pub const CMD_STATS: u32 = 0x0a0b;
 /// Command: MIGRATE and CLEAN in one step; the guest pages move into VRAM where the host can.
 pub const CMD_MIGRATE_CLEAN: u32 = 0x0a0c;
+/// Command: copy a range of an object's VRAM into guest pages.
+pub const CMD_READ: u32 = 0x0a0d;
+/// Command: copy guest pages into a range of an object's VRAM.
+pub const CMD_WRITE: u32 = 0x0a0e;
 
 /// Response: success, no data.
 pub const RESP_OK_NODATA: u32 = 0x1a00;
@@ -277,6 +291,8 @@ pub const fn command_name(cmd: u32) -> &'static str {
         CMD_GET_EDID => "get_edid",
         CMD_UPDATE_CURSOR => "update_cursor",
         CMD_MOVE_CURSOR => "move_cursor",
+        CMD_READ => "read",
+        CMD_WRITE => "write",
         _ => "unknown",
     }
 }
@@ -416,6 +432,21 @@ pub struct ReqBacking {
     pub object_id: u32,
     /// Number of entries that follow (at most [`MAX_SG_ENTRIES`]).
     pub nr_entries: u32,
+}
+
+/// READ and WRITE: followed by `nr_entries` [`MemEntry`]s, the guest pages to copy to or
+/// from; their total length is the number of bytes transferred.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReqTransfer {
+    /// [`CMD_READ`] or [`CMD_WRITE`].
+    pub hdr: CtrlHdr,
+    /// The object (VRAM or CLEANED).
+    pub object_id: u32,
+    /// Number of entries that follow (at most [`MAX_SG_ENTRIES`]).
+    pub nr_entries: u32,
+    /// Offset in the object, page-aligned.
+    pub offset: u64,
 }
 
 /// FILL: set `length` bytes at `offset` of the object's VRAM to `value`.
@@ -590,6 +621,7 @@ wire_structs!(
     ReqCreate,
     ReqObject,
     ReqBacking,
+    ReqTransfer,
     ReqFill,
     ReqCopy,
     ReqRange,
@@ -926,7 +958,8 @@ mod tests {
         assert_eq!(size_of::<RespInfo>(), 64);
         assert_eq!(size_of::<RespChecksum>(), 32);
         assert_eq!(size_of::<RespStats>(), 104);
-        assert_eq!(MAX_REQUEST_BYTES, 32 + 16 * 65536);
+        assert_eq!(size_of::<ReqTransfer>(), 40);
+        assert_eq!(MAX_REQUEST_BYTES, 40 + 16 * 65536);
         // virtio-gpu's 2D structs, as the spec (and Linux's virtio_gpu.h) lay them out.
         assert_eq!(size_of::<Rect>(), 16);
         assert_eq!(size_of::<DisplayOne>(), 24);
@@ -964,6 +997,9 @@ mod tests {
         assert_eq!(offset_of!(ReqObject, object_id), 24);
         assert_eq!(offset_of!(ReqBacking, object_id), 24);
         assert_eq!(offset_of!(ReqBacking, nr_entries), 28);
+        assert_eq!(offset_of!(ReqTransfer, object_id), 24);
+        assert_eq!(offset_of!(ReqTransfer, nr_entries), 28);
+        assert_eq!(offset_of!(ReqTransfer, offset), 32);
         assert_eq!(offset_of!(ReqFill, object_id), 24);
         assert_eq!(offset_of!(ReqFill, value), 28);
         assert_eq!(offset_of!(ReqFill, offset), 32);
@@ -1004,6 +1040,8 @@ mod tests {
             CMD_CHECKSUM,
             CMD_STATS,
             CMD_MIGRATE_CLEAN,
+            CMD_READ,
+            CMD_WRITE,
             RESP_OK_NODATA,
             RESP_OK_INFO,
             RESP_OK_CHECKSUM,

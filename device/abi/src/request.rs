@@ -49,6 +49,22 @@ pub fn backing(cmd: u32, id: u32, nr: u32, entries: &[MemEntry]) -> Vec<u8> {
     v
 }
 
+/// READ or WRITE with `nr` in the header and `entries` after it (they may differ).
+pub fn transfer(cmd: u32, id: u32, offset: u64, nr: u32, entries: &[MemEntry]) -> Vec<u8> {
+    let mut v = p::ReqTransfer {
+        hdr: CtrlHdr::new(cmd),
+        object_id: id,
+        nr_entries: nr,
+        offset,
+    }
+    .as_bytes()
+    .to_vec();
+    for e in entries {
+        v.extend_from_slice(e.as_bytes());
+    }
+    v
+}
+
 /// FILL (`value` is a byte on the wire's u32, so out-of-range values can be sent).
 pub fn fill(id: u32, offset: u64, length: u64, value: u32) -> Vec<u8> {
     p::ReqFill {

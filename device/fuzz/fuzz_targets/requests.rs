@@ -129,7 +129,8 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         ..CtrlHdr::new(0)
     };
     let h = |t| CtrlHdr { type_: t, ..hdr };
-    Some(match inp.u8()? % 16 {
+    let sel = inp.u8()? % 18;
+    Some(match sel {
         0 => h(p::CMD_NOP).as_bytes().to_vec(),
         1 => h(p::CMD_GET_INFO).as_bytes().to_vec(),
         2 => p::ReqCreate { hdr: h(p::CMD_CREATE), object_id: inp.id()?, flags: 0, size: inp.size()? }
@@ -175,6 +176,19 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         .as_bytes()
         .to_vec(),
         11 => h(p::CMD_STATS).as_bytes().to_vec(),
+        12 | 13 => {
+            let cmd = if sel == 12 { p::CMD_READ } else { p::CMD_WRITE };
+            let object_id = inp.id()?;
+            let offset = inp.size()?;
+            let e = entries(inp)?;
+            let mut v = p::ReqTransfer { hdr: h(cmd), object_id, nr_entries: e.len() as u32, offset }
+                .as_bytes()
+                .to_vec();
+            for x in &e {
+                v.extend_from_slice(x.as_bytes());
+            }
+            v
+        }
         _ => {
             let mut c = command_2d(inp)?;
             // The same type, with the fuzzed flags and fence.

@@ -64,6 +64,9 @@ impl From<GpuBackendError> for std::io::Error {
 struct State {
     engine: CommandEngine,
     mem: Option<BackendMemory>,
+    /// The backend-request channel, kept open for the connection's life: a frontend may
+    /// take its closing for a broken connection (Linux's virtio_uml removes the device).
+    backend_req: Option<Backend>,
 }
 
 /// The backend (cheap to clone: the daemon hands clones to its worker threads).
@@ -88,7 +91,11 @@ impl GpuBackend {
     pub fn new(engine: CommandEngine) -> std::io::Result<Self> {
         let vram_size = engine.vram().size();
         Ok(GpuBackend {
-            state: Arc::new(Mutex::new(State { engine, mem: None })),
+            state: Arc::new(Mutex::new(State {
+                engine,
+                mem: None,
+                backend_req: None,
+            })),
             vram_size,
             exit: Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?),
         })
@@ -108,6 +115,7 @@ impl GpuBackend {
         s.engine.reset();
         s.engine.set_enabled(false);
         s.mem = None;
+        s.backend_req = None;
         s.engine.stats().clone()
     }
 
@@ -266,14 +274,18 @@ impl VhostUserBackend for GpuBackend {
             flags: VhostUserMMapFlags::WRITABLE.bits(),
             ..Default::default()
         };
-        let s = self.lock();
-        let Some(memfd) = s.engine.vram().memfd() else {
-            log::error!("VRAM is not a memfd: it cannot be offered to the frontend");
-            return;
-        };
-        if let Err(e) = backend.shmem_map(&map, memfd.file()) {
-            log::warn!("VRAM not offered to the frontend (SHMEM_MAP): {e}");
+        let mut s = self.lock();
+        match s.engine.vram().memfd() {
+            Some(memfd) => {
+                if let Err(e) = backend.shmem_map(&map, memfd.file()) {
+                    log::warn!("VRAM not offered to the frontend (SHMEM_MAP): {e}");
+                }
+            }
+            None => log::error!("VRAM is not a memfd: it cannot be offered to the frontend"),
         }
+        // Keep the channel open for the connection's life: a frontend may take its closing
+        // for a broken connection (Linux's virtio_uml then removes the device).
+        s.backend_req = Some(backend);
     }
 
     fn get_shmem_config(&self) -> std::io::Result<VhostUserShMemConfig> {
