@@ -43,27 +43,21 @@ pub fn write_png(path: &Path, image: &ScanoutImage) -> Result<(), ScreenshotErro
         path: path.to_path_buf(),
         source,
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "screenshot".into());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(io)?;
-        let mut enc = png::Encoder::new(BufWriter::new(file), image.width, image.height);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        // Speed over size: this runs on the device thread.
-        enc.set_compression(png::Compression::Fast);
-        let mut w = enc.write_header().map_err(encode)?;
-        w.write_image_data(&image.rgb).map_err(encode)?;
-        w.finish().map_err(encode)?;
-        std::fs::rename(&tmp, path).map_err(io)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic_file::write_with(
+        path,
+        |tmp| {
+            let file = std::fs::File::create(tmp).map_err(io)?;
+            let mut enc = png::Encoder::new(BufWriter::new(file), image.width, image.height);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            // Speed over size: this runs on the device thread.
+            enc.set_compression(png::Compression::Fast);
+            let mut w = enc.write_header().map_err(encode)?;
+            w.write_image_data(&image.rgb).map_err(encode)?;
+            w.finish().map_err(encode)
+        },
+        io,
+    )
 }
 
 /// When to write: tracks the scanout's flush counter and the last write.
