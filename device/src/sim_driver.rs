@@ -137,6 +137,23 @@ pub struct RawDesc {
     pub next: u16,
 }
 
+/// Writes descriptor `index` of the split-queue descriptor table at `table` (16 bytes, little
+/// endian), as a driver does: for tests that build their own tables and rings.
+pub fn write_desc_at<M: Bytes<GuestAddress>>(
+    mem: &M,
+    table: u64,
+    index: u64,
+    d: RawDesc,
+) -> Result<(), M::E> {
+    let mut b = [0u8; 16];
+    b[0..8].copy_from_slice(&d.addr.to_le_bytes());
+    b[8..12].copy_from_slice(&d.len.to_le_bytes());
+    b[12..14].copy_from_slice(&d.flags.to_le_bytes());
+    b[14..16].copy_from_slice(&d.next.to_le_bytes());
+    let at = table.wrapping_add(16u64.wrapping_mul(index));
+    mem.write_slice(&b, GuestAddress(at))
+}
+
 /// A simulated guest with one pvgpu device.
 pub struct SimGuest {
     /// Guest RAM's host memory (also the device's punch target).
@@ -296,13 +313,7 @@ impl SimGuest {
 
     /// Writes a descriptor.
     pub fn write_desc(&self, index: u16, d: RawDesc) {
-        let a = DESC_ADDR + 16 * u64::from(index % QSIZE);
-        let mut b = [0u8; 16];
-        b[0..8].copy_from_slice(&d.addr.to_le_bytes());
-        b[8..12].copy_from_slice(&d.len.to_le_bytes());
-        b[12..14].copy_from_slice(&d.flags.to_le_bytes());
-        b[14..16].copy_from_slice(&d.next.to_le_bytes());
-        let _ = self.mem.write_slice(&b, GuestAddress(a));
+        let _ = write_desc_at(&self.mem, DESC_ADDR, u64::from(index % QSIZE), d);
     }
 
     /// Makes the chain starting at descriptor `head` available.

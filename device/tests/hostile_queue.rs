@@ -8,7 +8,7 @@ use pvgpu_abi::protocol::{self as p, CtrlHdr, Wire};
 use pvgpu_abi::request;
 use pvgpu_abi::virtio_mmio::{regs, status};
 use pvgpu_device::memfd::MemFd;
-use pvgpu_device::sim_driver::{start_driver, QueueRings};
+use pvgpu_device::sim_driver::{start_driver, write_desc_at, QueueRings, RawDesc};
 use pvgpu_device::{DeviceConfig, GuestRamPunch, PvgpuDevice};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 
@@ -48,11 +48,13 @@ fn bring_up(dev: &mut PvgpuDevice, qsize: u32, desc: u64, avail: u64, used: u64)
 }
 
 fn desc(mem: &GuestMemoryMmap, table: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16) {
-    let a = table + 16 * i;
-    mem.write_obj(addr, GuestAddress(a)).unwrap();
-    mem.write_obj(len, GuestAddress(a + 8)).unwrap();
-    mem.write_obj(flags, GuestAddress(a + 12)).unwrap();
-    mem.write_obj(next, GuestAddress(a + 14)).unwrap();
+    let d = RawDesc {
+        addr,
+        len,
+        flags,
+        next,
+    };
+    write_desc_at(mem, table, i, d).unwrap();
 }
 
 struct Punch(Arc<MemFd>);
