@@ -367,19 +367,11 @@ impl Gpu {
         let vram = device.vram();
         let len = vram.size();
         usize::try_from(len).map_err(|_| GpuError::VramSize(len))?;
-        let region = kvm_userspace_memory_region {
-            slot,
-            flags: 0,
-            guest_phys_addr: layout::VRAM_BASE,
-            memory_size: len,
-            userspace_addr: vram.host_addr() as u64,
-        };
         // SAFETY: [host_addr, host_addr + len) is the device's live mapping of its VRAM
         // (exactly `len` bytes). The mapping lives as long as the device, and the
         // device outlives every vCPU that can touch the slot (see the doc comment above). The
-        // slot number is not used by guest RAM (the caller passes the next free one), and
-        // [VRAM_BASE, VRAM_BASE + len) is inside the VRAM window, clear of RAM and MMIO.
-        unsafe { vm.set_user_memory_region(region) }
+        // slot number is not used by guest RAM (the caller passes the next free one).
+        unsafe { register_vram_slot(vm, slot, vram.host_addr() as u64, len) }
             .map_err(|source| GpuError::VramSlot { slot, source })?;
 
         let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(GpuError::EventFd)?;
@@ -488,6 +480,33 @@ impl Gpu {
     pub fn mmio(&self) -> &Arc<Mutex<GpuMmio>> {
         &self.mmio
     }
+}
+
+/// Registers `len` bytes of VRAM mapped at `host_addr` as KVM memslot `slot`, at the VRAM
+/// window's base (virtio shared-memory region 1), for the in-process device and the vhost-user
+/// frontend alike.
+///
+/// # Safety
+///
+/// `[host_addr, host_addr + len)` must be a live mapping that outlives every vCPU able to touch
+/// the slot, `slot` must be unused, and `len` must fit the VRAM window (at most `VRAM_MAX`), so
+/// the slot stays clear of RAM and MMIO.
+pub(crate) unsafe fn register_vram_slot(
+    vm: &VmFd,
+    slot: u32,
+    host_addr: u64,
+    len: u64,
+) -> Result<(), kvm_ioctls::Error> {
+    let region = kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: layout::VRAM_BASE,
+        memory_size: len,
+        userspace_addr: host_addr,
+    };
+    // SAFETY: the caller guarantees the mapping's lifetime, the free slot and the size; the
+    // guest-physical range is the VRAM window, which overlaps no other slot.
+    unsafe { vm.set_user_memory_region(region) }
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use pvgpu_abi::layout;
 use pvgpu_abi::protocol as p;
@@ -533,19 +532,12 @@ impl GpuVhostUser {
             ));
         };
         let vram = Arc::new(map_vram(&m, file, vram_size)?);
-        let region = kvm_userspace_memory_region {
-            slot,
-            flags: 0,
-            guest_phys_addr: layout::VRAM_BASE,
-            memory_size: vram_size,
-            userspace_addr: vram.host_addr() as u64,
-        };
         // SAFETY: [host_addr, + vram_size) is our live MAP_SHARED mapping of the backend's VRAM
         // memfd (exactly `vram_size` bytes); the returned value and the MMIO bus (which every
         // vCPU thread holds) share it, so it outlives every vCPU that can touch the slot. The slot
         // is unused and the window is clear of RAM and MMIO (VRAM_BASE, at most VRAM_MAX
         // bytes, checked above).
-        unsafe { vm.set_user_memory_region(region) }
+        unsafe { super::gpu::register_vram_slot(vm, slot, vram.host_addr() as u64, vram_size) }
             .map_err(|source| GpuVhostUserError::VramSlot { slot, source })?;
 
         // Guest RAM: its memfd (with --gpu-socket the VMM uses shared memory).
