@@ -130,3 +130,18 @@ fn refused_pages_are_copied_and_every_byte_still_verifies() {
         );
     }
 }
+
+#[test]
+fn a_driver_waiting_for_a_long_command_sleeps_in_the_vmm() {
+    // A copying MIGRATE of 128 MiB takes milliseconds. The driver sleeps on the used-wait
+    // port for it rather than spinning in guest mode (where its vCPU would slow every page
+    // the host moves), and the VMM counts the waits that blocked.
+    let (r, v) = stats_of(
+        &["--mem", "512M"],
+        &["bench-migrate", "--mib", "128", "--object-mib", "64"],
+        "used-wait",
+    );
+    assert_eq!(r.code, code(exit_status::OK), "{}", r.dump());
+    assert!(r.stdout.contains("BENCH migrate "), "{}", r.dump());
+    assert!(num(&v, "/device/used_waits") >= 1.0, "{v}");
+}

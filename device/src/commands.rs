@@ -656,7 +656,7 @@ impl CommandEngine {
         let result = if moving {
             // The destination must be missing for a move (freed VRAM already is).
             self.vram
-                .punch(off, size)
+                .make_missing(off, size)
                 .and_then(|()| self.mover.to_vram(mem, backing, &self.vram, off))
         } else {
             self.vram

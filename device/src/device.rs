@@ -8,6 +8,8 @@
 //! the KVM memslot at `layout::VRAM_BASE`; implement [`GuestRamPunch`] with the guest-RAM memfd
 //! (`MemFd` already implements it).
 
+use std::sync::Arc;
+
 use vm_memory::GuestMemory;
 
 use crate::commands::{CommandEngine, DeviceConfig};
@@ -16,6 +18,7 @@ use crate::guest_ram::GuestRamPunch;
 use crate::queue::{self, QueueError, QueueRole};
 use crate::stats::DeviceStats;
 use crate::transport::{MmioEvent, MmioTransport, TransportError};
+use crate::used_watch::UsedWatch;
 use crate::vram::{Vram, VramError};
 use pvgpu_abi::protocol as p;
 use pvgpu_abi::virtio_mmio;
@@ -57,6 +60,8 @@ pub struct PvgpuDevice {
     irq: Option<Box<dyn InterruptSink>>,
     /// The chain whose command is under way (its data work runs in bounded steps).
     inflight: Option<queue::InFlight>,
+    /// Where the control queue's used index is published for waiters (the used-wait port).
+    used_watch: Option<Arc<UsedWatch>>,
 }
 
 impl std::fmt::Debug for PvgpuDevice {
@@ -81,7 +86,13 @@ impl PvgpuDevice {
             engine,
             irq: None,
             inflight: None,
+            used_watch: None,
         })
+    }
+
+    /// Publishes the control queue's used index to `watch` from now on, after every step.
+    pub fn set_used_watch(&mut self, watch: Arc<UsedWatch>) {
+        self.used_watch = Some(watch);
     }
 
     /// Sets the interrupt line (e.g. an irqfd `EventFd`).
@@ -181,6 +192,9 @@ impl PvgpuDevice {
                 break;
             }
         }
+        if let (Some(w), Some(q)) = (&self.used_watch, self.transport.queue_at(p::CONTROLQ)) {
+            w.publish(virtio_queue::QueueT::next_used(q));
+        }
         if bits == 0 {
             return Ok(false);
         }
@@ -235,7 +249,10 @@ impl PvgpuDevice {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> DeviceStats {
-        self.engine.stats().clone()
+        DeviceStats {
+            used_waits: self.used_watch.as_ref().map_or(0, |w| w.waits()),
+            ..self.engine.stats().clone()
+        }
     }
 
     /// The command engine (objects, VRAM): for tests and diagnostics.

@@ -31,6 +31,7 @@ pub mod stats;
 pub mod transport;
 pub mod uffd;
 pub mod uffd_sys;
+pub mod used_watch;
 pub mod vram;
 pub mod vram_alloc;
 
@@ -41,3 +42,4 @@ pub use display::{DisplayMode, ScanoutImage};
 pub use guest_ram::{GuestRamPunch, RamRanges};
 pub use page_mover::ZeroCopy;
 pub use stats::DeviceStats;
+pub use used_watch::UsedWatch;

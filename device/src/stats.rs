@@ -46,6 +46,9 @@ pub struct DeviceStats {
     /// Nanoseconds the device spent in MIGRATE_CLEAN commands (moving or copying, and
     /// discarding the guest pages), for the device-side throughput.
     pub migrate_clean_ns: u64,
+    /// Times the driver waited for an answer on the used-wait port instead of spinning (a vCPU
+    /// blocked in the VMM; only with the device in the VMM's process).
+    pub used_waits: u64,
     /// Bytes copied VRAM → guest pages by READ.
     pub bytes_read: u64,
     /// Bytes copied guest pages → VRAM by WRITE.

@@ -299,6 +299,16 @@ impl Vram {
     pub fn punch(&self, offset: u64, len: u64) -> Result<(), VramError> {
         Ok(self.host.discard(offset, len)?)
     }
+
+    /// Makes `[offset, offset + len)` missing, as the destination of a page move must be:
+    /// punches it only if a page there is resident. (Freed VRAM already is missing, and a
+    /// discard is not free even then: KVM must drop its mappings of the range.)
+    pub fn make_missing(&self, offset: u64, len: u64) -> Result<(), VramError> {
+        if self.host.resident_bytes_in(offset, len)? == 0 {
+            return Ok(());
+        }
+        self.punch(offset, len)
+    }
 }
 
 /// The guest memory of the pages `extents`, in order, as vm-memory slices for `access`; every

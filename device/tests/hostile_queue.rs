@@ -399,6 +399,9 @@ fn a_queue_of_huge_fills_is_served_in_bounded_steps() {
     .unwrap();
     let cfg = DeviceConfig::new(BIG_RAM, VRAM).unwrap();
     let mut dev = PvgpuDevice::new(cfg, Box::new(Punch(ram.clone()))).unwrap();
+    // The used-wait port's watch follows the used index the guest sees, step by step.
+    let watch = std::sync::Arc::new(pvgpu_device::UsedWatch::new());
+    dev.set_used_watch(watch.clone());
     bring_up(&mut dev, 16, 0x1000, 0x2000, 0x3000);
     let good = [(0x8000u64, 64u32)];
     let pages = [p::MemEntry {
@@ -439,6 +442,8 @@ fn a_queue_of_huge_fills_is_served_in_bounded_steps() {
     while dev.has_pending(&mem) {
         dev.process_queue_step(&mem).unwrap();
         steps += 1;
+        let used: u16 = mem.read_obj(GuestAddress(0x3002)).unwrap();
+        assert_eq!(watch.current(), used, "published after step {steps}");
         // The registers answer between steps (the VMM's vCPUs take the same lock).
         let mut id = [0u8; 4];
         dev.mmio_read(regs::DEVICE_ID, &mut id);
@@ -453,6 +458,11 @@ fn a_queue_of_huge_fills_is_served_in_bounded_steps() {
     assert_eq!(used_flags & 1, 0, "VRING_USED_F_NO_NOTIFY left set");
     let used: u16 = mem.read_obj(GuestAddress(0x3002)).unwrap();
     assert_eq!(used, used0.wrapping_add(16));
+    assert_eq!(watch.current(), used);
+    assert!(
+        !watch.wait_past(used, std::time::Duration::from_millis(1)),
+        "nothing new to wait for"
+    );
     assert_eq!(dev.stats().errors, 0);
     let len = run_chain(&mem, &mut dev, used, &request::checksum(1, 0, OBJ), &good);
     assert_eq!(len, 32);

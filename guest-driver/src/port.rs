@@ -1,4 +1,5 @@
-//! The two VMM ports both rings use: the serial console and the exit device.
+//! The VMM ports: the serial console and the exit device (both rings), the phase marker and
+//! the used-wait device (ring 3).
 //!
 //! The VMM's 16550 needs no set-up to transmit, and polling its line status before every
 //! byte (what the uart_16550 crate does) costs two VM exits a byte: 120 µs at ring 3 on PVM.
@@ -45,6 +46,21 @@ pub fn phase(n: u32) {
             "out dx, eax",
             in("dx") pvgpu_abi::layout::PHASE_PORT,
             in("eax") n,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+}
+
+/// Blocks in the VMM until the device's control-queue used index differs from `seen` (the
+/// index this driver has consumed up to), or about a millisecond passes. A hint: the caller
+/// re-checks its used ring either way.
+pub fn wait_used(seen: u16) {
+    // SAFETY: a 2-byte write to the used-wait device, which only waits.
+    unsafe {
+        core::arch::asm!(
+            "out dx, ax",
+            in("dx") pvgpu_abi::layout::USED_WAIT_PORT,
+            in("ax") seen,
             options(nomem, nostack, preserves_flags)
         );
     }

@@ -37,14 +37,29 @@ pub fn cpu_of_df_stack(rsp: u64) -> Option<usize> {
 /// IST slot used by the double-fault gate.
 pub const DOUBLE_FAULT_IST: u16 = 0;
 
-/// Ports ring 3 may use directly: the console, the exit device and the phase marker.
-const USER_PORTS: [(u16, u16); 3] = [
+/// Ports ring 3 may use directly: the console, the exit device, the phase marker and the
+/// used-wait device.
+const USER_PORTS: [(u16, u16); 4] = [
     (layout::SERIAL_PORT, layout::SERIAL_PORT_LEN),
     (layout::EXIT_PORT, 1),
     (layout::PHASE_PORT, 4),
+    (layout::USED_WAIT_PORT, 2),
 ];
+/// One past the highest user port.
+const USER_PORTS_END: usize = {
+    let mut end = 0;
+    let mut i = 0;
+    while i < USER_PORTS.len() {
+        let e = USER_PORTS[i].0 as usize + USER_PORTS[i].1 as usize;
+        if e > end {
+            end = e;
+        }
+        i += 1;
+    }
+    end
+};
 /// Bytes of I/O permission bitmap: up to the highest user port, plus the 0xff terminator.
-const IOMAP_LEN: usize = (layout::PHASE_PORT as usize + 4) / 8 + 2;
+const IOMAP_LEN: usize = USER_PORTS_END.div_ceil(8) + 1;
 
 /// A TSS followed by its I/O permission bitmap (a clear bit lets ring 3 use that port).
 /// PVM ignores IOPL for ring 3, so the bitmap is how ring 3 reaches its ports.

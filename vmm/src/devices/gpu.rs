@@ -23,7 +23,8 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use pvgpu_abi::layout;
 use pvgpu_device::{
-    DeviceConfig, DeviceError, DeviceStats, DisplayMode, PvgpuDevice, ZeroCopy, QUEUE_NOTIFY_OFFSET,
+    DeviceConfig, DeviceError, DeviceStats, DisplayMode, PvgpuDevice, UsedWatch, ZeroCopy,
+    QUEUE_NOTIFY_OFFSET,
 };
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -322,6 +323,7 @@ pub struct Gpu {
     vram_size: u64,
     ioeventfd: bool,
     irqfd: bool,
+    used_watch: Arc<UsedWatch>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -362,7 +364,9 @@ impl Gpu {
             display,
             ..DeviceConfig::new(ram.size(), vram_size)?.with_backend(ram.host_memory().backend())
         };
-        let device = PvgpuDevice::new(config, Box::new(ram.host_memory().clone()))?;
+        let mut device = PvgpuDevice::new(config, Box::new(ram.host_memory().clone()))?;
+        let used_watch = Arc::new(UsedWatch::new());
+        device.set_used_watch(used_watch.clone());
 
         let vram = device.vram();
         let len = vram.size();
@@ -401,7 +405,13 @@ impl Gpu {
             vram_size: len,
             ioeventfd,
             irqfd: false,
+            used_watch,
         })
+    }
+
+    /// Where the device publishes its control queue's used index (for the used-wait port).
+    pub fn used_watch(&self) -> Arc<UsedWatch> {
+        self.used_watch.clone()
     }
 
     /// Gives the device an irqfd on `layout::VIRTIO_MMIO_IRQ` as its interrupt line (after

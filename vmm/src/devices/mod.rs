@@ -1,5 +1,6 @@
 //! The devices on the guest's buses: port I/O and MMIO dispatch ([`bus`]), the 16550 console
-//! ([`serial`]), the exit and phase ports ([`exit_port`], [`phase_port`]), the GPU wired to
+//! ([`serial`]), the exit, phase and used-wait ports ([`exit_port`], [`phase_port`],
+//! [`used_wait_port`]), the GPU wired to
 //! KVM ([`gpu`]: MMIO window, ioeventfd, irqfd, VRAM memslot, device thread), and the scanout
 //! written as a PNG ([`screenshot`]).
 
@@ -10,3 +11,4 @@ pub mod gpu_vhost_user;
 pub mod phase_port;
 pub mod screenshot;
 pub mod serial;
+pub mod used_wait_port;

@@ -97,8 +97,9 @@ fn device_data_path() -> Vec<Allow> {
         Any(libc::SYS_fallocate),
         Any(libc::SYS_read),
         // Anonymous memory: MIGRATE_CLEAN and EVICT move pages with userfaultfd (the
-        // destination is registered for the one call), CLEAN discards with MADV_DONTNEED
-        // (madvise is in `common`).
+        // destination is registered for the one call, and first checked to be missing with
+        // mincore), CLEAN discards with MADV_DONTNEED (madvise is in `common`).
+        Any(libc::SYS_mincore),
         Allow::Ioctl(vec![
             UFFDIO_API,
             UFFDIO_REGISTER,

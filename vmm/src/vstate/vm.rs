@@ -23,6 +23,7 @@ use crate::devices::gpu_vhost_user::GpuVhostUser;
 use crate::devices::phase_port::PhaseDevice;
 use crate::devices::screenshot::Screenshot;
 use crate::devices::serial::{ConsoleOut, SerialDevice};
+use crate::devices::used_wait_port::UsedWaitDevice;
 use crate::error::VmmError;
 use crate::run::event_loop::EventLoop;
 use crate::run::event_loop::Sampler;
@@ -152,7 +153,7 @@ pub fn run_with_output(
     }
     let state = Arc::new(RunState::new(config.vcpus)?);
 
-    // Port I/O: serial, exit and phase ports.
+    // Port I/O: serial, exit, phase and used-wait ports.
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::EventFd)?;
     if let Err(e) = vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ) {
         log::warn!("serial IRQ not wired (irqfd: {e}); the UART works polled");
@@ -178,6 +179,13 @@ pub fn run_with_output(
         Arc::new(Mutex::new(PhaseDevice::new(
             timeline.clone(),
             probe.clone(),
+        ))),
+    )?;
+    pio.insert(
+        u64::from(layout::USED_WAIT_PORT),
+        2,
+        Arc::new(Mutex::new(UsedWaitDevice::new(
+            gpu.as_ref().map(Gpu::used_watch),
         ))),
     )?;
 

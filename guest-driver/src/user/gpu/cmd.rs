@@ -68,6 +68,18 @@ impl Cmd {
         }
     }
 
+    /// Whether the command moves an object's pages (MIGRATE, MIGRATE_CLEAN, EVICT): its answer
+    /// is worth sleeping for at once, since a vCPU spinning in guest mode slows every page
+    /// the host moves.
+    pub(super) fn moves_pages(&self) -> bool {
+        CtrlHdr::read_from(&self.req).is_some_and(|h| {
+            matches!(
+                h.type_,
+                p::CMD_MIGRATE | p::CMD_MIGRATE_CLEAN | p::CMD_EVICT
+            )
+        })
+    }
+
     /// The response header, if the device wrote one.
     pub fn status(&self) -> Option<CtrlHdr> {
         CtrlHdr::read_from(&self.resp[..self.used.min(self.resp.len())])

@@ -1,6 +1,7 @@
 //! The pvgpu virtio driver (ring 3): finds the device from the boot info, negotiates features
 //! (virtio 1 and the pvgpu extension), sets up the control queue, and submits batches of
-//! commands with one notify, waiting by polling the used ring.
+//! commands with one notify, waiting by polling the used ring for a short while and then
+//! asleep in the VMM (the used-wait port) until the device answers.
 //!
 //! The transport and the split virtqueue are virtio-drivers'. The MMIO registers are mapped
 //! into ring 3; the notify is an MMIO write that the VMM catches with an ioeventfd.
@@ -23,6 +24,10 @@ use hal::GuestHal;
 pub const QUEUE_SIZE: usize = 256;
 /// Most commands in flight at once (each uses two descriptors).
 pub const MAX_IN_FLIGHT: usize = QUEUE_SIZE / 2;
+/// How long the driver polls the used ring before it sleeps on the used-wait port: a short
+/// command is answered within this, so it never pays for the port's VM exit. A batch that
+/// moves pages sleeps at once (see [`Cmd::moves_pages`]).
+const SPIN_US: u64 = 50;
 
 /// Driver errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +79,9 @@ pub struct Gpu {
     pub notifies: u64,
     /// Set once the device broke the queue protocol: nothing more is submitted.
     broken: bool,
+    /// Used-ring entries popped so far (mod 2^16): the used index this driver has consumed
+    /// up to, which the used-wait port compares with the device's.
+    used_seen: u16,
 }
 
 /// Opens the virtio-mmio transport of the device the boot info names, and checks it is a GPU.
@@ -138,6 +146,7 @@ impl Gpu {
             commands: 0,
             notifies: 0,
             broken: false,
+            used_seen: 0,
         };
         let mut c = [Cmd::get_info()];
         gpu.submit(&mut c)?;
@@ -179,13 +188,19 @@ impl Gpu {
                 self.notifies += 1;
             }
             let queued = tokens.len();
+            let spin_us = if chunk.iter().any(|c| c.moves_pages()) {
+                0
+            } else {
+                SPIN_US
+            };
             for (i, (c, t)) in chunk.iter_mut().zip(tokens).enumerate() {
-                while !self.queue.can_pop() {
-                    core::hint::spin_loop();
-                }
+                self.wait_for_answer(spin_us);
                 // SAFETY: same buffers as were added with this token.
                 match unsafe { self.queue.pop_used(t, &[&c.req], &mut [&mut c.resp]) } {
-                    Ok(used) => c.used = used as usize,
+                    Ok(used) => {
+                        c.used = used as usize;
+                        self.used_seen = self.used_seen.wrapping_add(1);
+                    }
                     Err(_) => {
                         // The device answered out of order or with a bad id: its view of the
                         // queue no longer matches ours. The buffers it may still write are
@@ -208,6 +223,19 @@ impl Gpu {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Returns once the used ring has an entry to pop: polls for `spin_us`, then sleeps in
+    /// the VMM a millisecond at a time until the device's used index moves.
+    fn wait_for_answer(&self, spin_us: u64) {
+        let start = super::clock::ticks();
+        while !self.queue.can_pop() {
+            if super::clock::expired(start, spin_us) {
+                crate::port::wait_used(self.used_seen);
+            } else {
+                core::hint::spin_loop();
+            }
+        }
     }
 
     /// Submits one command.
