@@ -67,9 +67,9 @@ pub enum BackendError {
     },
 }
 
-/// Held by the device while pages move between guest RAM and VRAM (one object at a time),
-/// and by whoever measures both ranges: a measurement then never sees a moving page in both
-/// ranges, or in neither.
+/// Held by the device while pages move between guest RAM and VRAM (one slice of one object
+/// at a time), and by whoever measures both ranges: a measurement then never sees a moving
+/// page in both ranges, or in neither.
 #[derive(Debug, Clone, Default)]
 pub struct MoveLock(Arc<Mutex<()>>);
 

@@ -2,7 +2,7 @@
 //! and guest pages, and encoding the response. One request in, one response out; bad
 //! requests get an error response and change nothing.
 
-use vm_memory::GuestMemory;
+use vm_memory::{GuestMemory, Permissions};
 
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
@@ -10,11 +10,11 @@ use crate::backend::{MemoryBackend, MoveLock, HUGE_PAGE};
 use crate::backing_index::BackingIndex;
 use crate::display::{Display, DisplayError, DisplayMode};
 use crate::guest_ram::{Extent, GuestRamError, GuestRamPunch, RamRanges};
-use crate::job::{Job, Work};
+use crate::job::{Env, Job, Work};
 use crate::object::{ObjectError, ObjectTable, Op, Placement};
-use crate::page_mover::{MoveCounts, PageMover, ZeroCopy};
+use crate::page_mover::{PageMover, ZeroCopy};
 use crate::stats::DeviceStats;
-use crate::vram::{Vram, VramError};
+use crate::vram::{guest_slices, Vram, VramError};
 use crate::vram_alloc::{AllocError, VramAllocator};
 
 /// Why a command failed; each maps to one response type.
@@ -105,8 +105,9 @@ pub struct DeviceConfig {
     pub ram: RamRanges,
     /// Most live objects (at most `protocol::MAX_OBJECTS`).
     pub max_objects: u32,
-    /// Most bytes of data work (FILL, COPY, CHECKSUM, MIGRATE, EVICT) between two looks at
-    /// the queue's budget ([`crate::job::SLICE_BYTES`]; smaller only in tests and the fuzzer).
+    /// Most bytes of data work (every command that copies, fills, checksums or moves data)
+    /// between two looks at the queue's budget ([`crate::job::SLICE_BYTES`]; smaller only in
+    /// tests and the fuzzer; rounded up to whole pages).
     pub slice_bytes: u64,
     /// The host memory of VRAM (guest RAM, made by the VMM, must be of the same kind for
     /// pages to move between them).
@@ -150,19 +151,30 @@ impl DeviceConfig {
 
 /// What a checked command still has to do once its data work (a [`Job`]) is finished.
 #[derive(Debug)]
-enum Commit {
+pub(crate) enum Commit {
     /// Answer OK_NODATA.
     Ok,
     /// Answer OK_CHECKSUM with the job's crc.
     Checksum,
     /// The object's data is in VRAM at `off`.
     Migrate { id: u32, off: u64 },
+    /// The object's data is in VRAM at `off` (moved or copied, see the job's counts); its
+    /// backing is discarded as by CLEAN. `started`: when the command started.
+    MigrateClean {
+        id: u32,
+        off: u64,
+        started: std::time::Instant,
+    },
     /// The object's data is back in guest pages (`backing`, if new ones were given).
     Evict {
         id: u32,
         off: u64,
         backing: Option<Vec<Extent>>,
     },
+    /// READ (`to_vram` false) or WRITE is done: count the bytes, answer OK_NODATA.
+    Transfer { to_vram: bool },
+    /// TRANSFER_TO_HOST_2D is done: count the bytes, answer virtio-gpu's OK_NODATA.
+    ToHost2d,
 }
 
 /// A command whose data work is under way.
@@ -174,7 +186,7 @@ struct Running {
 }
 
 /// What a checked command gives: its response now, or data work first.
-enum Outcome {
+pub(crate) enum Outcome {
     Reply(Vec<u8>),
     Work(Job, Commit),
 }
@@ -188,8 +200,6 @@ pub struct CommandEngine {
     punch: Box<dyn GuestRamPunch + Send>,
     /// Moves pages between guest RAM and VRAM (MIGRATE_CLEAN, EVICT into new pages).
     mover: PageMover,
-    /// Held while an object's pages move, so host-memory measurements stay consistent.
-    move_lock: MoveLock,
     /// The backing pages of every live object, to refuse lists that would share them.
     pub(crate) backing: BackingIndex,
     pub(crate) stats: DeviceStats,
@@ -210,6 +220,16 @@ impl std::fmt::Debug for CommandEngine {
             .field("enabled", &self.enabled)
             .finish()
     }
+}
+
+/// MIGRATE's and MIGRATE_CLEAN's answer: the object's VRAM offset.
+fn migrated(hdr: &CtrlHdr, vram_offset: u64) -> Vec<u8> {
+    p::RespMigrate {
+        hdr: hdr.response(p::RESP_OK_MIGRATE),
+        vram_offset,
+    }
+    .as_bytes()
+    .to_vec()
 }
 
 pub(crate) fn need<T: Wire>(cmd: u32, req: &[u8]) -> Result<T, CommandError> {
@@ -263,13 +283,17 @@ impl CommandEngine {
             ram: config.ram,
             punch,
             mover: PageMover::new(config.backend, config.zero_copy),
-            move_lock: MoveLock::default(),
             backing: BackingIndex::default(),
             stats,
             tick: 0,
             enabled: true,
             running: None,
-            slice_bytes: config.slice_bytes.max(p::PAGE_SIZE),
+            // Whole pages: slices that move or discard pages cut only between pages.
+            slice_bytes: config
+                .slice_bytes
+                .max(1)
+                .checked_next_multiple_of(p::PAGE_SIZE)
+                .unwrap_or(crate::job::SLICE_BYTES),
             display: Display::new(config.display),
         })
     }
@@ -294,7 +318,7 @@ impl CommandEngine {
     /// The lock held while pages move between guest RAM and VRAM: hold it while measuring
     /// both, and no page is counted twice (or not at all).
     pub fn move_lock(&self) -> MoveLock {
-        self.move_lock.clone()
+        self.mover.move_lock()
     }
 
     /// Whether MIGRATE_CLEAN and EVICT can move pages (otherwise they copy).
@@ -320,17 +344,7 @@ impl CommandEngine {
     /// Destroys every object and frees all VRAM (device reset). Guest pages are untouched.
     /// A command under way is dropped unanswered.
     pub fn reset(&mut self) {
-        if let Some(Running {
-            commit: Commit::Migrate { id, off },
-            ..
-        }) = self.running.take()
-        {
-            // Its VRAM is allocated but not yet the object's.
-            if let Ok(o) = self.objects.get(id) {
-                let size = o.size;
-                self.free_vram(off, size);
-            }
-        }
+        self.cancel();
         self.backing.clear();
         for o in self.objects.drain() {
             if let Some(off) = o.vram_offset {
@@ -365,7 +379,7 @@ impl CommandEngine {
         };
         // virtio-gpu's own commands are for every driver; the extension's need bit 20.
         let result = if p::is_virtio_gpu_command(hdr.type_) {
-            self.dispatch_2d(mem, &hdr, req).map(Outcome::Reply)
+            self.dispatch_2d(&hdr, req)
         } else if self.enabled {
             self.dispatch(mem, &hdr, req)
         } else {
@@ -400,21 +414,45 @@ impl CommandEngine {
         budget: &mut u64,
     ) -> Option<Vec<u8>> {
         let mut r = self.running.take()?;
-        let result = match r.job.run(&self.vram, mem, self.slice_bytes, budget) {
+        let mut env = Env {
+            vram: &self.vram,
+            mem,
+            mover: &mut self.mover,
+            punch: &*self.punch,
+        };
+        let result = match r.job.run(&mut env, self.slice_bytes, budget) {
             Ok(false) => {
                 self.running = Some(r);
                 return None;
             }
             Ok(true) => self.commit(&r.hdr, &r.job, r.commit),
             Err(e) => {
-                if let Commit::Migrate { id, off } = r.commit {
-                    let size = self.objects.get(id).map_or(0, |o| o.size);
-                    self.free_vram(off, size);
-                }
+                self.abandon(&r.commit);
                 Err(e.into())
             }
         };
         Some(self.answered(&r.hdr, result))
+    }
+
+    /// Drops the command under way, if any, unanswered (a device reset; a vhost-user frontend
+    /// stopping the control ring).
+    pub fn cancel(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.abandon(&r.commit);
+        }
+    }
+
+    /// Gives back what a command that will not commit holds: the VRAM a MIGRATE or
+    /// MIGRATE_CLEAN allocated for the object, not yet the object's. (Pages a MIGRATE_CLEAN
+    /// already moved there go with it: the guest was giving them up, and after a reset the
+    /// object is gone. A move cannot fail half way otherwise: its pages were checked first.)
+    fn abandon(&mut self, commit: &Commit) {
+        if let Commit::Migrate { id, off } | Commit::MigrateClean { id, off, .. } = *commit {
+            if let Ok(o) = self.objects.get(id) {
+                let size = o.size;
+                self.free_vram(off, size);
+            }
+        }
     }
 
     /// Counts a finished command and encodes its answer.
@@ -449,16 +487,18 @@ impl CommandEngine {
             .as_bytes()
             .to_vec()),
             Commit::Migrate { id, off } => {
-                let o = self.objects.touch(id, self.tick)?;
-                o.placement = Placement::Vram;
-                o.vram_offset = Some(off);
-                self.stats.bytes_migrated += o.size;
-                Ok(p::RespMigrate {
-                    hdr: hdr.response(p::RESP_OK_MIGRATE),
-                    vram_offset: off,
-                }
-                .as_bytes()
-                .to_vec())
+                self.place_in_vram(id, off)?;
+                Ok(migrated(hdr, off))
+            }
+            Commit::MigrateClean { id, off, started } => {
+                self.place_in_vram(id, off)?;
+                let c = job.moves();
+                self.stats.bytes_moved += c.moved;
+                self.stats.bytes_move_copied += c.copied;
+                self.clean(id)?;
+                self.stats.migrate_clean_ns +=
+                    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                Ok(migrated(hdr, off))
             }
             Commit::Evict { id, off, backing } => {
                 let o = self.objects.touch(id, self.tick)?;
@@ -471,10 +511,35 @@ impl CommandEngine {
                 o.vram_offset = None;
                 let size = o.size;
                 self.stats.bytes_evicted += size;
+                // Moves and copies into new pages (none into the current ones).
+                let c = job.moves();
+                self.stats.bytes_moved += c.moved;
+                self.stats.bytes_move_copied += c.copied;
                 self.free_vram(off, size);
                 Ok(hdr.response(p::RESP_OK_NODATA).as_bytes().to_vec())
             }
+            Commit::Transfer { to_vram } => {
+                if to_vram {
+                    self.stats.bytes_written += job.len();
+                } else {
+                    self.stats.bytes_read += job.len();
+                }
+                Ok(hdr.response(p::RESP_OK_NODATA).as_bytes().to_vec())
+            }
+            Commit::ToHost2d => {
+                self.stats.bytes_transferred += job.len();
+                Ok(hdr.response(p::RESP_OK_NODATA_2D).as_bytes().to_vec())
+            }
         }
+    }
+
+    /// The object's data is in VRAM at `off` now (MIGRATE, MIGRATE_CLEAN).
+    fn place_in_vram(&mut self, id: u32, off: u64) -> Result<(), CommandError> {
+        let o = self.objects.touch(id, self.tick)?;
+        o.placement = Placement::Vram;
+        o.vram_offset = Some(off);
+        self.stats.bytes_migrated += o.size;
+        Ok(())
     }
 
     fn dispatch<M: GuestMemory + ?Sized>(
@@ -511,15 +576,7 @@ impl CommandEngine {
             }
             p::CMD_MIGRATE_CLEAN => {
                 let r: p::ReqObject = need(cmd, req)?;
-                let vram_offset = self.migrate_clean(mem, r.object_id)?;
-                Ok(Outcome::Reply(
-                    p::RespMigrate {
-                        hdr: hdr.response(p::RESP_OK_MIGRATE),
-                        vram_offset,
-                    }
-                    .as_bytes()
-                    .to_vec(),
-                ))
+                self.migrate_clean(mem, r.object_id)
             }
             p::CMD_CLEAN => {
                 let r: p::ReqObject = need(cmd, req)?;
@@ -546,8 +603,7 @@ impl CommandEngine {
             p::CMD_READ | p::CMD_WRITE => {
                 let r: p::ReqTransfer = need(cmd, req)?;
                 let e = entries::<p::ReqTransfer>(cmd, req, r.nr_entries)?;
-                self.transfer(mem, cmd == p::CMD_WRITE, r.object_id, r.offset, &e)?;
-                Ok(ok())
+                self.transfer(cmd == p::CMD_WRITE, r.object_id, r.offset, &e)
             }
             other => Err(CommandError::UnknownCommand(other)),
         }
@@ -631,17 +687,23 @@ impl CommandEngine {
     }
 
     /// MIGRATE and CLEAN in one: the guest pages move into VRAM where they can (the source
-    /// then holds no memory), the rest is copied; then the backing is discarded as by CLEAN.
-    /// Returns the object's VRAM offset.
+    /// then holds no memory), the rest is copied, a slice at a time (the job); the commit then
+    /// discards the backing as CLEAN does.
     fn migrate_clean<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
         id: u32,
-    ) -> Result<u64, CommandError> {
+    ) -> Result<Outcome, CommandError> {
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::Migrate)?;
         let size = o.size;
+        let extents = o.backing.clone().unwrap_or_default();
         let moving = self.mover.can_move();
+        if moving {
+            // Every page is checked now, so no slice fails after earlier ones moved pages
+            // away from the guest.
+            guest_slices(mem, &extents, Permissions::Read)?;
+        }
         // Huge-page-aligned VRAM lets whole 2 MiB pages move.
         let align = if moving && size.is_multiple_of(HUGE_PAGE) {
             HUGE_PAGE
@@ -649,39 +711,13 @@ impl CommandEngine {
             p::PAGE_SIZE
         };
         let off = self.alloc.alloc(size, align)?;
-        let lock = self.move_lock.clone();
-        let _moving = lock.hold();
-        let t0 = std::time::Instant::now();
-        let backing = o.backing.as_deref().unwrap_or(&[]);
-        let result = if moving {
-            // The destination must be missing for a move (freed VRAM already is).
-            self.vram
-                .make_missing(off, size)
-                .and_then(|()| self.mover.to_vram(mem, backing, &self.vram, off))
-        } else {
-            self.vram
-                .copy_from_guest(mem, backing, off)
-                .map(|()| MoveCounts {
-                    moved: 0,
-                    copied: size,
-                })
+        let job = Job::new(Work::MoveToVram { extents, vram: off }, size);
+        let commit = Commit::MigrateClean {
+            id,
+            off,
+            started: std::time::Instant::now(),
         };
-        // An error comes before any page moved: the guest pages are intact.
-        let counts = match result {
-            Ok(c) => c,
-            Err(e) => {
-                self.free_vram(off, size);
-                return Err(e.into());
-            }
-        };
-        o.placement = Placement::Vram;
-        o.vram_offset = Some(off);
-        self.stats.bytes_migrated += size;
-        self.stats.bytes_moved += counts.moved;
-        self.stats.bytes_move_copied += counts.copied;
-        self.clean(id)?;
-        self.stats.migrate_clean_ns += u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        Ok(off)
+        Ok(Outcome::Work(job, commit))
     }
 
     fn clean(&mut self, id: u32) -> Result<(), CommandError> {
@@ -735,67 +771,44 @@ impl CommandEngine {
             Some(n)
         };
         let o = self.objects.touch(id, self.tick)?;
-        let target = match (&new_backing, &o.backing) {
-            (Some(n), _) => n.as_slice(),
-            (None, Some(old)) => old.as_slice(),
-            (None, None) => return Err(CommandError::InvalidParameter("nr_entries")),
-        };
         let off = o.vram_offset.unwrap_or_default();
         let size = o.size;
-        let target = target.to_vec();
+        let work = match (&new_backing, &o.backing) {
+            // EVICT overwrites new pages whole: VRAM's pages can move there.
+            (Some(n), _) => {
+                if self.mover.can_move() {
+                    // Checked first, so no slice fails after earlier ones moved pages out
+                    // of the object's VRAM.
+                    guest_slices(mem, n, Permissions::Write)?;
+                }
+                Work::MoveToGuest {
+                    extents: n.clone(),
+                    vram: off,
+                }
+            }
+            (None, Some(old)) => Work::ToGuest {
+                extents: old.clone(),
+                vram: off,
+            },
+            (None, None) => return Err(CommandError::InvalidParameter("nr_entries")),
+        };
         let commit = Commit::Evict {
             id,
             off,
-            backing: new_backing.clone(),
+            backing: new_backing,
         };
-        match &new_backing {
-            Some(n) if self.mover.can_move() => {
-                // Moving pages is quick (no copy): done here, whole, and committed at once.
-                let lock = self.move_lock.clone();
-                let _moving = lock.hold();
-                // EVICT overwrites the new pages whole: discard them, so they are missing
-                // and the VRAM pages can move in. (A page that stays present is copied.)
-                for x in n {
-                    if let Err(e) = self.punch.punch(x.gpa, x.len) {
-                        log::debug!("EVICT of object {id}: discarding {x:?}: {e}");
-                    }
-                }
-                let c = self.mover.to_guest(mem, n, &self.vram, off)?;
-                self.stats.bytes_moved += c.moved;
-                self.stats.bytes_move_copied += c.copied;
-                let done = Job::new(
-                    Work::ToGuest {
-                        extents: Vec::new(),
-                        vram: off,
-                    },
-                    0,
-                );
-                return Ok(Outcome::Work(done, commit));
-            }
-            Some(_) => self.stats.bytes_move_copied += size,
-            None => {}
-        }
-        // Copying runs in slices (see `job`).
-        let job = Job::new(
-            Work::ToGuest {
-                extents: target,
-                vram: off,
-            },
-            size,
-        );
-        Ok(Outcome::Work(job, commit))
+        Ok(Outcome::Work(Job::new(work, size), commit))
     }
 
     /// READ (`to_vram` false) or WRITE: copies between the guest pages `entries` and the
-    /// object's VRAM data at `offset`.
-    fn transfer<M: GuestMemory + ?Sized>(
+    /// object's VRAM data at `offset`, a slice at a time (the job).
+    fn transfer(
         &mut self,
-        mem: &M,
         to_vram: bool,
         id: u32,
         offset: u64,
         entries: &[MemEntry],
-    ) -> Result<(), CommandError> {
+    ) -> Result<Outcome, CommandError> {
         let o = self.objects.touch(id, self.tick)?;
         o.check(Op::Transfer)?;
         if !offset.is_multiple_of(p::PAGE_SIZE) {
@@ -807,14 +820,15 @@ impl CommandEngine {
         let (extents, len) = self.ram.check_list(entries)?;
         o.check_range(offset, len)?;
         let at = o.vram_offset.unwrap_or_default() + offset;
-        if to_vram {
-            self.vram.copy_from_guest(mem, &extents, at)?;
-            self.stats.bytes_written += len;
+        let work = if to_vram {
+            Work::ToVram { extents, vram: at }
         } else {
-            self.vram.copy_to_guest(mem, &extents, at)?;
-            self.stats.bytes_read += len;
-        }
-        Ok(())
+            Work::ToGuest { extents, vram: at }
+        };
+        Ok(Outcome::Work(
+            Job::new(work, len),
+            Commit::Transfer { to_vram },
+        ))
     }
 
     fn fill(

@@ -155,8 +155,7 @@ impl PvgpuDevice {
         if self.inflight.is_none() {
             self.engine.stats_mut().notifications += 1;
         }
-        let budget = self.engine.slice_bytes().saturating_mul(queue::STEP_SLICES);
-        self.step(mem, budget)
+        self.step(mem, queue::step_budget(&self.engine))
     }
 
     fn step<M: GuestMemory>(&mut self, mem: &M, budget: u64) -> Result<bool, DeviceError> {

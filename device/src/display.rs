@@ -11,13 +11,12 @@
 //! Every command checks every guest value first and changes nothing when it fails; the error
 //! codes are virtio-gpu's (see [`CommandError::response_type_2d`]).
 
-use vm_memory::GuestMemory;
-
 use pvgpu_abi::protocol::{self as p, format, CtrlHdr, Rect, Wire};
 
-use crate::commands::{entries, need, CommandEngine, CommandError};
+use crate::commands::{entries, need, CommandEngine, CommandError, Commit, Outcome};
 use crate::edid::{edid_block, EdidError, EDID_BLOCK};
 use crate::guest_ram::Extent;
+use crate::job::{Job, Work};
 use crate::object::{ImageInfo, Object, ObjectError, Placement};
 use crate::vram_alloc::AllocError;
 
@@ -373,15 +372,14 @@ fn image_of(o: &Object) -> Result<ImageInfo, CommandError> {
 impl CommandEngine {
     /// Runs one virtio-gpu control-queue command (2D; 3D types and cursor commands are
     /// refused here). Any driver may send these, whatever it negotiated.
-    pub(crate) fn dispatch_2d<M: GuestMemory + ?Sized>(
+    pub(crate) fn dispatch_2d(
         &mut self,
-        mem: &M,
         hdr: &CtrlHdr,
         req: &[u8],
-    ) -> Result<Vec<u8>, CommandError> {
+    ) -> Result<Outcome, CommandError> {
         let cmd = hdr.type_;
         let ok = || hdr.response(p::RESP_OK_NODATA_2D).as_bytes().to_vec();
-        match cmd {
+        let reply = match cmd {
             p::CMD_GET_DISPLAY_INFO => Ok(self.display_info(hdr).as_bytes().to_vec()),
             p::CMD_GET_EDID => {
                 let r: p::ReqGetEdid = need(cmd, req)?;
@@ -430,8 +428,8 @@ impl CommandEngine {
             }
             p::CMD_TRANSFER_TO_HOST_2D => {
                 let r: p::ReqTransferToHost2d = need(cmd, req)?;
-                self.transfer_to_host_2d(mem, r.resource_id, r.r, r.offset)?;
-                Ok(ok())
+                let job = self.transfer_to_host_2d(r.resource_id, r.r, r.offset)?;
+                return Ok(Outcome::Work(job, Commit::ToHost2d));
             }
             p::CMD_GET_CAPSET_INFO | p::CMD_GET_CAPSET => {
                 Err(CommandError::Display(DisplayError::NoCapsets))
@@ -440,7 +438,8 @@ impl CommandEngine {
                 Err(CommandError::Display(DisplayError::WrongQueue(cmd)))
             }
             other => Err(CommandError::UnknownCommand(other)),
-        }
+        };
+        reply.map(Outcome::Reply)
     }
 
     /// Handles one request from the cursor queue and returns its response (the queue writes
@@ -635,13 +634,9 @@ impl CommandEngine {
         Ok(())
     }
 
-    fn transfer_to_host_2d<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        id: u32,
-        r: Rect,
-        offset: u64,
-    ) -> Result<(), CommandError> {
+    /// Checks a TRANSFER_TO_HOST_2D; the job copies the rectangle's rows, a slice at a time
+    /// (a resource may be as large as VRAM, so one transfer may be gigabytes).
+    fn transfer_to_host_2d(&mut self, id: u32, r: Rect, offset: u64) -> Result<Job, CommandError> {
         let o = self.objects.touch(id, self.tick)?;
         let img = image_of(o)?;
         rect_inside(&r, &img)?;
@@ -650,7 +645,11 @@ impl CommandEngine {
         };
         let base = o.vram_offset.unwrap_or_default();
         if r.width == 0 || r.height == 0 {
-            return Ok(());
+            let nothing = Work::ToVram {
+                extents: Vec::new(),
+                vram: base,
+            };
+            return Ok(Job::new(nothing, 0));
         }
         let stride = u64::from(img.stride);
         let row = u64::from(r.width) * u64::from(format::BYTES_PER_PIXEL);
@@ -671,21 +670,24 @@ impl CommandEngine {
             }
         }
         // Inside the resource, so inside its VRAM allocation.
-        let dst = |y: u32| base + u64::from(y) * stride + u64::from(r.x) * 4;
-        let map = BackingMap::new(backing);
-        if row == stride {
+        let dst = base + u64::from(r.y) * stride + u64::from(r.x) * 4;
+        let len = row * u64::from(r.height);
+        let work = if row == stride {
             // Whole rows: one contiguous run.
-            let len = stride * u64::from(r.height);
-            self.vram
-                .copy_from_guest(mem, &map.range(offset, len), dst(r.y))?;
-        } else {
-            for i in 0..r.height {
-                let src = map.range(offset + u64::from(i) * stride, row);
-                self.vram.copy_from_guest(mem, &src, dst(r.y + i))?;
+            Work::ToVram {
+                extents: BackingMap::new(backing).range(offset, len),
+                vram: dst,
             }
-        }
-        self.stats.bytes_transferred += row * u64::from(r.height);
-        Ok(())
+        } else {
+            Work::Rows {
+                extents: backing.to_vec(),
+                src: offset,
+                vram: dst,
+                stride,
+                row,
+            }
+        };
+        Ok(Job::new(work, len))
     }
 
     /// The display state.

@@ -1,6 +1,8 @@
-//! Long data work in bounded slices: FILL, COPY, CHECKSUM, MIGRATE and EVICT move at most
-//! [`SLICE_BYTES`] per step, so a command over gigabytes of VRAM never holds the device (and
-//! with it the vCPUs' register accesses and the end of the run) for longer than one slice.
+//! Long data work in bounded slices: FILL, COPY, CHECKSUM, READ, WRITE, MIGRATE,
+//! MIGRATE_CLEAN, EVICT and TRANSFER_TO_HOST_2D do at most [`SLICE_BYTES`] per step (a slice
+//! that moves pages, [`MOVE_SLICES`] times that), so a command over gigabytes never holds the
+//! device (and with it the vCPUs' register accesses and the end of the run) for longer than
+//! one slice.
 //!
 //! A [`Job`] is the data part of one command. The command engine checks the request and sets
 //! the object up, the queue layer runs the job a budget at a time (the chain stays unused
@@ -9,11 +11,22 @@
 use vm_memory::GuestMemory;
 
 use crate::display::BackingMap;
-use crate::guest_ram::Extent;
+use crate::guest_ram::{Extent, GuestRamPunch};
+use crate::page_mover::{MoveCounts, PageMover};
 use crate::vram::{guest_checksum_append, Vram, VramError};
 
-/// Most bytes one slice of a job moves (the default of `DeviceConfig::slice_bytes`).
+/// Most bytes one slice of a job copies (the default of `DeviceConfig::slice_bytes`).
 pub const SLICE_BYTES: u64 = 4 << 20;
+
+/// A slice that moves pages (UFFDIO_MOVE, about 20 GiB/s here: no byte is copied) is this many
+/// slices long: 64 MiB with the default slices, a few milliseconds. Where pages cannot move,
+/// the slices are the ordinary ones.
+pub const MOVE_SLICES: u64 = 16;
+
+/// What a row of [`Work::Rows`] counts against the budget at least: setting a row up (finding
+/// its guest pages, one copy call) costs about as much as copying this many bytes, so a
+/// rectangle of narrow rows is not done a slice's worth of rows at a time.
+pub const ROW_COST: u64 = 2048;
 
 /// What a job does with its bytes.
 #[derive(Debug, Clone)]
@@ -46,18 +59,61 @@ pub enum Work {
     },
     /// Guest pages `extents`, in order, are copied to VRAM at `vram`.
     ToVram {
-        /// The object's pages.
+        /// The guest pages.
         extents: Vec<Extent>,
         /// VRAM offset.
         vram: u64,
     },
     /// VRAM at `vram` is copied into the guest pages `extents`, in order.
     ToGuest {
-        /// The object's pages.
+        /// The guest pages.
         extents: Vec<Extent>,
         /// VRAM offset.
         vram: u64,
     },
+    /// Guest pages `extents`, in order, move to VRAM at `vram` (copied where they cannot, see
+    /// [`PageMover`]); each slice discards its VRAM range first, so the pages can move in.
+    MoveToVram {
+        /// The guest pages.
+        extents: Vec<Extent>,
+        /// VRAM offset.
+        vram: u64,
+    },
+    /// VRAM at `vram` moves into the guest pages `extents`, in order (copied where it cannot);
+    /// each slice discards its guest pages first (they are overwritten whole).
+    MoveToGuest {
+        /// The guest pages.
+        extents: Vec<Extent>,
+        /// VRAM offset.
+        vram: u64,
+    },
+    /// Rows of `row` bytes, `stride` bytes apart, from byte `src` on of the data in guest
+    /// memory `extents`, are copied to VRAM at `vram`, also `stride` apart (a rectangle of a
+    /// 2D resource). The job's length is the rows' bytes, `row` × rows.
+    Rows {
+        /// The backing (byte-granular runs).
+        extents: Vec<Extent>,
+        /// Offset of the first row in the backing.
+        src: u64,
+        /// VRAM offset of the first row.
+        vram: u64,
+        /// Bytes from one row to the next, on both sides.
+        stride: u64,
+        /// Bytes of each row (at most `stride`, more than 0).
+        row: u64,
+    },
+}
+
+/// What a job works on.
+pub struct Env<'a, M: GuestMemory + ?Sized> {
+    /// VRAM.
+    pub vram: &'a Vram,
+    /// Guest memory.
+    pub mem: &'a M,
+    /// Moves pages (the move work).
+    pub mover: &'a mut PageMover,
+    /// Discards guest pages (before VRAM pages move into them).
+    pub punch: &'a dyn GuestRamPunch,
 }
 
 /// The data part of one command, `done` bytes of `len` through.
@@ -67,6 +123,7 @@ pub struct Job {
     len: u64,
     done: u64,
     crc: u32,
+    moves: MoveCounts,
 }
 
 /// `n` bytes of the page runs `extents`, starting `skip` bytes in.
@@ -82,6 +139,7 @@ impl Job {
             len,
             done: 0,
             crc: 0,
+            moves: MoveCounts::default(),
         }
     }
 
@@ -90,9 +148,24 @@ impl Job {
         self.done >= self.len
     }
 
+    /// Bytes of the job.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the job has no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The checksum so far (the result, once finished, of a checksum job).
     pub fn crc(&self) -> u32 {
         self.crc
+    }
+
+    /// Bytes the move work moved and copied so far.
+    pub fn moves(&self) -> MoveCounts {
+        self.moves
     }
 
     /// Runs slices of at most `slice` bytes until the job is finished or `budget` bytes are
@@ -100,8 +173,7 @@ impl Job {
     /// finished.
     pub fn run<M: GuestMemory + ?Sized>(
         &mut self,
-        vram: &Vram,
-        mem: &M,
+        env: &mut Env<'_, M>,
         slice: u64,
         budget: &mut u64,
     ) -> Result<bool, VramError> {
@@ -109,12 +181,35 @@ impl Job {
             if self.finished() {
                 return Ok(true);
             }
-            let n = slice.max(1).min(self.len - self.done);
-            self.slice(vram, mem, n)?;
+            let (n, cost) = self.next_slice(slice.max(1), env.mover.can_move());
+            self.slice(env, n)?;
             self.done += n;
-            *budget = budget.saturating_sub(n);
+            *budget = budget.saturating_sub(cost);
             if *budget == 0 {
                 return Ok(self.finished());
+            }
+        }
+    }
+
+    /// How many bytes the next slice does, and what it counts against the budget.
+    fn next_slice(&self, slice: u64, moving: bool) -> (u64, u64) {
+        let left = self.len - self.done;
+        match &self.work {
+            Work::MoveToVram { .. } | Work::MoveToGuest { .. } if moving => {
+                let n = slice.saturating_mul(MOVE_SLICES).min(left);
+                (n, n)
+            }
+            // Whole rows, each counted as at least ROW_COST (a row longer than a slice is cut
+            // like any other run of bytes, below).
+            Work::Rows { row, .. } if *row < slice => {
+                let per_row = (*row).max(ROW_COST);
+                let rows = (slice / per_row).max(1);
+                let n = rows.saturating_mul(*row).min(left);
+                (n, n.div_ceil(*row).saturating_mul(per_row))
+            }
+            _ => {
+                let n = slice.min(left);
+                (n, n)
             }
         }
     }
@@ -122,11 +217,11 @@ impl Job {
     /// Does bytes `[done, done + n)`.
     fn slice<M: GuestMemory + ?Sized>(
         &mut self,
-        vram: &Vram,
-        mem: &M,
+        env: &mut Env<'_, M>,
         n: u64,
     ) -> Result<(), VramError> {
         let d = self.done;
+        let (vram, mem) = (env.vram, env.mem);
         match &self.work {
             Work::Fill { at, value } => vram.fill(at + d, n, *value),
             Work::Copy { src, dst } => {
@@ -149,14 +244,88 @@ impl Job {
             Work::ToGuest { extents, vram: at } => {
                 vram.copy_to_guest(mem, &sub_extents(extents, d, n), at + d)
             }
+            Work::MoveToVram { extents, vram: at } => {
+                if env.mover.can_move() {
+                    // A page present there is copied instead, so a failure only costs time.
+                    if let Err(e) = vram.make_missing(at + d, n) {
+                        log::debug!("discarding VRAM {:#x}+{n:#x}: {e}", at + d);
+                    }
+                }
+                let c = env
+                    .mover
+                    .to_vram(mem, &sub_extents(extents, d, n), vram, at + d)?;
+                self.moves.add(c);
+                Ok(())
+            }
+            Work::MoveToGuest { extents, vram: at } => {
+                let dst = sub_extents(extents, d, n);
+                if env.mover.can_move() {
+                    // As above: a page that stays present is copied.
+                    for x in &dst {
+                        if let Err(e) = env.punch.punch(x.gpa, x.len) {
+                            log::debug!("discarding guest pages {x:?}: {e}");
+                        }
+                    }
+                }
+                let c = env.mover.to_guest(mem, &dst, vram, at + d)?;
+                self.moves.add(c);
+                Ok(())
+            }
+            Work::Rows {
+                extents,
+                src,
+                vram: at,
+                stride,
+                row,
+            } => {
+                let map = BackingMap::new(extents);
+                let end = d + n;
+                let mut pos = d;
+                while pos < end {
+                    // Row `i`, from byte `k` of it.
+                    let (i, k) = (pos / row, pos % row);
+                    let m = (row - k).min(end - pos);
+                    let off = i * stride + k;
+                    vram.copy_from_guest(mem, &map.range(src + off, m), at + off)?;
+                    pos += m;
+                }
+                Ok(())
+            }
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::page_mover::ZeroCopy;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    struct NoPunch;
+    impl GuestRamPunch for NoPunch {
+        fn punch(&self, _: u64, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs `job` in steps of `budget` bytes; returns the number of steps.
+    fn run_in_steps(job: &mut Job, v: &Vram, mem: &GuestMemoryMmap, budget: u64) -> usize {
+        let mut mover = PageMover::new(MemoryBackend::Shared, ZeroCopy::CopyOnly);
+        let mut env = Env {
+            vram: v,
+            mem,
+            mover: &mut mover,
+            punch: &NoPunch,
+        };
+        let mut steps = 0;
+        loop {
+            let mut b = budget;
+            steps += 1;
+            if job.run(&mut env, SLICE_BYTES, &mut b).unwrap() {
+                return steps;
+            }
+        }
+    }
 
     #[test]
     fn sub_extents_cut_at_any_byte() {
@@ -206,14 +375,7 @@ mod tests {
                     .unwrap();
             }
             let mut job = Job::new(Work::Copy { src, dst }, len);
-            let mut steps = 0;
-            loop {
-                let mut budget = SLICE_BYTES;
-                steps += 1;
-                if job.run(&v, &mem, SLICE_BYTES, &mut budget).unwrap() {
-                    break;
-                }
-            }
+            let steps = run_in_steps(&mut job, &v, &mem, SLICE_BYTES);
             assert_eq!(steps, 4, "one slice per step");
             let mut back = vec![0u8; len as usize];
             v.read(dst, &mut back).unwrap();
@@ -228,13 +390,67 @@ mod tests {
         v.fill(SLICE_BYTES, 2 * SLICE_BYTES, 9).unwrap();
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let mut job = Job::new(Work::VramChecksum { at: 5 }, 3 * SLICE_BYTES - 5);
-        let mut budget = 1;
-        while !job.run(&v, &mem, SLICE_BYTES, &mut budget).unwrap() {
-            budget = 1;
-        }
+        assert_eq!(run_in_steps(&mut job, &v, &mem, 1), 3);
         assert_eq!(
             job.crc(),
             v.checksum_append(0, 5, 3 * SLICE_BYTES - 5).unwrap()
         );
+    }
+
+    #[test]
+    fn rows_in_slices_land_where_whole_rows_would() {
+        const MIB: u64 = 1 << 20;
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 40 * MIB as usize)]).unwrap();
+        let byte = |gpa: u64| (gpa.wrapping_mul(7) ^ (gpa >> 13)) as u8;
+        let all: Vec<u8> = (0..40 * MIB).map(byte).collect();
+        mem.write_slice(&all, GuestAddress(0)).unwrap();
+        // Two runs, the first of an odd length, so rows straddle them.
+        let extents = vec![
+            Extent {
+                gpa: 0x1000,
+                len: 12 * MIB + 5,
+            },
+            Extent {
+                gpa: 16 * MIB,
+                len: 20 * MIB,
+            },
+        ];
+        let gpa_of = |o: u64| match o < 12 * MIB + 5 {
+            true => 0x1000 + o,
+            false => 16 * MIB + (o - 12 * MIB - 5),
+        };
+        // (stride, row, rows, steps of SLICE_BYTES): rows shorter than a slice go whole,
+        // counted as at least ROW_COST each; a row longer than a slice is cut.
+        let cases = [
+            (3000, 1000, 9000, 9000u64.div_ceil(SLICE_BYTES / ROW_COST)),
+            (2 * SLICE_BYTES, SLICE_BYTES + 100, 3, 4),
+            (64, 4, 100_000, 100_000u64.div_ceil(SLICE_BYTES / ROW_COST)),
+        ];
+        for (stride, row, rows, want_steps) in cases {
+            let v = Vram::new(32 * MIB).unwrap();
+            let (src, at) = (7, 4096);
+            let work = Work::Rows {
+                extents: extents.clone(),
+                src,
+                vram: at,
+                stride,
+                row,
+            };
+            let mut job = Job::new(work, row * rows);
+            let steps = run_in_steps(&mut job, &v, &mem, SLICE_BYTES);
+            assert_eq!(steps as u64, want_steps, "stride {stride}, row {row}");
+            let span = (rows - 1) * stride + row;
+            let mut got = vec![0u8; span as usize];
+            v.read(at, &mut got).unwrap();
+            for (i, b) in got.iter().enumerate() {
+                let i = i as u64;
+                let want = match i % stride < row {
+                    true => byte(gpa_of(src + i)),
+                    false => 0,
+                };
+                assert_eq!(*b, want, "byte {i} (stride {stride}, row {row})");
+            }
+        }
     }
 }

@@ -11,11 +11,15 @@
 //! cannot move at all (EINVAL, ENOTTY, ...), is copied after the range is unregistered; its
 //! source keeps its data, for the caller to discard. [`MoveCounts`] says how many bytes went
 //! each way.
+//!
+//! A long transfer is done in slices (`job::Work::MoveToVram`, `MoveToGuest`): one call per
+//! slice, each registering, moving and unregistering its own destination range, and each
+//! holding the [`MoveLock`] only for itself.
 
 use vm_memory::bitmap::{Bitmap, BitmapSlice};
 use vm_memory::{GuestMemory, Permissions, VolatileSlice};
 
-use crate::backend::MemoryBackend;
+use crate::backend::{MemoryBackend, MoveLock};
 use crate::guest_ram::Extent;
 use crate::uffd::Uffd;
 use crate::vram::{guest_slices, Vram, VramError};
@@ -46,6 +50,14 @@ pub struct MoveCounts {
     pub copied: u64,
 }
 
+impl MoveCounts {
+    /// Adds the bytes of another transfer.
+    pub fn add(&mut self, other: MoveCounts) {
+        self.moved += other.moved;
+        self.copied += other.copied;
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dir {
     ToVram,
@@ -58,6 +70,8 @@ pub struct PageMover {
     uffd: Option<Uffd>,
     refuse_every: Option<u64>,
     pages_seen: u64,
+    /// Held during each transfer, so host-memory measurements stay consistent.
+    lock: MoveLock,
 }
 
 impl PageMover {
@@ -82,7 +96,14 @@ impl PageMover {
             uffd,
             refuse_every,
             pages_seen: 0,
+            lock: MoveLock::default(),
         }
+    }
+
+    /// The lock held while pages move between guest RAM and VRAM: hold it while measuring
+    /// both, and no page is counted twice (or not at all).
+    pub fn move_lock(&self) -> MoveLock {
+        self.lock.clone()
     }
 
     /// Whether pages can be moved (otherwise every transfer copies).
@@ -122,6 +143,8 @@ impl PageMover {
         vram_offset: u64,
         dir: Dir,
     ) -> Result<MoveCounts, VramError> {
+        let lock = self.lock.clone();
+        let _moving = lock.hold();
         let access = match dir {
             Dir::ToVram => Permissions::Read,
             Dir::ToGuest => Permissions::Write,

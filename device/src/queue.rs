@@ -28,6 +28,11 @@ pub const STEP_SLICES: u64 = 4;
 /// What a chain counts against the budget at least, so a queue of small commands is one step.
 const CHAIN_COST: u64 = 4096;
 
+/// The budget of one bounded step: [`STEP_SLICES`] slices of `engine`'s data work.
+pub fn step_budget(engine: &CommandEngine) -> u64 {
+    engine.slice_bytes().saturating_mul(STEP_SLICES)
+}
+
 /// Errors that make the queue unusable (the device then needs a reset).
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

@@ -213,14 +213,24 @@ impl SimGuest {
         backend: MemoryBackend,
         zero_copy: ZeroCopy,
     ) -> Result<Self, SimError> {
-        Self::build(
+        Self::with_backend_and_slices(
             ram_size,
             vram_size,
-            true,
             backend,
             zero_copy,
             crate::job::SLICE_BYTES,
         )
+    }
+
+    /// As [`Self::with_backend`], with data work in slices of `slice_bytes`.
+    pub fn with_backend_and_slices(
+        ram_size: u64,
+        vram_size: u64,
+        backend: MemoryBackend,
+        zero_copy: ZeroCopy,
+        slice_bytes: u64,
+    ) -> Result<Self, SimError> {
+        Self::build(ram_size, vram_size, true, backend, zero_copy, slice_bytes)
     }
 
     fn build(
@@ -355,6 +365,15 @@ impl SimGuest {
     /// Submits a batch of requests (each a two-descriptor chain: request, then a response
     /// buffer), notifies once, and returns each response.
     pub fn submit(&mut self, reqs: &[&[u8]]) -> Result<Vec<Vec<u8>>, SimError> {
+        let slots = self.post(reqs)?;
+        self.notify();
+        self.collect(&slots)
+    }
+
+    /// Makes a batch of requests available (each a two-descriptor chain: request, then a
+    /// response buffer) without notifying, and returns where each response goes: for a test
+    /// that drives the device itself (`dev.process_queue_step`), then calls [`Self::collect`].
+    pub fn post(&mut self, reqs: &[&[u8]]) -> Result<Vec<u64>, SimError> {
         if reqs.len() * 2 > usize::from(QSIZE) {
             return Err(SimError::TooLarge);
         }
@@ -395,15 +414,20 @@ impl SimGuest {
         for i in 0..reqs.len() {
             self.push_avail((2 * i) as u16);
         }
-        self.notify();
+        Ok(slots)
+    }
+
+    /// The responses of the requests [`Self::post`] made available (`slots`, as it returned
+    /// them), once the device has used them all.
+    pub fn collect(&mut self, slots: &[u64]) -> Result<Vec<Vec<u8>>, SimError> {
         let used = self.take_used();
-        if used.len() != reqs.len() {
+        if used.len() != slots.len() {
             return Err(SimError::Incomplete {
                 got: used.len() as u16,
-                want: reqs.len() as u16,
+                want: slots.len() as u16,
             });
         }
-        let mut out = vec![Vec::new(); reqs.len()];
+        let mut out = vec![Vec::new(); slots.len()];
         for (id, len) in used {
             let i = (id / 2) as usize;
             if let (Some(slot), Some(o)) = (slots.get(i), out.get_mut(i)) {

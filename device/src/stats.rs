@@ -43,8 +43,9 @@ pub struct DeviceStats {
     /// Bytes that MIGRATE_CLEAN and EVICT copied where a move was not possible (the shared
     /// backend, an older kernel, or pages the kernel refused to move).
     pub bytes_move_copied: u64,
-    /// Nanoseconds the device spent in MIGRATE_CLEAN commands (moving or copying, and
-    /// discarding the guest pages), for the device-side throughput.
+    /// Nanoseconds MIGRATE_CLEAN commands took in the device, from each one's start to its
+    /// answer (moving or copying, in bounded steps, and discarding the guest pages; wall
+    /// time, the short gaps between steps included), for the device-side throughput.
     pub migrate_clean_ns: u64,
     /// Times the driver waited for an answer on the used-wait port instead of spinning (a vCPU
     /// blocked in the VMM; only with the device in the VMM's process).

@@ -1,6 +1,6 @@
 //! Property test: random command sequences against a simple model of object states and data.
 //! Every response type must be the one the model predicts, data must agree (CHECKSUM and
-//! guest memory after EVICT), and nothing may panic.
+//! guest memory after EVICT), and nothing may panic. The device works in one-page slices.
 
 use proptest::prelude::*;
 
@@ -156,7 +156,10 @@ fn in_range(o: &MObj, off: u64, len: u64) -> bool {
 }
 
 fn run(ops: Vec<Op>, backend: MemoryBackend, zero_copy: ZeroCopy) -> Result<(), TestCaseError> {
-    let mut g = SimGuest::with_backend(64 << 20, 16 << 20, backend, zero_copy).unwrap();
+    // One-page slices: every command with data work runs in several slices (moves in
+    // slices of 16 pages, so a move is one slice here).
+    let mut g =
+        SimGuest::with_backend_and_slices(64 << 20, 16 << 20, backend, zero_copy, PAGE).unwrap();
     let mut m: std::collections::BTreeMap<u32, MObj> = Default::default();
     // Bytes MIGRATE_CLEAN and EVICT into new pages transferred (moved or copied).
     let mut transferred = 0u64;

@@ -30,6 +30,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::{Bus, BusDevice, BusError};
+use crate::devices::queue_steps;
 use crate::devices::screenshot::{Screenshot, ScreenshotError};
 use crate::run::event_loop::Subscriber;
 use crate::run::stats::{MemoryProbe, RunStatsError};
@@ -246,16 +247,58 @@ fn screenshot_if_due(mmio: &Mutex<GpuMmio>, shot: &Mutex<Screenshot>) {
     }
 }
 
+/// What the screenshot at exit came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalShot {
+    /// The scanout's picture was written.
+    Written,
+    /// The scanout shows nothing; `earlier` pictures were written during the run.
+    Blank {
+        /// PNGs written before.
+        earlier: u64,
+    },
+    /// The device (or the device thread, writing a picture) stayed busy past the deadline:
+    /// nothing was written.
+    Busy,
+}
+
+/// The screenshot at exit: the scanout as it is now, written to `shot`'s PNG (no rate limit).
+/// Waits at most `deadline` in all for the screenshot's state and the device: a device
+/// thread that did not stop, or a vCPU in a long register access, may still hold them.
+fn final_screenshot(
+    mmio: &Mutex<GpuMmio>,
+    shot: &Mutex<Screenshot>,
+    deadline: std::time::Duration,
+) -> Result<FinalShot, ScreenshotError> {
+    let until = std::time::Instant::now() + deadline;
+    // The same order as `screenshot_if_due`: the screenshot's state, then the device.
+    let Some(mut s) = lock_within(shot, deadline) else {
+        return Ok(FinalShot::Busy);
+    };
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    let Some(g) = lock_within(mmio, left) else {
+        return Ok(FinalShot::Busy);
+    };
+    let image = g.device().scanout_image();
+    drop(g);
+    match image {
+        Some(image) => s
+            .write(&image, std::time::Instant::now())
+            .map(|()| FinalShot::Written),
+        None => Ok(FinalShot::Blank {
+            earlier: s.written(),
+        }),
+    }
+}
+
 /// Locks the adapter, recovering it if a thread panicked while holding it.
 fn lock(m: &Mutex<GpuMmio>) -> MutexGuard<'_, GpuMmio> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Locks the adapter if that is possible within `deadline`; `None` if it stayed busy.
-fn lock_within(
-    m: &Mutex<GpuMmio>,
-    deadline: std::time::Duration,
-) -> Option<MutexGuard<'_, GpuMmio>> {
+/// Locks `m` if that is possible within `deadline` (recovering it if a thread panicked while
+/// holding it); `None` if it stayed busy.
+fn lock_within<T>(m: &Mutex<T>, deadline: std::time::Duration) -> Option<MutexGuard<'_, T>> {
     let until = std::time::Instant::now() + deadline;
     loop {
         match m.try_lock() {
@@ -278,35 +321,23 @@ pub struct QueueWorker {
     stop: Arc<AtomicBool>,
 }
 
-/// How long the queue worker keeps polling the avail ring after its last request before it
-/// goes back to sleep on the notify eventfd. A sleeping thread takes tens of microseconds to
-/// wake on this host, ten times the cost of the notify itself, so a driver issuing commands
-/// back to back is served by polling instead. The window is short, so an idle guest costs
-/// no host CPU.
-const POLL_WINDOW: std::time::Duration = std::time::Duration::from_micros(200);
-
 impl MutEventSubscriber for QueueWorker {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        // Each round is bounded: the device serves at most a queue's worth of requests and a
+        // Each step is bounded: the device serves at most a queue's worth of requests and a
         // few slices of data work, then the lock is released (vCPU register accesses get in)
-        // and the stop flag is looked at again. A long command goes on in the next round.
-        while !self.stop.load(Ordering::Acquire) {
-            // Reset the counter first: a notify that arrives while we process makes the
-            // eventfd readable again, so no request is left behind.
-            let _ = self.notify.read();
-            lock(&self.gpu).process_queue_step();
-            let last_work = std::time::Instant::now();
-            // Poll for the next request for a short while.
-            loop {
-                if lock(&self.gpu).has_pending() {
-                    break;
-                }
-                if last_work.elapsed() > POLL_WINDOW || self.stop.load(Ordering::Acquire) {
-                    return;
-                }
-                std::hint::spin_loop();
-            }
-        }
+        // and the stop flag is looked at again. A long command goes on in the next step.
+        let stepped = queue_steps::serve(
+            || self.stop.load(Ordering::Acquire),
+            || {
+                // Reset the counter first: a notify that arrives while we process makes the
+                // eventfd readable again, so no request is left behind.
+                let _ = self.notify.read();
+                lock(&self.gpu).process_queue_step();
+                Ok::<_, std::convert::Infallible>(true)
+            },
+            || lock(&self.gpu).has_pending(),
+        );
+        let Ok(()) = stepped;
     }
 
     fn init(&mut self, ops: &mut EventOps) {
@@ -475,15 +506,14 @@ impl Gpu {
         lock_within(&self.mmio, deadline).map(|g| g.device().stats())
     }
 
-    /// Writes the scanout as it is now to `shot`'s PNG (at exit; no rate limit). Returns
-    /// whether the scanout showed anything.
-    pub fn final_screenshot(&self, shot: &Mutex<Screenshot>) -> Result<bool, ScreenshotError> {
-        let image = lock(&self.mmio).device().scanout_image();
-        let mut s = shot.lock().unwrap_or_else(|p| p.into_inner());
-        match image {
-            Some(image) => s.write(&image, std::time::Instant::now()).map(|()| true),
-            None => Ok(false),
-        }
+    /// Writes the scanout as it is now to `shot`'s PNG (at exit; no rate limit), if the
+    /// device can be had within `deadline` (see [`final_screenshot`]).
+    pub fn final_screenshot(
+        &self,
+        shot: &Mutex<Screenshot>,
+        deadline: std::time::Duration,
+    ) -> Result<FinalShot, ScreenshotError> {
+        final_screenshot(&self.mmio, shot, deadline)
     }
 
     /// The adapter (shared with the MMIO bus and the queue worker).
@@ -746,6 +776,38 @@ mod tests {
         std::thread::sleep(crate::devices::screenshot::MIN_INTERVAL);
         screenshot_if_due(&gpu, &shot);
         assert_eq!(written(), 2);
+        // At exit: written at once, whatever the interval.
+        let d = std::time::Duration::from_millis(100);
+        assert_eq!(
+            final_screenshot(&gpu, &shot, d).unwrap(),
+            FinalShot::Written
+        );
+        assert_eq!(written(), 3);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The screenshot at exit waits for a busy device only until its deadline, then gives up
+    /// without writing anything.
+    #[test]
+    fn the_final_screenshot_gives_up_on_a_busy_device() {
+        use std::time::{Duration, Instant};
+        let (_bus, gpu, _ram) = bus_with_device();
+        let path = std::env::temp_dir().join(format!("pvgpu-final-{}.png", std::process::id()));
+        let shot = Mutex::new(Screenshot::new(path.clone()));
+        let d = Duration::from_millis(50);
+        // The device is held (a device thread that did not stop, say): no wait past `d`.
+        let held = gpu.lock().unwrap();
+        let t = Instant::now();
+        assert_eq!(final_screenshot(&gpu, &shot, d).unwrap(), FinalShot::Busy);
+        assert!(t.elapsed() >= d && t.elapsed() < Duration::from_secs(5));
+        drop(held);
+        // The same for the screenshot's own state (the device thread writing a picture).
+        let busy_writer = shot.lock().unwrap();
+        assert_eq!(final_screenshot(&gpu, &shot, d).unwrap(), FinalShot::Busy);
+        drop(busy_writer);
+        // Free: the scanout shows nothing, so there is nothing to write.
+        let free = final_screenshot(&gpu, &shot, d).unwrap();
+        assert_eq!(free, FinalShot::Blank { earlier: 0 });
+        assert!(!path.exists());
     }
 }

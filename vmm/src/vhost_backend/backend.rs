@@ -8,8 +8,14 @@
 //! - SHMEM_MAP is sent once, when the frontend gives its backend channel
 //!   (SET_BACKEND_REQ_FD), without asking for a reply: the frontend is then still waiting for
 //!   its own SET_BACKEND_REQ_FD acknowledgement, so waiting for one here would deadlock.
-//! - A kick runs every available request, then polls the avail ring for a short while (as the
-//!   in-process device thread does), and signals the call eventfd when the queue says so.
+//! - A kick serves the queue as the in-process device thread does
+//!   (`devices::queue_steps::serve`): bounded steps (a queue's worth of requests and a few
+//!   slices of data work at most; a long command stays in flight, its chain unused), the
+//!   device's lock and the vring's released in between and the worker's exit event looked at,
+//!   then a short poll of the avail ring; the call eventfd is signalled when the queue says so.
+//! - A frontend stopping the control ring (GET_VRING_BASE) while a command is under way drops
+//!   that command unanswered, as a reset does (frontends stop rings to reset the device or to
+//!   leave; waiting for a long command there would hold them up).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -32,10 +38,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::mem_table::{ram_ranges, BackendMemory};
 use super::vring::ErrVring;
-
-/// How long a kick keeps polling the avail ring after its last request (see
-/// `devices::gpu::POLL_WINDOW` for why polling pays on this host).
-const POLL_WINDOW: std::time::Duration = std::time::Duration::from_micros(200);
+use crate::devices::queue_steps;
 
 /// Queue entries the backend accepts (the device model's largest queue, the control queue;
 /// vhost-user-backend has one maximum for every queue).
@@ -67,6 +70,9 @@ struct State {
     /// The backend-request channel, kept open for the connection's life: a frontend may
     /// take its closing for a broken connection (Linux's virtio_uml removes the device).
     backend_req: Option<Backend>,
+    /// The control queue's chain whose command is under way (its data work runs in bounded
+    /// steps).
+    inflight: Option<queue::InFlight>,
 }
 
 /// The backend (cheap to clone: the daemon hands clones to its worker threads).
@@ -95,6 +101,7 @@ impl GpuBackend {
                 engine,
                 mem: None,
                 backend_req: None,
+                inflight: None,
             })),
             vram_size,
             exit: Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?),
@@ -112,6 +119,7 @@ impl GpuBackend {
         // the next connection's worker does not stop at once.
         let _ = self.exit.read();
         let mut s = self.lock();
+        s.inflight = None;
         s.engine.reset();
         s.engine.set_enabled(false);
         s.mem = None;
@@ -129,66 +137,106 @@ impl GpuBackend {
         self.lock().engine.objects().len()
     }
 
+    /// Serves `vring` after a kick, in bounded steps until it is idle or the worker is asked
+    /// to exit.
     fn process(&self, vring: &ErrVring, role: QueueRole) -> Result<(), GpuBackendError> {
-        let mut st = self.lock();
+        queue_steps::serve(
+            || self.exit_requested(),
+            || self.step(vring, role),
+            || self.pending(vring, role),
+        )
+    }
+
+    /// One bounded step of `vring`'s queue (`queue::process` with one step's budget). Returns
+    /// whether to go on: not without guest memory, nor on a ring the frontend stopped or
+    /// that turned out unusable.
+    fn step(&self, vring: &ErrVring, role: QueueRole) -> Result<bool, GpuBackendError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let Some(atomic) = st.mem.clone() else {
-            return Ok(());
+            return Ok(false);
         };
         let mem = atomic.memory();
-        let mut last = std::time::Instant::now();
-        loop {
-            let mut vs = vring.get_mut();
+        let mut vs = vring.get_mut();
+        // The frontend may stop the ring between two steps (GET_VRING_BASE).
+        if !vs.is_enabled() || !vs.get_queue().ready() {
+            return Ok(false);
+        }
+        // Only the control queue carries long commands; a cursor command is done at once.
+        let mut none = None;
+        let inflight = match role {
+            QueueRole::Control => &mut st.inflight,
+            QueueRole::Cursor => &mut none,
+        };
+        if inflight.is_none() {
             st.engine.stats_mut().notifications += 1;
-            // Each command runs to the end here (no budget): the split backend has no stop
-            // flag or register accesses waiting on this lock.
-            match queue::process(
-                vs.get_queue_mut(),
-                &*mem,
-                &mut st.engine,
-                &mut None,
-                u64::MAX,
-                role,
-            ) {
-                Ok(true) => {
-                    st.engine.stats_mut().interrupts += 1;
-                    vs.signal_used_queue().map_err(GpuBackendError::Call)?;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    // The queue is unusable: stop serving it and tell the frontend through the
-                    // ring's error eventfd (it sets DEVICE_NEEDS_RESET).
-                    vs.set_enabled(false);
-                    drop(vs);
-                    let told = vring.signal_error();
-                    log::warn!(
-                        "{role:?} queue unusable ({e}); ring stopped{}",
-                        if told {
-                            ", frontend told"
-                        } else {
-                            " (no error eventfd)"
-                        }
-                    );
-                    return Ok(());
-                }
+        }
+        let budget = queue::step_budget(&st.engine);
+        match queue::process(
+            vs.get_queue_mut(),
+            &*mem,
+            &mut st.engine,
+            inflight,
+            budget,
+            role,
+        ) {
+            Ok(true) => {
+                st.engine.stats_mut().interrupts += 1;
+                vs.signal_used_queue().map_err(GpuBackendError::Call)?;
+                Ok(true)
             }
-            drop(vs);
-            // Poll briefly for the next batch.
-            loop {
-                let q = vring.get_ref();
-                let pending = q
-                    .get_queue()
-                    .avail_idx(&*mem, std::sync::atomic::Ordering::Acquire)
-                    .is_ok_and(|a| a.0 != q.get_queue().next_avail());
-                if pending {
-                    last = std::time::Instant::now();
-                    break;
+            Ok(false) => Ok(true),
+            Err(e) => {
+                // The queue is unusable: stop serving it and tell the frontend through the
+                // ring's error eventfd (it sets DEVICE_NEEDS_RESET).
+                if role == QueueRole::Control {
+                    st.inflight = None;
                 }
-                if last.elapsed() > POLL_WINDOW {
-                    return Ok(());
-                }
-                std::hint::spin_loop();
+                vs.set_enabled(false);
+                drop(vs);
+                let told = vring.signal_error();
+                log::warn!(
+                    "{role:?} queue unusable ({e}); ring stopped{}",
+                    if told {
+                        ", frontend told"
+                    } else {
+                        " (no error eventfd)"
+                    }
+                );
+                Ok(false)
             }
         }
+    }
+
+    /// Whether `vring`'s queue has work: a command in flight, or requests not taken yet.
+    fn pending(&self, vring: &ErrVring, role: QueueRole) -> bool {
+        let st = self.lock();
+        if role == QueueRole::Control && st.inflight.is_some() {
+            return true;
+        }
+        let Some(atomic) = st.mem.clone() else {
+            return false;
+        };
+        drop(st);
+        let mem = atomic.memory();
+        let q = vring.get_ref();
+        q.get_queue()
+            .avail_idx(&*mem, std::sync::atomic::Ordering::Acquire)
+            .is_ok_and(|a| a.0 != q.get_queue().next_avail())
+    }
+
+    /// Whether the daemon has asked the vring workers to exit: their exit event is readable
+    /// (it is left for the worker's event loop to read, which then ends).
+    fn exit_requested(&self) -> bool {
+        let mut fds = [libc::pollfd {
+            fd: self.exit.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: `fds` is one valid pollfd, alive for the call; a zero timeout never blocks,
+        // and poll(2) only writes `revents`.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+        n > 0 && fds[0].revents & libc::POLLIN != 0
     }
 }
 
@@ -229,8 +277,21 @@ impl VhostUserBackend for GpuBackend {
 
     fn reset_device(&self) {
         let mut s = self.lock();
+        s.inflight = None;
         s.engine.reset();
         s.engine.set_enabled(false);
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> std::io::Result<()> {
+        // The command under way is dropped unanswered, as by a reset (see the module comment).
+        if queue_index == u32::from(p::CONTROLQ) {
+            let mut s = self.lock();
+            if s.inflight.take().is_some() {
+                log::warn!("control ring stopped while a command was under way; it is dropped");
+            }
+            s.engine.cancel();
+        }
+        Ok(())
     }
 
     fn set_event_idx(&self, _enabled: bool) {
@@ -389,5 +450,106 @@ mod tests {
         assert_eq!(shm.nregions, 2);
         assert_eq!(shm.memory_sizes[usize::from(p::SHM_ID_VRAM)], 4 << 20);
         assert_eq!(b.num_queues(), NUM_QUEUES);
+    }
+
+    /// A FILL over many slices: one step leaves it in flight, the worker's exit event stops
+    /// the serving before the next step, the command goes on at the next kick and its data is
+    /// right; a stopped control ring drops a command under way.
+    #[test]
+    fn a_long_command_is_served_in_steps_and_exit_is_seen_between_them() {
+        use pvgpu_abi::protocol::Wire;
+        use pvgpu_abi::request as rq;
+        use pvgpu_device::sim_driver::{write_desc_at, RawDesc};
+        use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+        const OBJ: u64 = 16 << 20;
+        let (desc, avail, used, req, resp) = (0x1000u64, 0x2000u64, 0x3000u64, 0x4000, 0x5000);
+        let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
+        let mem = BackendMemory::new(ram.clone());
+        let config = DeviceConfig {
+            vram_size: 32 << 20,
+            ram: RamRanges::none(),
+            max_objects: 16,
+            slice_bytes: 4096,
+            display: Default::default(),
+            backend: pvgpu_device::MemoryBackend::Shared,
+            zero_copy: pvgpu_device::ZeroCopy::CopyOnly,
+        };
+        let punch = super::super::mem_table::MemTablePunch::new(mem.clone());
+        let b = GpuBackend::new(CommandEngine::new(config, Box::new(punch)).unwrap()).unwrap();
+        b.update_memory(mem.clone()).unwrap();
+        // Object 1: 16 MiB at guest 32 MiB, in VRAM.
+        let pages = [p::MemEntry {
+            addr: 32 << 20,
+            length: OBJ as u32,
+            padding: 0,
+        }];
+        for (r, want) in [
+            (rq::create(1, 0, OBJ), p::RESP_OK_NODATA),
+            (
+                rq::backing(p::CMD_ATTACH_BACKING, 1, 1, &pages),
+                p::RESP_OK_NODATA,
+            ),
+            (rq::object(p::CMD_MIGRATE, 1), p::RESP_OK_MIGRATE),
+        ] {
+            let out = b.lock().engine.handle(&ram, &r);
+            assert_eq!(p::CtrlHdr::read_from(&out).unwrap().type_, want);
+        }
+        // The control ring: one chain, a FILL of the whole object, then its response buffer.
+        let control = ErrVring::new(mem.clone(), 16).unwrap();
+        control.set_queue_size(16);
+        control.set_queue_info(desc, avail, used).unwrap();
+        control.set_queue_ready(true);
+        control.set_enabled(true);
+        let cursor = ErrVring::new(mem.clone(), 16).unwrap();
+        let vrings = [control.clone(), cursor];
+        let post = |n: u16| {
+            ram.write_slice(&rq::fill(1, 0, OBJ, 0x5a), GuestAddress(req))
+                .unwrap();
+            let d = |i, addr, len, flags, next| {
+                let raw = RawDesc {
+                    addr,
+                    len,
+                    flags,
+                    next,
+                };
+                write_desc_at(&ram, desc, i, raw).unwrap();
+            };
+            d(0, req, 48, 1, 1);
+            d(1, resp, 24, 2, 0);
+            ram.write_obj(0u16, GuestAddress(avail + 4 + 2 * u64::from(n % 16)))
+                .unwrap();
+            ram.write_obj(n + 1, GuestAddress(avail + 2)).unwrap();
+        };
+        let used_idx = || ram.read_obj::<u16>(GuestAddress(used + 2)).unwrap();
+        let running = || b.lock().engine.is_running();
+        post(0);
+        assert!(b.step(&control, QueueRole::Control).unwrap());
+        assert!(running(), "16 MiB of FILL in one step of 4 KiB slices");
+        assert_eq!(used_idx(), 0);
+        // Exit asked: the kick's handling returns without another step.
+        b.exit.write(1).unwrap();
+        b.handle_event(p::CONTROLQ, EventSet::IN, &vrings, 0)
+            .unwrap();
+        assert!(running());
+        assert_eq!(used_idx(), 0);
+        // Exit withdrawn: the next kick finishes the command.
+        b.exit.read().unwrap();
+        b.handle_event(p::CONTROLQ, EventSet::IN, &vrings, 0)
+            .unwrap();
+        assert!(!running());
+        assert_eq!(used_idx(), 1);
+        let answer: u32 = ram.read_obj(GuestAddress(resp)).unwrap();
+        assert_eq!(answer, p::RESP_OK_NODATA);
+        let out = b.lock().engine.handle(&ram, &rq::checksum(1, 0, OBJ));
+        let crc = p::RespChecksum::read_from(&out).unwrap().crc32c;
+        assert_eq!(crc, pvgpu_abi::crc32c::crc32c(&vec![0x5a; OBJ as usize]));
+        // A stopped control ring drops the command under way.
+        post(1);
+        assert!(b.step(&control, QueueRole::Control).unwrap());
+        assert!(running());
+        b.stop_vring(u32::from(p::CONTROLQ)).unwrap();
+        assert!(!running());
+        assert!(!b.pending(&control, QueueRole::Control));
+        assert_eq!(used_idx(), 1);
     }
 }

@@ -18,7 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::cli::RunConfig;
 use crate::devices::bus::Bus;
 use crate::devices::exit_port::ExitDevice;
-use crate::devices::gpu::{DeviceThread, Gpu};
+use crate::devices::gpu::{DeviceThread, FinalShot, Gpu};
 use crate::devices::gpu_vhost_user::GpuVhostUser;
 use crate::devices::phase_port::PhaseDevice;
 use crate::devices::screenshot::Screenshot;
@@ -40,8 +40,9 @@ use crate::vstate::vcpu::{self, EntryState, StartGate, VcpuShared, VcpuThread};
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(2);
 /// How often to repeat the kick while waiting.
 const KICK_INTERVAL: Duration = Duration::from_millis(10);
-/// How long reading the final device counters may wait for the device.
-pub const STATS_DEADLINE: Duration = Duration::from_millis(500);
+/// How long the end of the run may wait for the device, for its final counters and for the
+/// final screenshot (each).
+pub const DEVICE_DEADLINE: Duration = Duration::from_millis(500);
 
 /// The result of a run.
 #[derive(Debug)]
@@ -287,8 +288,8 @@ pub fn run_with_output(
     let (unjoined, reports) = stop_vcpus(handles, JOIN_DEADLINE);
     // The device thread stops next, so the final device counters are read from a quiet device.
     drop(device_thread);
-    if let (Some(g), Some(s)) = (&gpu, &screenshot) {
-        final_screenshot(g, s);
+    if let (Some(g), Some(s), Some(path)) = (&gpu, &screenshot, &config.screenshot) {
+        final_screenshot(g, s, path);
     }
     // Guest output first (ending any partial line), then the failure reports.
     if let Err(e) = serial.lock().unwrap_or_else(|p| p.into_inner()).finish() {
@@ -313,10 +314,10 @@ pub fn run_with_output(
     };
     let device_stats = match gpu.as_ref() {
         Some(g) => {
-            let s = g.stats_within(STATS_DEADLINE);
+            let s = g.stats_within(DEVICE_DEADLINE);
             if s.is_none() {
                 eprintln!(
-                    "pvgpu: warning: the GPU device stayed busy for {STATS_DEADLINE:?}; its counters are not in the stats"
+                    "pvgpu: warning: the GPU device stayed busy for {DEVICE_DEADLINE:?}; its counters are not in the stats"
                 );
             }
             s
@@ -338,20 +339,21 @@ pub fn run_with_output(
     })
 }
 
-/// The screenshot at exit: what the scanout shows now, or a warning if nothing was ever shown.
-fn final_screenshot(gpu: &Gpu, shot: &Mutex<Screenshot>) {
-    match gpu.final_screenshot(shot) {
-        Ok(true) => {}
-        Ok(false) => {
-            let s = shot.lock().unwrap_or_else(|p| p.into_inner());
-            if s.written() == 0 {
-                eprintln!(
-                    "pvgpu: warning: --screenshot {}: the guest never showed anything on the \
-                     scanout; no picture written",
-                    s.path().display()
-                );
-            }
-        }
+/// The screenshot at exit: what the scanout shows now, or a warning if nothing was ever shown
+/// or the device stayed busy past [`DEVICE_DEADLINE`].
+fn final_screenshot(gpu: &Gpu, shot: &Mutex<Screenshot>, path: &std::path::Path) {
+    match gpu.final_screenshot(shot, DEVICE_DEADLINE) {
+        Ok(FinalShot::Written | FinalShot::Blank { earlier: 1.. }) => {}
+        Ok(FinalShot::Blank { earlier: 0 }) => eprintln!(
+            "pvgpu: warning: --screenshot {}: the guest never showed anything on the \
+             scanout; no picture written",
+            path.display()
+        ),
+        Ok(FinalShot::Busy) => eprintln!(
+            "pvgpu: warning: --screenshot {}: the GPU device stayed busy for \
+             {DEVICE_DEADLINE:?}; no picture written at exit",
+            path.display()
+        ),
         Err(e) => eprintln!("pvgpu: warning: {e}"),
     }
 }
