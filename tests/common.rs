@@ -138,6 +138,24 @@ pub fn spawn_spinning(flags: &[&str]) -> std::process::Child {
     child
 }
 
+/// (thread name, seccomp mode) of every thread of `pid` (mode "2": under a filter).
+pub fn seccomp_modes(pid: u32) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let status =
+            std::fs::read_to_string(t.expect("task").path().join("status")).expect("status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        };
+        v.push((field("Name:"), field("Seccomp:")));
+    }
+    v
+}
+
 /// `boot` with `--stats-json` to a temporary file (named after `tag`); returns the run and the
 /// parsed stats. Fails the test if the file is missing or not JSON.
 pub fn stats_of(flags: &[&str], guest: &[&str], tag: &str) -> (Run, serde_json::Value) {

@@ -14,24 +14,6 @@ fn spinning(flags: &[&str]) -> Child {
     common::spawn_spinning(&a)
 }
 
-/// (thread name, seccomp mode) of every thread of `pid`.
-fn threads(pid: u32) -> Vec<(String, String)> {
-    let mut v = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
-        let status =
-            std::fs::read_to_string(t.expect("task").path().join("status")).expect("status");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default()
-        };
-        v.push((field("Name:"), field("Seccomp:")));
-    }
-    v
-}
-
 fn stop(mut child: Child) {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -41,7 +23,7 @@ fn stop(mut child: Child) {
 #[test]
 fn every_thread_is_filtered_while_the_guest_runs() {
     let child = spinning(&["--vcpus", "2"]);
-    let t = threads(child.id());
+    let t = common::seccomp_modes(child.id());
     stop(child);
     let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
     for want in ["pvgpu", "pvgpu-gpu", "vcpu0", "vcpu1"] {
@@ -58,7 +40,7 @@ fn every_thread_is_filtered_while_the_guest_runs() {
 #[test]
 fn no_seccomp_turns_the_filters_off() {
     let child = spinning(&["--no-seccomp"]);
-    let t = threads(child.id());
+    let t = common::seccomp_modes(child.id());
     stop(child);
     assert!(t.iter().all(|(_, mode)| mode == "0"), "{t:?}");
 }

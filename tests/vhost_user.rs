@@ -614,6 +614,12 @@ fn backend_is_confined_and_never_opens_kvm() {
         "no seccomp filter:\n{status}"
     );
     let mut f = frontend_with_vram(&b);
+    // Every thread, those made for the frontend (request handler, vring worker) too.
+    let t = common::seccomp_modes(b.pid());
+    assert!(t.len() >= 3, "no serving threads: {t:?}");
+    for (name, mode) in &t {
+        assert_eq!(mode, "2", "backend thread {name} is not filtered: {t:?}");
+    }
     for e in std::fs::read_dir(format!("/proc/{}/fd", b.pid()))
         .unwrap()
         .flatten()
@@ -629,6 +635,43 @@ fn backend_is_confined_and_never_opens_kvm() {
     assert!(!maps.contains("kvm"), "{maps}");
     let _ = f.kill();
     let _ = f.wait();
+}
+
+#[test]
+fn backend_no_seccomp_turns_the_filter_off() {
+    let b = Backend::start("noseccomp", &["--no-seccomp"]);
+    let mut f = frontend_with_vram(&b);
+    let t = common::seccomp_modes(b.pid());
+    let _ = f.kill();
+    let _ = f.wait();
+    assert!(t.len() >= 3, "no serving threads: {t:?}");
+    assert!(t.iter().all(|(_, mode)| mode == "0"), "{t:?}");
+}
+
+#[test]
+fn a_forbidden_system_call_ends_the_backend_with_its_name() {
+    let socket = std::env::temp_dir().join(format!("pvgpu-vu-sigsys-{}.sock", std::process::id()));
+    let r = common::pvgpu_with_limit(
+        &[
+            "device",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--debug-forbidden-syscall",
+        ],
+        Duration::from_secs(10),
+    );
+    let _ = std::fs::remove_file(&socket);
+    // Reported like `pvgpu run`'s, not a silent SIGSYS kill.
+    assert_eq!(r.code, code(exit_status::VMM_ERROR), "{}", r.dump());
+    assert!(
+        r.stderr.starts_with(
+            "pvgpu: error: the vhost-user backend made system call syslog (103), \
+             which its seccomp filter forbids; the backend is stopped"
+        ),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.dump());
 }
 
 #[test]

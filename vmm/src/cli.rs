@@ -301,14 +301,11 @@ impl RunConfig {
             cmdline,
             vram_bytes,
             sample_interval: (args.sample_ms > 0).then(|| Duration::from_millis(args.sample_ms)),
-            seccomp: if args.no_seccomp {
-                crate::seccomp::Policy::OFF
-            } else {
-                crate::seccomp::Policy {
-                    provoke: args.debug_forbidden_syscall,
-                    ..crate::seccomp::Policy::PROCESS
-                }
-            },
+            seccomp: crate::seccomp::Policy::from_flags(
+                crate::seccomp::Policy::PROCESS,
+                args.no_seccomp,
+                args.debug_forbidden_syscall,
+            ),
             // The backend process maps guest RAM: --gpu-socket needs shared memory.
             memory: if args.gpu_socket.is_some() {
                 MemoryBackend::Shared
@@ -454,6 +451,38 @@ mod tests {
         r.no_seccomp = true;
         let c = RunConfig::from_args(&r).unwrap();
         assert_eq!(c.seccomp, crate::seccomp::Policy::OFF);
+    }
+
+    #[test]
+    fn seccomp_flags_of_run_and_device() {
+        use crate::seccomp::{Policy, ThreadKind};
+        let device = |extra: &[&str]| -> Result<Policy, clap::Error> {
+            let args = ["pvgpu", "device", "--socket", "/tmp/s.sock"];
+            let cli = Cli::try_parse_from(args.iter().chain(extra).copied())?;
+            match cli.command {
+                Command::Device(d) => Ok(d.seccomp()),
+                other => panic!("not a device: {other:?}"),
+            }
+        };
+        assert_eq!(device(&[]).unwrap(), Policy::BACKEND);
+        assert_eq!(device(&["--no-seccomp"]).unwrap(), Policy::OFF);
+        assert_eq!(
+            device(&["--debug-forbidden-syscall"]).unwrap().provoke,
+            Some(ThreadKind::Backend)
+        );
+        assert!(device(&["--no-seccomp", "--debug-forbidden-syscall"]).is_err());
+        // The backend's list is not a thread of `run`.
+        assert!(parse(&["run", "--debug-forbidden-syscall", "backend"]).is_err());
+        let r = parse(&[
+            "run",
+            "--kernel",
+            &this_file(),
+            "--debug-forbidden-syscall",
+            "vcpu",
+        ]);
+        let c = RunConfig::from_args(&r.unwrap()).unwrap();
+        assert_eq!(c.seccomp.provoke, Some(ThreadKind::Vcpu));
+        assert!(c.seccomp.main && c.seccomp.threads);
     }
 
     #[test]

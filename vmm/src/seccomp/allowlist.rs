@@ -1,8 +1,9 @@
 //! The system calls each thread of `pvgpu run` may make once its filter is installed (after
-//! set-up, before the guest runs). Everything else traps (SIGSYS) and ends the run with a
-//! message naming the call. Built from `strace -f` of every guest workload; one entry per
-//! syscall group, with what needs it. To extend: add the call to the group (or a new group)
-//! of the thread that makes it, and say why.
+//! set-up, before the guest runs), and those of the `pvgpu device` vhost-user backend once its
+//! socket is bound. Everything else traps (SIGSYS) and ends the process with a message naming
+//! the call. Built from `strace -f` of every guest workload; one entry per syscall group, with
+//! what needs it. To extend: add the call to the group (or a new group) of the thread that
+//! makes it, and say why.
 
 use libc::c_ulong;
 use pvgpu_device::uffd_sys::{
@@ -19,6 +20,10 @@ pub enum ThreadKind {
     Vcpu,
     /// The GPU device thread: the control queue and its data paths.
     Device,
+    /// Every thread of the `pvgpu device` vhost-user backend (one list for the process: its
+    /// threads are made after the filter and inherit it). Not a `run` thread.
+    #[value(skip)]
+    Backend,
 }
 
 /// A system call, allowed whatever its arguments, or (for ioctl) only with these requests.
@@ -85,9 +90,10 @@ fn host_memory_probe() -> Vec<Allow> {
     ]
 }
 
-/// The device's data paths: MIGRATE/EVICT (pwritev/preadv on the VRAM memfd), CLEAN and
-/// freed VRAM (fallocate PUNCH_HOLE), the notify eventfd (read) and the irqfd (write).
-fn device_data_path() -> Vec<Allow> {
+/// Copies between guest memory and the VRAM memfd (MIGRATE/EVICT: pwritev/preadv), CLEAN and
+/// freed VRAM (fallocate PUNCH_HOLE), the notify eventfd (read) and the irqfd (write, in
+/// `common`): what the device model does on shared memory, in-process or in the backend.
+fn vram_copies() -> Vec<Allow> {
     use Allow::Any;
     vec![
         Any(libc::SYS_pwritev),
@@ -96,18 +102,24 @@ fn device_data_path() -> Vec<Allow> {
         Any(libc::SYS_pread64),
         Any(libc::SYS_fallocate),
         Any(libc::SYS_read),
-        // Anonymous memory: MIGRATE_CLEAN and EVICT move pages with userfaultfd (the
-        // destination is registered for the one call, and first checked to be missing with
-        // mincore), CLEAN discards with MADV_DONTNEED (madvise is in `common`).
-        Any(libc::SYS_mincore),
-        Allow::Ioctl(vec![
-            UFFDIO_API,
-            UFFDIO_REGISTER,
-            UFFDIO_UNREGISTER,
-            UFFDIO_MOVE,
-            UFFDIO_COPY,
-        ]),
     ]
+}
+
+/// The in-process device's data paths: [`vram_copies`], and on anonymous memory page moves.
+fn device_data_path() -> Vec<Allow> {
+    let mut v = vram_copies();
+    // Anonymous memory: MIGRATE_CLEAN and EVICT move pages with userfaultfd (the destination
+    // is registered for the one call, and first checked to be missing with mincore), CLEAN
+    // discards with MADV_DONTNEED (madvise is in `common`).
+    v.push(Allow::Any(libc::SYS_mincore));
+    v.push(Allow::Ioctl(vec![
+        UFFDIO_API,
+        UFFDIO_REGISTER,
+        UFFDIO_UNREGISTER,
+        UFFDIO_MOVE,
+        UFFDIO_COPY,
+    ]));
+    v
 }
 
 /// Writing a file through a temporary name and a rename (the stats JSON on the main thread,
@@ -129,9 +141,10 @@ fn write_file_atomically() -> Vec<Allow> {
     ]
 }
 
-/// `--gpu-socket`: the vhost-user frontend's messages to the backend process (register
-/// accesses and queue set-up on the vCPU threads, shutdown on the main thread).
-fn vhost_user_frontend() -> Vec<Allow> {
+/// vhost-user messages on a connected socket: the frontend's (`--gpu-socket`: register
+/// accesses and queue set-up on the vCPU threads, shutdown on the main thread) and the
+/// backend's.
+fn vhost_user_messages() -> Vec<Allow> {
     use Allow::Any;
     vec![
         Any(libc::SYS_sendmsg),
@@ -163,7 +176,7 @@ pub fn allowed(kind: ThreadKind, screenshots: bool) -> Vec<Allow> {
             // into place, removed if the write fails).
             v.extend(host_memory_probe());
             v.extend(write_file_atomically());
-            v.extend(vhost_user_frontend());
+            v.extend(vhost_user_messages());
         }
         ThreadKind::Vcpu => {
             // KVM_RUN, and the registers and translated RIP for a failure report.
@@ -177,7 +190,7 @@ pub fn allowed(kind: ThreadKind, screenshots: bool) -> Vec<Allow> {
             v.extend(host_memory_probe());
             // A queue notify that the ioeventfd did not catch is served on the vCPU thread.
             v.extend(device_data_path());
-            v.extend(vhost_user_frontend());
+            v.extend(vhost_user_messages());
         }
         ThreadKind::Device => {
             // Its own event loop on the notify eventfd.
@@ -193,6 +206,53 @@ pub fn allowed(kind: ThreadKind, screenshots: bool) -> Vec<Allow> {
                 v.push(Allow::Refuse(libc::SYS_openat));
             }
         }
+        ThreadKind::Backend => v.extend(backend()),
     }
+    v
+}
+
+/// `pvgpu device`, beyond `common`: it serves a socket, maps the memory the frontend sends,
+/// copies between that memory and its VRAM memfd, punches holes, and runs a few threads. It
+/// never opens files, never issues ioctls (so no /dev/kvm, even through an inherited
+/// descriptor), never creates sockets and never executes programs; the one file-system change
+/// it may make is removing its socket file at the end.
+fn backend() -> Vec<Allow> {
+    use Allow::Any;
+    let mut v = vhost_user_messages();
+    v.extend([
+        // The listening socket: the next frontend, the end of a connection.
+        Any(libc::SYS_accept4),
+        Any(libc::SYS_shutdown),
+        Any(libc::SYS_getsockopt),
+        // Event loops and eventfds (kick, call, exit events) of the daemon and vring workers.
+        Any(libc::SYS_epoll_create1),
+        Any(libc::SYS_epoll_ctl),
+        Any(libc::SYS_epoll_wait),
+        Any(libc::SYS_epoll_pwait),
+        Any(libc::SYS_eventfd2),
+        Any(libc::SYS_fcntl),
+        Any(libc::SYS_dup),
+        // The memory-table fds and the VRAM memfd: sizes, and resident VRAM pages (the
+        // device's host-memory figures).
+        Any(libc::SYS_fstat),
+        Any(libc::SYS_newfstatat),
+        Any(libc::SYS_statx),
+        Any(libc::SYS_lseek),
+        Any(libc::SYS_mincore),
+        // Threads (the daemon's request thread and vring workers) and their set-up.
+        Any(libc::SYS_clone),
+        Any(libc::SYS_clone3),
+        Any(libc::SYS_set_robust_list),
+        Any(libc::SYS_rseq),
+        Any(libc::SYS_sched_getaffinity),
+        Any(libc::SYS_prctl),
+        Any(libc::SYS_rt_sigaction),
+        Any(libc::SYS_getrandom),
+        Any(libc::SYS_tgkill),
+        // Removing the socket file when `--once` ends (the listener's drop).
+        Any(libc::SYS_unlink),
+    ]);
+    // Guest memory copies and VRAM punches (shared memory only: no page moves, no ioctl).
+    v.extend(vram_copies());
     v
 }

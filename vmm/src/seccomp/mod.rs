@@ -8,12 +8,17 @@
 //! `pvgpu run` filters every thread; `--no-seccomp` turns the filters off (for debugging).
 //! Library callers (bench, demo, tests), whose main thread goes on to other work after a
 //! run, filter the vCPU and device threads only (those end with the run).
+//!
+//! `pvgpu device` (the vhost-user backend) has one list for the whole process
+//! ([`ThreadKind::Backend`]), built and reported by the same code: installed on every thread
+//! at once (TSYNC) when its socket is bound; the threads it makes later inherit it.
 
 pub mod allowlist;
 pub mod syscall_names;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use libc::{c_int, c_void, siginfo_t};
 use seccompiler::{
@@ -32,17 +37,17 @@ pub const STATUS_FORBIDDEN_SYSCALL: c_int = pvgpu_abi::exit_status::VMM_ERROR as
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     /// The allow-list could not be compiled.
-    #[error("seccomp filter of the {thread} thread: {message}")]
+    #[error("seccomp filter of the {thread}: {message}")]
     Build {
-        /// Which thread.
+        /// Which thread (or process).
         thread: &'static str,
         /// seccompiler's error.
         message: String,
     },
     /// The filter could not be installed.
-    #[error("cannot install the seccomp filter of the {thread} thread: {message}")]
+    #[error("cannot install the seccomp filter of the {thread}: {message}")]
     Apply {
-        /// Which thread.
+        /// Which thread (or process).
         thread: &'static str,
         /// seccompiler's error.
         message: String,
@@ -57,10 +62,12 @@ pub enum SeccompError {
 pub struct Policy {
     /// vCPU and device threads.
     pub threads: bool,
-    /// The main thread too (only when the process ends with the run: `pvgpu run`).
+    /// The main thread too (only when the process ends with the run: `pvgpu run`), or the
+    /// whole process (`pvgpu device`, whose list covers every thread).
     pub main: bool,
-    /// Debug/test hook (`pvgpu run --debug-forbidden-syscall THREAD`): that thread makes a
-    /// forbidden call right after installing its filter, to show what happens.
+    /// Debug/test hook (`pvgpu run --debug-forbidden-syscall THREAD`, `pvgpu device
+    /// --debug-forbidden-syscall`): that thread makes a forbidden call right after installing
+    /// its filter, to show what happens.
     pub provoke: Option<ThreadKind>,
     /// The device thread writes `--screenshot` PNGs (files: open, rename).
     pub screenshots: bool,
@@ -88,6 +95,23 @@ impl Policy {
         provoke: None,
         screenshots: false,
     };
+    /// The whole process (`pvgpu device`).
+    pub const BACKEND: Policy = Policy {
+        threads: false,
+        main: true,
+        provoke: None,
+        screenshots: false,
+    };
+
+    /// `base`, or no filters at all with `--no-seccomp` (`off`); `provoke`: the thread that
+    /// makes a forbidden call (`--debug-forbidden-syscall`).
+    pub fn from_flags(base: Policy, off: bool, provoke: Option<ThreadKind>) -> Policy {
+        if off {
+            Policy::OFF
+        } else {
+            Policy { provoke, ..base }
+        }
+    }
 
     /// Whether any thread is filtered.
     pub fn any(&self) -> bool {
@@ -95,10 +119,11 @@ impl Policy {
     }
 
     /// Installs the filter of the calling thread, a `kind` thread (vCPU `index`), if the
-    /// policy filters it; then makes the forbidden call if asked to.
+    /// policy filters it (for [`ThreadKind::Backend`], on every thread of the process); then
+    /// makes the forbidden call if asked to.
     pub fn enter(&self, kind: ThreadKind, index: u32) -> Result<(), SeccompError> {
         let on = match kind {
-            ThreadKind::Main => self.main,
+            ThreadKind::Main | ThreadKind::Backend => self.main,
             ThreadKind::Vcpu | ThreadKind::Device => self.threads,
         };
         if !on {
@@ -116,12 +141,19 @@ impl Policy {
     }
 }
 
+/// What a filter is on, in messages.
 fn label(kind: ThreadKind) -> &'static str {
     match kind {
-        ThreadKind::Main => "main",
-        ThreadKind::Vcpu => "vCPU",
-        ThreadKind::Device => "GPU device",
+        ThreadKind::Main => "main thread",
+        ThreadKind::Vcpu => "vCPU thread",
+        ThreadKind::Device => "GPU device thread",
+        ThreadKind::Backend => "vhost-user backend",
     }
+}
+
+/// Whether `kind`'s filter goes on every thread of the process (TSYNC), not the caller only.
+fn whole_process(kind: ThreadKind) -> bool {
+    kind == ThreadKind::Backend
 }
 
 /// Compiles the filters of `kind`: the allow-list (trap on anything else) and, if the list
@@ -197,27 +229,50 @@ pub fn filter(kind: ThreadKind, screenshots: bool) -> Result<BpfProgram, Seccomp
         .map_err(|e: seccompiler::BackendError| build(&e))
 }
 
+/// The kinds, for the SIGSYS handler: a kind's code in `KIND` and `PROCESS_KIND` is its place
+/// here plus one (0: not set).
+const KINDS: [ThreadKind; 4] = [
+    ThreadKind::Main,
+    ThreadKind::Vcpu,
+    ThreadKind::Device,
+    ThreadKind::Backend,
+];
+
+fn kind_code(kind: ThreadKind) -> u8 {
+    KINDS
+        .iter()
+        .position(|&k| k == kind)
+        .map_or(0, |i| i as u8 + 1)
+}
+
 thread_local! {
-    /// What the calling thread is, for the SIGSYS message (0 main, 1 vCPU, 2 device).
+    /// What the calling thread is, for the SIGSYS message ([`kind_code`]; 0 not set).
     static KIND: Cell<u8> = const { Cell::new(0) };
     /// The vCPU index.
     static INDEX: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Installs the filters of `kind` on the calling thread.
+/// What every thread of the process is, when one filter covers them all (threads made after
+/// it have no `KIND` of their own); 0 when each thread has its own.
+static PROCESS_KIND: AtomicU8 = AtomicU8::new(0);
+
+/// Installs the filters of `kind` on the calling thread (on every thread of the process for
+/// [`ThreadKind::Backend`]).
 pub fn apply(kind: ThreadKind, index: u32, screenshots: bool) -> Result<(), SeccompError> {
     let progs = filters(kind, screenshots)?;
-    KIND.with(|k| {
-        k.set(match kind {
-            ThreadKind::Main => 0,
-            ThreadKind::Vcpu => 1,
-            ThreadKind::Device => 2,
-        })
-    });
+    if whole_process(kind) {
+        PROCESS_KIND.store(kind_code(kind), Ordering::Relaxed);
+    }
+    KIND.with(|k| k.set(kind_code(kind)));
     INDEX.with(|i| i.set(index));
     // The allow-list last: installing a filter takes prctl and seccomp, which it forbids.
     for prog in progs.iter().rev() {
-        seccompiler::apply_filter(prog).map_err(|e| SeccompError::Apply {
+        let applied = if whole_process(kind) {
+            seccompiler::apply_filter_all_threads(prog)
+        } else {
+            seccompiler::apply_filter(prog)
+        };
+        applied.map_err(|e| SeccompError::Apply {
             thread: label(kind),
             message: e.to_string(),
         })?;
@@ -285,16 +340,21 @@ extern "C" fn on_sigsys(_: c_int, info: *mut siginfo_t, _: *mut c_void) {
         len: 0,
     };
     line.push(b"pvgpu: error: the ");
-    let kind = KIND.with(|k| k.get());
+    let code = match KIND.with(|k| k.get()) {
+        0 => PROCESS_KIND.load(Ordering::Relaxed),
+        c => c,
+    };
+    let kind = KINDS.get(usize::from(code).wrapping_sub(1)).copied();
     match kind {
-        1 => {
+        Some(ThreadKind::Vcpu) => {
             line.push(b"vCPU ");
             line.push_num(u64::from(INDEX.with(|i| i.get())));
+            line.push(b" thread");
         }
-        2 => line.push(b"GPU device"),
-        _ => line.push(b"main"),
+        Some(k) => line.push(label(k).as_bytes()),
+        None => line.push(b"unnamed thread"),
     }
-    line.push(b" thread made system call ");
+    line.push(b" made system call ");
     let name = syscall_names::name(i64::from(nr));
     line.push(if name.is_empty() {
         b"?"
@@ -303,7 +363,14 @@ extern "C" fn on_sigsys(_: c_int, info: *mut siginfo_t, _: *mut c_void) {
     });
     line.push(b" (");
     line.push_num(u64::try_from(nr).unwrap_or(0));
-    line.push(b"), which its seccomp filter forbids; the run is stopped (--no-seccomp turns the filters off)\n");
+    line.push(b"), which its seccomp filter forbids; ");
+    let stopped: &[u8] = if kind == Some(ThreadKind::Backend) {
+        b"the backend is stopped"
+    } else {
+        b"the run is stopped"
+    };
+    line.push(stopped);
+    line.push(b" (--no-seccomp turns the filters off)\n");
     // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is a local array.
     unsafe {
         libc::write(2, line.buf.as_ptr().cast::<c_void>(), line.len);
@@ -315,12 +382,61 @@ extern "C" fn on_sigsys(_: c_int, info: *mut siginfo_t, _: *mut c_void) {
 mod tests {
     use super::*;
 
+    /// A BPF `ret` of a constant, and the trap answer (linux/seccomp.h).
+    const BPF_RET_K: u16 = 0x06;
+    const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
+
     #[test]
     fn every_list_compiles() {
-        for k in [ThreadKind::Main, ThreadKind::Vcpu, ThreadKind::Device] {
+        for k in KINDS {
             let p = filter(k, false).unwrap();
             assert!(!p.is_empty());
+            assert_eq!(KINDS[usize::from(kind_code(k)) - 1], k);
         }
+    }
+
+    #[test]
+    fn the_backend_list_has_no_open_ioctl_socket_or_exec() {
+        let list = allowed(ThreadKind::Backend, false);
+        for nr in [
+            libc::SYS_open,
+            libc::SYS_openat,
+            libc::SYS_ioctl,
+            libc::SYS_execve,
+            libc::SYS_socket,
+            libc::SYS_syslog,
+        ] {
+            assert!(
+                !list.iter().any(|a| match a {
+                    Allow::Any(n) | Allow::Refuse(n) => *n == nr,
+                    Allow::Ioctl(_) => nr == libc::SYS_ioctl,
+                }),
+                "the backend allows {}",
+                syscall_names::name(nr)
+            );
+        }
+        // What it serves with: the socket, its threads, VRAM copies and punches.
+        for nr in [
+            libc::SYS_accept4,
+            libc::SYS_recvmsg,
+            libc::SYS_clone3,
+            libc::SYS_pwritev,
+            libc::SYS_fallocate,
+            libc::SYS_unlink,
+        ] {
+            assert!(list.iter().any(|a| matches!(a, Allow::Any(n) if *n == nr)));
+        }
+        // One filter, which traps (the SIGSYS report) rather than killing silently.
+        let progs = filters(ThreadKind::Backend, false).unwrap();
+        assert_eq!(progs.len(), 1);
+        let ret = |k: u32| progs[0].iter().any(|i| i.code == BPF_RET_K && i.k == k);
+        // (seccompiler's architecture check still kills: a foreign-ABI call is no syscall of
+        // ours to name.)
+        assert!(ret(SECCOMP_RET_TRAP));
+        assert!(whole_process(ThreadKind::Backend));
+        assert!(!KINDS
+            .iter()
+            .any(|&k| k != ThreadKind::Backend && whole_process(k)));
     }
 
     #[test]

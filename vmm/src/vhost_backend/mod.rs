@@ -7,8 +7,10 @@
 //!
 //! - [`backend`]: the `VhostUserBackend` around the command engine;
 //! - [`mem_table`]: RAM ranges from SET_MEM_TABLE and CLEAN's punch through its fds;
-//! - [`raw_client`]: raw message bytes with fds, for the malformed-message tests and the fuzzer;
-//! - [`seccomp`]: the allow-list installed once the socket is bound.
+//! - [`raw_client`]: raw message bytes with fds, for the malformed-message tests and the fuzzer.
+//!
+//! Its seccomp allow-list is [`crate::seccomp`]'s `Backend` list, installed on the whole process
+//! once the socket is bound, with the same SIGSYS report as `pvgpu run`.
 //!
 //! One frontend at a time. When it goes away (even killed), every object is destroyed and all
 //! VRAM punched, the memory table dropped, and the backend waits for the next frontend, or,
@@ -17,7 +19,6 @@
 pub mod backend;
 pub mod mem_table;
 pub mod raw_client;
-pub mod seccomp;
 pub mod vring;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::cli::{parse_display, parse_vram, ConfigError};
+use crate::seccomp::{Policy, SeccompError, ThreadKind};
 use backend::GpuBackend;
 use mem_table::{BackendMemory, MemTablePunch};
 use pvgpu_device::display::DisplayMode;
@@ -50,6 +52,24 @@ pub struct DeviceArgs {
     /// Exit when the first frontend disconnects instead of waiting for the next one
     #[arg(long)]
     pub once: bool,
+    /// Run without the seccomp filter (the process is filtered by default; for debugging)
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// DEBUG ONLY: make a forbidden system call right after the seccomp filter is installed
+    /// (shows, and lets the tests check, how a forbidden call ends the backend)
+    #[arg(long, hide = true, conflicts_with = "no_seccomp")]
+    pub debug_forbidden_syscall: bool,
+}
+
+impl DeviceArgs {
+    /// The backend's seccomp policy: the whole process, unless `--no-seccomp`.
+    pub fn seccomp(&self) -> Policy {
+        Policy::from_flags(
+            Policy::BACKEND,
+            self.no_seccomp,
+            self.debug_forbidden_syscall.then_some(ThreadKind::Backend),
+        )
+    }
 }
 
 /// Errors of `pvgpu device`.
@@ -78,7 +98,7 @@ pub enum VhostBackendError {
     ExitEvent(std::io::Error),
     /// The seccomp filter could not be installed.
     #[error(transparent)]
-    Seccomp(#[from] seccomp::BackendSeccompError),
+    Seccomp(#[from] SeccompError),
 }
 
 /// How one frontend connection ended.
@@ -168,7 +188,11 @@ pub fn serve(args: &DeviceArgs) -> Result<(), VhostBackendError> {
     let vram = parse_vram(&args.vram)?;
     let display = parse_display(&args.display)?;
     let mut server = BackendServer::new(&args.socket, vram, display)?;
-    seccomp::install()?;
+    let seccomp = args.seccomp();
+    if seccomp.any() {
+        crate::seccomp::install_sigsys_handler()?;
+    }
+    seccomp.enter(ThreadKind::Backend, 0)?;
     eprintln!(
         "pvgpu device: listening on {} (VRAM {} MiB, display {}x{})",
         args.socket.display(),

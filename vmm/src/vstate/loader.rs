@@ -476,6 +476,74 @@ mod tests {
         );
     }
 
+    /// The fuzz target's seed corpus (vmm/fuzz/seeds/make_elf_loader_seeds.py): each seed,
+    /// loaded into the target's 4 MiB guest, gets the outcome its name starts with, and
+    /// writes nothing outside the span a load reports (nothing at all when our checks refuse).
+    #[test]
+    fn every_seed_gets_the_outcome_its_name_says() {
+        const RAM: u64 = 4 << 20;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/elf_loader");
+        let mut seen = std::collections::BTreeMap::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let data = std::fs::read(&path).unwrap();
+            let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
+            let read_at = |buf: &mut [u8], off: u64| -> std::io::Result<()> {
+                let src = usize::try_from(off)
+                    .ok()
+                    .and_then(|o| data.get(o..o.checked_add(buf.len())?))
+                    .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                buf.copy_from_slice(src);
+                Ok(())
+            };
+            let r = load_image(
+                &m,
+                RAM,
+                &path,
+                &read_at,
+                &mut std::io::Cursor::new(&data[..]),
+            );
+            let outcome = match &r {
+                Ok(_) => "ok",
+                Err(LoaderError::NotElf { .. }) => "not-elf",
+                Err(LoaderError::SegmentOutOfRange { .. }) => "segment-out-of-range",
+                Err(LoaderError::EmptySegmentWithData { .. }) => "empty-segment-with-data",
+                Err(LoaderError::FileLargerThanMemory { .. }) => "file-larger-than-memory",
+                Err(LoaderError::BadEntry(_)) => "bad-entry",
+                Err(LoaderError::Load { .. }) => "load",
+                Err(e) => panic!("{name}: unexpected {e}"),
+            };
+            assert!(name.starts_with(&format!("{outcome}-")), "{name}: {r:?}");
+            // Where the load may have written: the span it reports; after linux-loader's
+            // refusal, the segments it copied before (inside the kernel area); after ours,
+            // nowhere.
+            let (lo, hi) = match &r {
+                Ok(k) => (k.start, k.end),
+                Err(LoaderError::Load { .. }) => (layout::KERNEL_MIN_ADDR, RAM),
+                Err(_) => (RAM, RAM),
+            };
+            let mut all = vec![0u8; RAM as usize];
+            m.read_slice(&mut all, GuestAddress(0)).unwrap();
+            let outside = |a: usize| a < lo as usize || a >= hi as usize;
+            let stray = all
+                .iter()
+                .enumerate()
+                .position(|(a, &b)| b != 0 && outside(a));
+            assert!(
+                stray.is_none(),
+                "{name}: written at {stray:#x?} outside {lo:#x}..{hi:#x}"
+            );
+            if name.starts_with("ok-") {
+                assert!(all.iter().any(|&b| b != 0), "{name}: nothing loaded");
+            }
+            *seen.entry(outcome).or_insert(0) += 1;
+        }
+        // Every outcome is seeded, valid images most.
+        assert_eq!(seen.len(), 7, "{seen:?}");
+        assert!(seen["ok"] >= 15, "{seen:?}");
+    }
+
     #[test]
     fn writes_cmdline_and_boot_info() {
         let m = mem();
