@@ -1,8 +1,8 @@
 //! Waiting for the device's answers without spinning.
 //!
 //! The device publishes the control queue's used index here each time it has handled
-//! requests; a waiter (the VMM's used-wait port, on a vCPU thread) blocks until the index moves
-//! past the one the driver has consumed, with a deadline. It is only a hint: the driver always
+//! requests; a waiter (the VMM's used-wait port, on a vCPU thread) blocks until the index
+//! reaches the one the driver waits for (its whole batch answered), with a deadline. It is only a hint: the driver always
 //! re-checks its used ring, so a missed or early wake-up costs time, never correctness.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,19 +47,21 @@ impl UsedWatch {
         self.waits.load(Ordering::Relaxed)
     }
 
-    /// Blocks until the published used index differs from `seen` or `timeout` passes.
-    /// Returns whether it differs.
-    pub fn wait_past(&self, seen: u16, timeout: Duration) -> bool {
+    /// Blocks until the published used index reaches `target` (counting modulo 2^16: it has
+    /// reached it when it is at most 32,767 past it) or `timeout` passes. Returns whether it
+    /// reached it.
+    pub fn wait_until(&self, target: u16, timeout: Duration) -> bool {
+        let reached = |i: &u16| (i.wrapping_sub(target) as i16) >= 0;
         let cur = self.lock();
-        if *cur != seen {
+        if reached(&cur) {
             return true;
         }
         self.waits.fetch_add(1, Ordering::Relaxed);
         let (cur, _) = self
             .changed
-            .wait_timeout_while(cur, timeout, |i| *i == seen)
+            .wait_timeout_while(cur, timeout, |i| !reached(i))
             .unwrap_or_else(|p| p.into_inner());
-        *cur != seen
+        reached(&cur)
     }
 }
 
@@ -74,7 +76,8 @@ mod tests {
         let w = UsedWatch::new();
         w.publish(3);
         let t = Instant::now();
-        assert!(w.wait_past(2, Duration::from_secs(5)));
+        assert!(w.wait_until(2, Duration::from_secs(5)));
+        assert!(w.wait_until(3, Duration::from_secs(5)));
         assert!(t.elapsed() < Duration::from_secs(1));
         assert_eq!(w.waits(), 0, "it did not block");
     }
@@ -85,7 +88,7 @@ mod tests {
         w.publish(7);
         w.publish(7);
         let t = Instant::now();
-        assert!(!w.wait_past(7, Duration::from_millis(20)));
+        assert!(!w.wait_until(8, Duration::from_millis(20)));
         assert!(t.elapsed() >= Duration::from_millis(20));
         assert_eq!(w.waits(), 1);
     }
@@ -96,16 +99,21 @@ mod tests {
         let w2 = w.clone();
         let waiter = std::thread::spawn(move || {
             let t = Instant::now();
-            (w2.wait_past(0, Duration::from_secs(10)), t.elapsed())
+            (w2.wait_until(2, Duration::from_secs(10)), t.elapsed())
         });
         std::thread::sleep(Duration::from_millis(30));
+        // One answer of the two waited for does not wake it for good; the second does.
         w.publish(1);
+        std::thread::sleep(Duration::from_millis(30));
+        w.publish(2);
         let (moved, took) = waiter.join().unwrap();
         assert!(moved);
         assert!(
             took < Duration::from_secs(5),
             "woken by the publish, not the deadline"
         );
-        assert_eq!(w.current(), 1);
+        assert_eq!(w.current(), 2);
+        // Modulo 2^16: 0xfffe is reached by 1.
+        assert!(w.wait_until(0xfffe, Duration::ZERO));
     }
 }

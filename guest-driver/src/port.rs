@@ -51,16 +51,15 @@ pub fn phase(n: u32) {
     }
 }
 
-/// Blocks in the VMM until the device's control-queue used index differs from `seen` (the
-/// index this driver has consumed up to), or about a millisecond passes. A hint: the caller
-/// re-checks its used ring either way.
-pub fn wait_used(seen: u16) {
+/// Blocks in the VMM until the device's control-queue used index reaches `target` (modulo
+/// 2^16), or about a millisecond passes. A hint: the caller re-checks its used ring either way.
+pub fn wait_used(target: u16) {
     // SAFETY: a 2-byte write to the used-wait device, which only waits.
     unsafe {
         core::arch::asm!(
             "out dx, ax",
             in("dx") pvgpu_abi::layout::USED_WAIT_PORT,
-            in("ax") seen,
+            in("ax") target,
             options(nomem, nostack, preserves_flags)
         );
     }

@@ -80,12 +80,13 @@ pub const SERIAL_IRQ: u32 = 4;
 pub const EXIT_PORT: u16 = 0x501;
 /// Phase-marker device: a 4-byte write of N tells the VMM "phase N begins".
 pub const PHASE_PORT: u16 = 0x504;
-/// Used-ring wait device: a 2-byte write of N, the control queue's used index the driver has
-/// consumed up to, blocks the writing vCPU in the VMM until the device's used index differs
-/// from N or [`USED_WAIT_MAX_US`] pass (whichever is first; it returns at once without an
-/// in-process device). It lets a driver wait for a long command without spinning: a vCPU
-/// spinning in guest mode makes every page-table change of the VMM's memory (each huge page
-/// MIGRATE_CLEAN moves) interrupt it, which costs far more than the move.
+/// Used-ring wait device: a 2-byte write of N, the control-queue used index the driver waits
+/// for (its whole batch answered), blocks the writing vCPU in the VMM until the device's used
+/// index reaches N (modulo 2^16) or [`USED_WAIT_MAX_US`] pass, whichever is first (it returns
+/// at once without an in-process device). It lets a driver wait for long commands without
+/// spinning: a vCPU running in guest mode makes every page-table change of the VMM's memory
+/// (each huge page MIGRATE_CLEAN moves) interrupt it, which costs far more than the move, and
+/// a vCPU woken between the commands of a batch fights the moves for KVM's MMU.
 pub const USED_WAIT_PORT: u16 = 0x508;
 /// Longest a single write to [`USED_WAIT_PORT`] blocks, in microseconds.
 pub const USED_WAIT_MAX_US: u64 = 1000;

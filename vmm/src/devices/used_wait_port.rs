@@ -14,8 +14,8 @@ use pvgpu_device::UsedWatch;
 
 use crate::devices::bus::{le_value, BusDevice};
 
-/// USED_WAIT_PORT: a 2-byte write of the used index the driver has consumed up to blocks until
-/// the device's differs, for at most `USED_WAIT_MAX_US`. Without an in-process device (no GPU,
+/// USED_WAIT_PORT: a 2-byte write of the used index the driver waits for blocks until the
+/// device's reaches it, for at most `USED_WAIT_MAX_US`. Without an in-process device (no GPU,
 /// or the device in another process) it returns at once and the driver spins.
 pub struct UsedWaitDevice {
     watch: Option<Arc<UsedWatch>>,
@@ -39,8 +39,8 @@ impl BusDevice for UsedWaitDevice {
             return;
         }
         if let Some(w) = &self.watch {
-            let seen = le_value(data) as u16;
-            w.wait_past(seen, Duration::from_micros(USED_WAIT_MAX_US));
+            let target = le_value(data) as u16;
+            w.wait_until(target, Duration::from_micros(USED_WAIT_MAX_US));
         }
     }
 }
@@ -56,12 +56,12 @@ mod tests {
         let mut d = UsedWaitDevice::new(Some(w.clone()));
         // Nothing answered: the deadline ends the wait.
         let t = Instant::now();
-        d.write(0, &0u16.to_le_bytes());
+        d.write(0, &1u16.to_le_bytes());
         assert!(t.elapsed() >= Duration::from_micros(USED_WAIT_MAX_US));
         assert_eq!(w.waits(), 1);
-        // An answer is already there: no wait.
+        // The answer is already there: no wait.
         w.publish(1);
-        d.write(0, &0u16.to_le_bytes());
+        d.write(0, &1u16.to_le_bytes());
         assert_eq!(w.waits(), 1);
         // A malformed write is ignored, and a port without a device never blocks.
         d.write(0, &[1]);
@@ -69,7 +69,7 @@ mod tests {
         assert_eq!(w.waits(), 1);
         let mut none = UsedWaitDevice::new(None);
         let t = Instant::now();
-        none.write(0, &1u16.to_le_bytes());
+        none.write(0, &9u16.to_le_bytes());
         assert!(t.elapsed() < Duration::from_micros(USED_WAIT_MAX_US));
     }
 }

@@ -80,7 +80,7 @@ pub struct Gpu {
     /// Set once the device broke the queue protocol: nothing more is submitted.
     broken: bool,
     /// Used-ring entries popped so far (mod 2^16): the used index this driver has consumed
-    /// up to, which the used-wait port compares with the device's.
+    /// up to (a batch of n waits for this plus n on the used-wait port).
     used_seen: u16,
 }
 
@@ -193,8 +193,11 @@ impl Gpu {
             } else {
                 SPIN_US
             };
+            // Sleep until the whole batch is answered: a vCPU back in guest mode between its
+            // commands would slow the page moves of the rest.
+            let target = self.used_seen.wrapping_add(queued as u16);
             for (i, (c, t)) in chunk.iter_mut().zip(tokens).enumerate() {
-                self.wait_for_answer(spin_us);
+                self.wait_for_answer(spin_us, target);
                 // SAFETY: same buffers as were added with this token.
                 match unsafe { self.queue.pop_used(t, &[&c.req], &mut [&mut c.resp]) } {
                     Ok(used) => {
@@ -226,12 +229,12 @@ impl Gpu {
     }
 
     /// Returns once the used ring has an entry to pop: polls for `spin_us`, then sleeps in
-    /// the VMM a millisecond at a time until the device's used index moves.
-    fn wait_for_answer(&self, spin_us: u64) {
+    /// the VMM a millisecond at a time until the device's used index reaches `target`.
+    fn wait_for_answer(&self, spin_us: u64, target: u16) {
         let start = super::clock::ticks();
         while !self.queue.can_pop() {
             if super::clock::expired(start, spin_us) {
-                crate::port::wait_used(self.used_seen);
+                crate::port::wait_used(target);
             } else {
                 core::hint::spin_loop();
             }
