@@ -25,9 +25,10 @@ pub const QUEUE_SIZE: usize = 256;
 /// Most commands in flight at once (each uses two descriptors).
 pub const MAX_IN_FLIGHT: usize = QUEUE_SIZE / 2;
 /// How long the driver polls the used ring before it sleeps on the used-wait port: a short
-/// command is answered within this, so it never pays for the port's VM exit. A batch that
-/// moves pages sleeps at once (see [`Cmd::moves_pages`]).
-const SPIN_US: u64 = 50;
+/// command is answered within this, so it never pays for the port's VM exit and the wake-up
+/// (a sleeping vCPU takes a few hundred µs to wake on PVM). A batch that moves pages sleeps at
+/// once (see [`Cmd::moves_pages`]).
+const SPIN_US: u64 = 300;
 
 /// Driver errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
