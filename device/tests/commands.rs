@@ -5,41 +5,18 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod common;
+
+use common::{pattern, scattered, PAGE};
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 use pvgpu_device::sim_driver::{backing_request, page_entries, SimGuest};
 use pvgpu_device::InterruptSink;
 use vm_memory::{Bytes, GuestAddress};
 
 const MIB: u64 = 1 << 20;
-const PAGE: u64 = 4096;
 
 fn guest() -> SimGuest {
     SimGuest::new(32 * MIB, 16 * MIB).unwrap()
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
-        .collect()
-}
-
-/// Writes `data` into scattered pages and returns the page list.
-fn scattered(g: &mut SimGuest, data: &[u8]) -> Vec<MemEntry> {
-    let pages = data.len() as u64 / PAGE;
-    // Every other page, in reverse order, so nothing is contiguous.
-    let base = g.alloc_pages(pages * 2);
-    let entries: Vec<MemEntry> = (0..pages)
-        .map(|i| MemEntry {
-            addr: base + (pages - 1 - i) * 2 * PAGE,
-            length: PAGE as u32,
-            padding: 0,
-        })
-        .collect();
-    for (i, e) in entries.iter().enumerate() {
-        let chunk = &data[i * PAGE as usize..(i + 1) * PAGE as usize];
-        g.mem.write_slice(chunk, GuestAddress(e.addr)).unwrap();
-    }
-    entries
 }
 
 #[test]

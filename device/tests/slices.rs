@@ -3,6 +3,9 @@
 //! flight after one bounded step (its chain unused), and the data and counters are right once
 //! the steps are done. Slices are one page here, so small objects span many slices.
 
+mod common;
+
+use common::{pattern, scattered, PAGE};
 use pvgpu_abi::crc32c::crc32c;
 use pvgpu_abi::protocol::{self as p, format, CtrlHdr, MemEntry, Rect, Wire};
 use pvgpu_abi::request as rq;
@@ -12,13 +15,6 @@ use pvgpu_device::{MemoryBackend, ZeroCopy};
 use vm_memory::{Bytes, GuestAddress};
 
 const MIB: u64 = 1 << 20;
-const PAGE: u64 = 4096;
-
-fn pattern(len: u64, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) ^ (i >> 12) as u8)
-        .collect()
-}
 
 /// Posts `req` and runs one bounded step, which must leave the command in flight with its
 /// chain unused; then runs steps until the device is idle. Returns the response and the steps.
@@ -73,23 +69,13 @@ fn read_entries(g: &SimGuest, e: &[MemEntry]) -> Vec<u8> {
 fn read_and_write_run_in_bounded_steps() {
     const PAGES: u64 = 64;
     let mut g = SimGuest::with_slices(32 * MIB, 16 * MIB, true, PAGE).unwrap();
-    let old = pattern(PAGES * PAGE, 1);
+    let old = pattern((PAGES * PAGE) as usize, 1);
     system_object(&mut g, 1, &old);
     assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_MIGRATE);
 
     // WRITE new data over the whole object from scattered pages (reversed order).
-    let new = pattern(PAGES * PAGE, 77);
-    let buf = g.alloc_pages(2 * PAGES);
-    let src: Vec<MemEntry> = (0..PAGES)
-        .map(|i| MemEntry {
-            addr: buf + (PAGES - 1 - i) * 2 * PAGE,
-            length: PAGE as u32,
-            padding: 0,
-        })
-        .collect();
-    for (x, chunk) in src.iter().zip(new.chunks(PAGE as usize)) {
-        g.mem.write_slice(chunk, GuestAddress(x.addr)).unwrap();
-    }
+    let new = pattern((PAGES * PAGE) as usize, 77);
+    let src = scattered(&mut g, &new);
     let req = rq::transfer(p::CMD_WRITE, 1, 0, PAGES as u32, &src);
     let (resp, steps) = in_steps(&mut g, &req);
     assert_eq!(resp_type(&resp), p::RESP_OK_NODATA);
@@ -117,7 +103,7 @@ fn copying_migrate_clean_runs_in_bounded_steps() {
     let size = PAGES * PAGE;
     // The shared backend cannot move pages: MIGRATE_CLEAN copies, then discards.
     let mut g = SimGuest::with_slices(32 * MIB, 16 * MIB, true, PAGE).unwrap();
-    let data = pattern(size, 3);
+    let data = pattern(size as usize, 3);
     let pages = system_object(&mut g, 1, &data);
     let ram_before = g.ram.resident_bytes();
     let slots = g.post(&[&rq::object(p::CMD_MIGRATE_CLEAN, 1)]).unwrap();
@@ -152,7 +138,7 @@ fn moving_migrate_clean_and_evict_run_in_bounded_steps() {
         let backend = MemoryBackend::Anonymous { thp: false };
         let mut g =
             SimGuest::with_backend_and_slices(32 * MIB, 16 * MIB, backend, zc, PAGE).unwrap();
-        let data = pattern(size, 9);
+        let data = pattern(size as usize, 9);
         let pages = system_object(&mut g, 1, &data);
         let req = rq::object(p::CMD_MIGRATE_CLEAN, 1);
         let (resp, steps) = in_steps(&mut g, &req);
@@ -192,7 +178,7 @@ fn transfer_to_host_2d_runs_in_bounded_steps() {
     let mut g = SimGuest::with_slices(32 * MIB, 16 * MIB, true, PAGE).unwrap();
     let c = g.cmd_type(&rq::resource_create_2d(1, format::B8G8R8A8_UNORM, W, H));
     assert_eq!(c, p::RESP_OK_NODATA_2D);
-    let pic = pattern(stride * u64::from(H), 5);
+    let pic = pattern((stride * u64::from(H)) as usize, 5);
     let base = g.alloc_pages(pic.len() as u64 / PAGE);
     g.mem.write_slice(&pic, GuestAddress(base)).unwrap();
     let e = page_entries(base, pic.len() as u64 / PAGE);

@@ -2,19 +2,15 @@
 //! VRAM (Linux under User-Mode Linux). Data is checked byte for byte in guest memory and by
 //! CHECKSUM; every bad value gets its error and changes nothing.
 
+mod common;
+
+use common::{pattern, PAGE};
 use pvgpu_abi::protocol::{self as p, MemEntry};
 use pvgpu_abi::request;
 use pvgpu_device::sim_driver::{page_entries, SimGuest};
 use vm_memory::{Bytes, GuestAddress};
 
 const MIB: u64 = 1 << 20;
-const PAGE: u64 = 4096;
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed) ^ (i >> 12) as u8)
-        .collect()
-}
 
 /// A guest with object 1 of `pages` pages holding `data`, migrated and cleaned.
 fn cleaned_object(pages: u64, data: &[u8]) -> SimGuest {
