@@ -138,10 +138,21 @@ impl PvgpuDevice {
     /// [`Self::process_queue_step`].
     pub fn process_queue<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, DeviceError> {
         let mut raised = self.process_queue_step(mem)?;
-        while self.inflight.is_some() {
+        // A driver may stop the control queue (QUEUE_READY = 0) with a command in flight: the
+        // steps leave a queue that is not ready alone, so the command waits for it (or for a
+        // reset) instead of this loop spinning forever.
+        while self.inflight.is_some() && self.control_queue_ready() {
             raised |= self.step(mem, u64::MAX)?;
         }
         Ok(raised)
+    }
+
+    fn control_queue_ready(&self) -> bool {
+        self.transport.is_live()
+            && self
+                .transport
+                .queue_at(p::CONTROLQ)
+                .is_some_and(virtio_queue::QueueT::ready)
     }
 
     /// Like [`Self::process_queue`], but does [`queue::STEP_SLICES`] slices of data work at

@@ -232,3 +232,26 @@ fn transfer_to_host_2d_runs_in_bounded_steps() {
         128 * 4 * 200 + pic.len() as u64
     );
 }
+
+/// Found by the request fuzzer: a whole pass (`process_queue`, the VMM's path when a notify
+/// reaches it without an ioeventfd) spun forever when the driver had stopped the control queue
+/// with a command in flight. Now the pass returns, the command stays in flight unanswered, and
+/// a reset drops it.
+#[test]
+fn a_whole_pass_ends_when_the_control_queue_is_stopped_mid_command() {
+    use pvgpu_abi::virtio_mmio::regs;
+    let mut g = SimGuest::with_slices(32 * MIB, 16 * MIB, true, PAGE).unwrap();
+    let data = pattern((64 * PAGE) as usize, 4);
+    system_object(&mut g, 1, &data);
+    assert_eq!(g.obj_cmd(p::CMD_MIGRATE, 1), p::RESP_OK_MIGRATE);
+    g.post(&[&rq::fill(1, 0, 64 * PAGE, 0x5a)]).unwrap();
+    g.dev.process_queue_step(&g.mem).unwrap();
+    assert!(g.dev.engine().is_running());
+    g.w32(regs::QUEUE_SEL, 0);
+    g.w32(regs::QUEUE_READY, 0);
+    g.dev.process_queue(&g.mem).unwrap();
+    assert!(g.dev.engine().is_running(), "left in flight");
+    assert!(g.take_used().is_empty(), "and unanswered");
+    g.w32(regs::STATUS, 0);
+    assert!(!g.dev.engine().is_running(), "a reset drops it");
+}
