@@ -316,6 +316,16 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
+    // A command in flight on a control queue the driver stopped waits for it: a reset must
+    // drop it.
+    if g.dev.engine().is_running() {
+        use pvgpu_abi::virtio_mmio::regs;
+        g.w32(regs::QUEUE_SEL, 0);
+        if g.r32(regs::QUEUE_READY) == 0 {
+            g.w32(regs::STATUS, 0);
+            assert!(!g.dev.engine().is_running(), "a reset leaves a command in flight");
+        }
+    }
     // Finish what is in flight; it must end.
     let mut rounds = 0;
     while g.dev.engine().is_running() {
