@@ -2,14 +2,15 @@
 //!
 //! The device publishes the control queue's used index here each time it has handled
 //! requests; a waiter (the VMM's used-wait port, on a vCPU thread) blocks until the index
-//! reaches the one the driver waits for (its whole batch answered), with a deadline. It is only a hint: the driver always
-//! re-checks its used ring, so a missed or early wake-up costs time, never correctness.
+//! reaches the one the driver waits for (its whole batch answered), with a deadline. It is
+//! only a hint: the driver always re-checks its used ring, so a missed or early wake-up costs
+//! time, never correctness.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// The last used index the device published, and waiters for a new one.
+/// The last used index the device published, and waiters for it to reach theirs.
 #[derive(Debug, Default)]
 pub struct UsedWatch {
     idx: Mutex<u16>,
@@ -42,7 +43,7 @@ impl UsedWatch {
         *self.lock()
     }
 
-    /// How many waits found nothing to pop yet and blocked.
+    /// How many waits found their index not reached yet and blocked.
     pub fn waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
     }
