@@ -170,6 +170,36 @@ fn moving_migrate_clean_and_evict_run_in_bounded_steps() {
     }
 }
 
+/// Huge pages move so fast that a slice of them counts as one ordinary slice: a step moves
+/// STEP_SLICES of them where, with 4 KiB pages, it moves one. Still bounded, still checked.
+#[test]
+fn a_step_moves_several_slices_of_huge_pages() {
+    const PAGES: u64 = 256;
+    let size = PAGES * PAGE;
+    let move_slices = PAGES / pvgpu_device::job::MOVE_SLICES;
+    let steps_with = |thp: bool| {
+        let backend = MemoryBackend::Anonymous { thp };
+        let mut g =
+            SimGuest::with_backend_and_slices(32 * MIB, 16 * MIB, backend, ZeroCopy::Auto, PAGE)
+                .unwrap();
+        let data = pattern(size as usize, 4);
+        system_object(&mut g, 1, &data);
+        let (resp, steps) = in_steps(&mut g, &rq::object(p::CMD_MIGRATE_CLEAN, 1));
+        assert_eq!(resp_type(&resp), p::RESP_OK_MIGRATE, "thp {thp}");
+        assert_eq!(g.checksum(1, 0, size), Ok(crc32c(&data)), "thp {thp}");
+        assert_eq!(g.dev.stats().bytes_moved, size, "thp {thp}");
+        steps
+    };
+    assert_eq!(steps_with(false), move_slices);
+    // The first step also pays for taking the chain.
+    let per_step = pvgpu_device::queue::STEP_SLICES;
+    let huge = steps_with(true);
+    assert!(
+        (move_slices / per_step..=move_slices / per_step + 1).contains(&huge),
+        "{huge} steps for {move_slices} slices of huge pages"
+    );
+}
+
 #[test]
 fn transfer_to_host_2d_runs_in_bounded_steps() {
     const W: u32 = 256;

@@ -205,7 +205,7 @@ pub fn reinit(info: &BootInfo) -> Result<(), ObjError> {
         if let (Some(va), true) = (o.view, o.view_present) {
             let _ = sys::unmap(va, o.size / PAGE_SIZE);
         }
-        pages::free_many(o.pages);
+        pages::free_many(&o.pages);
     }
     let gpu = Gpu::probe(info).map_err(|e| match e {
         GpuError::NoDevice => ObjError::NoDevice,
@@ -423,7 +423,7 @@ impl State {
         if let Some(n) = self.counters.task_pages_cleaned.get_mut(o.owner) {
             *n += pages.len() as u64;
         }
-        pages::free_many(pages);
+        pages::free_many(&pages);
         Ok(())
     }
 
@@ -439,7 +439,7 @@ impl State {
             Placement::Cleaned => {
                 let fresh = self.alloc_pages((size / PAGE_SIZE) as usize, reclaim, id)?;
                 if let Err(e) = self.gpu.submit_one(Cmd::evict(id, &fresh)) {
-                    pages::free_many(fresh);
+                    pages::free_many(&fresh);
                     return Err(e.into());
                 }
                 self.obj_by_id(id)?.pages = fresh;
@@ -540,7 +540,7 @@ pub fn create(task: Task, size: u64) -> Result<Handle, ObjError> {
         let mut batch = [Cmd::create(id, size), Cmd::attach(id, &pages)];
         if let Err(e) = st.gpu.submit(&mut batch) {
             let _ = st.gpu.submit_one(Cmd::destroy(id));
-            pages::free_many(pages);
+            pages::free_many(&pages);
             return Err(e.into());
         }
         st.tick += 1;
@@ -569,7 +569,7 @@ pub fn close(task: Task, h: Handle) -> Result<(), ObjError> {
             if let Some(va) = o.view {
                 st.release_view(task, va, o.size);
             }
-            pages::free_many(o.pages);
+            pages::free_many(&o.pages);
         }
         Ok(())
     })

@@ -78,6 +78,7 @@ pub fn run(info: &BootInfo) -> u8 {
 pub fn run_on_cpu(cpu: usize) -> bool {
     let mut c = Checker::new(alloc::format!("[selftest cpu {cpu}]"));
     heap_checks(&mut c);
+    page_checks(&mut c);
     let (window, _) = memory_map::selftest_map_window(cpu);
     map_checks(&mut c, window);
     bad_call_checks(&mut c, window);
@@ -93,6 +94,39 @@ pub fn run_on_cpu(cpu: usize) -> bool {
         c.failed()
     );
     c.failed() == 0
+}
+
+/// The page allocator: whole 2 MiB blocks and single pages, freed in pieces that start
+/// inside a bitmap word and in reverse (the run's end checks every page came back).
+fn page_checks(c: &mut Checker) {
+    const N: usize = 2 * 512 + 70;
+    for round in 0..2 {
+        let Some(mut v) = pages::alloc_many(N) else {
+            check!(c, false, "allocate pages");
+            return;
+        };
+        let mut sorted = v.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        check!(
+            c,
+            sorted.len() == N && v.iter().all(|p| p.is_multiple_of(PAGE_SIZE)),
+            "pages are distinct and aligned"
+        );
+        check!(
+            c,
+            v[..1024]
+                .chunks(512)
+                .all(|b| b[0].is_multiple_of(2 << 20) && b.windows(2).all(|w| w[1] == w[0] + PAGE_SIZE)),
+            "whole 2 MiB blocks first"
+        );
+        if round == 1 {
+            v.reverse();
+        }
+        let (head, tail) = v.split_at(100);
+        pages::free_many(head);
+        pages::free_many(tail);
+    }
 }
 
 fn heap_checks(c: &mut Checker) {

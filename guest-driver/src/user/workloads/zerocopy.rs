@@ -98,14 +98,14 @@ fn raw_round_trip() -> Result<(), &'static str> {
         return Err("VRAM checksum differs after MIGRATE_CLEAN");
     }
     // The old pages go back to the allocator; EVICT gets fresh ones (some may be the old).
-    pas.into_iter().for_each(pages::free);
+    pages::free_many(&pas);
     let mut fresh = pages::alloc_many(PAGES).ok_or("allocate fresh pages")?;
     fresh.reverse();
     expect(Cmd::evict(ID, &fresh), p::RESP_OK_NODATA, "evict")?;
     let back = through_mapping(&fresh, false)?;
     let ok = back == data;
     expect(Cmd::destroy(ID), p::RESP_OK_NODATA, "destroy")?;
-    fresh.into_iter().for_each(pages::free);
+    pages::free_many(&fresh);
     if !ok {
         return Err("data differs after EVICT");
     }

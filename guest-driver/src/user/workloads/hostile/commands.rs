@@ -81,7 +81,7 @@ impl Pages {
 
 impl Drop for Pages {
     fn drop(&mut self) {
-        self.0.drain(..).for_each(pages::free);
+        pages::free_many(&core::mem::take(&mut self.0));
     }
 }
 
