@@ -365,18 +365,18 @@ fn migrate(kernel: &Path, plan: &Plan) -> Result<MigrateReport, BenchError> {
     })
 }
 
-/// One `bench-migrate --fused` run.
+/// `bench-migrate --fused` runs on one memory backend: median times, summed move counts.
 struct FusedRun {
     bytes: u64,
-    /// Guest-measured.
+    /// Guest-measured, median over the runs.
     us: f64,
-    /// The device's time in MIGRATE_CLEAN.
+    /// The device's time in MIGRATE_CLEAN, median over the runs.
     device_us: f64,
     moved: u64,
     copied: u64,
 }
 
-/// `bench-migrate --fused` on `memory`.
+/// `bench-migrate --fused` on `memory`, `plan.migrate_reps` times (each in its own guest).
 fn migrate_clean_run(
     kernel: &Path,
     plan: &Plan,
@@ -391,20 +391,34 @@ fn migrate_clean_run(
         Plan::mem_for(plan.migrate_mib),
     );
     spec.memory = memory;
+    let reps = plan.migrate_reps.max(1);
     progress(format!(
-        "migrate_clean: {} ({}) ...",
+        "migrate_clean: {} ({}, {reps} run{}) ...",
         spec.cmdline,
-        memory.name()
+        memory.name(),
+        if reps == 1 { "" } else { "s" }
     ));
-    let g = run_guest(kernel, &spec, false)?;
-    let line = g.bench_line("migrate_clean", "us")?;
-    let d = g.stats.device.as_ref().ok_or(BenchError::NoDevice)?;
+    let (mut us, mut device_us) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+    let (mut bytes, mut moved, mut copied) = (0, 0, 0);
+    for _ in 0..reps {
+        let g = run_guest(kernel, &spec, false)?;
+        let line = g.bench_line("migrate_clean", "us")?;
+        let d = g.stats.device.as_ref().ok_or(BenchError::NoDevice)?;
+        bytes = line.u64("bytes")?;
+        us.push(line.f64("us")?);
+        device_us.push(d.migrate_clean_ns as f64 / 1e3);
+        moved += d.bytes_moved;
+        copied += d.bytes_move_copied;
+    }
+    let median = |v: &[f64]| {
+        crate::tools::measure::median(v).ok_or(BenchError::Undefined("migrate_clean time"))
+    };
     Ok(FusedRun {
-        bytes: line.u64("bytes")?,
-        us: line.f64("us")?,
-        device_us: d.migrate_clean_ns as f64 / 1e3,
-        moved: d.bytes_moved,
-        copied: d.bytes_move_copied,
+        bytes,
+        us: median(&us)?,
+        device_us: median(&device_us)?,
+        moved,
+        copied,
     })
 }
 

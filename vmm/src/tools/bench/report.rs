@@ -154,9 +154,9 @@ pub struct MigrateSize {
     pub ratio_warm: Option<f64>,
 }
 
-/// `migrate_clean`: `bench-migrate --fused` (MIGRATE_CLEAN of every object in one batch) on
-/// anonymous memory with transparent huge pages, and with 4 KiB pages (`_4k`), against a warm
-/// memcpy of the same bytes in this process.
+/// `migrate_clean`: `bench-migrate --fused` (MIGRATE_CLEAN of every object in one batch; times
+/// are medians over guest runs) on anonymous memory with transparent huge pages, and with
+/// 4 KiB pages (`_4k`), against a warm memcpy of the same bytes in this process.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MigrateCleanReport {
     /// GiB/s with huge pages.
@@ -179,7 +179,7 @@ pub struct MigrateCleanReport {
     pub device_gib_per_s_4k: f64,
     /// `device_gib_per_s_4k / memcpy_warm_gib_per_s`.
     pub device_ratio_vs_warm_memcpy_4k: Option<f64>,
-    /// Bytes moved over bytes moved or copied (device counters, both runs; 1.0 when every
+    /// Bytes moved over bytes moved or copied (device counters, every run; 1.0 when every
     /// page moved).
     pub moved_fraction: Option<f64>,
     /// Object size in MiB.
@@ -573,11 +573,12 @@ pub const FOOTNOTES: &str = "\
 [6] The guest creates objects worth twice its free pages; reclaim under memory pressure
     migrates and cleans idle ones. Peak = max over samples of resident guest RAM + VRAM;
     ratio = peak / object bytes.
-[7] MIGRATE_CLEAN of all objects in one batch (`bench-migrate --fused`), timed by the guest,
-    on anonymous memory with transparent huge pages and with 4 KiB pages (--no-thp): the
-    device moves the pages with UFFDIO_MOVE. Baseline: warm memcpy, as in [1]. 'in the
-    device': the same bytes over the time the device spent in MIGRATE_CLEAN (the move and the
-    discard of the guest pages, without the guest's round trip and its page freeing).
+[7] MIGRATE_CLEAN of all objects in one batch (`bench-migrate --fused`), timed by the guest
+    (median over guest runs, as in [1]), on anonymous memory with transparent huge pages and
+    with 4 KiB pages (--no-thp): the device moves the pages with UFFDIO_MOVE. Baseline: warm
+    memcpy, as in [1]. 'in the device': the same bytes over the time the device spent in
+    MIGRATE_CLEAN (the move and the discard of the guest pages, without the guest's round
+    trip and its page freeing).
 [8] `workload`: creating the objects (which zeroes their fresh pages: the first touch) and
     filling them, timed by the guest, THP-backed guest RAM against 4 KiB pages.
 ";
