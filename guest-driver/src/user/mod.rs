@@ -7,6 +7,7 @@ pub mod fault;
 pub mod gpu;
 pub mod heap;
 pub mod objects;
+pub mod page_runs;
 pub mod pages;
 pub mod smp;
 pub mod sys;

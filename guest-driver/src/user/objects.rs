@@ -28,6 +28,7 @@ use spin::Mutex;
 
 use super::gpu::{Cmd, Gpu, GpuError};
 use super::sys::{self, SysError};
+use super::page_runs::PageRuns;
 use super::{fault, pages};
 use crate::memory_map::{view_window, USER_MAP_BASE, USER_MAP_SIZE};
 
@@ -117,7 +118,7 @@ struct Obj {
     size: u64,
     placement: Placement,
     /// Guest pages, in object order (empty when CLEANED).
-    pages: Vec<u64>,
+    pages: PageRuns,
     /// Offset in VRAM (VRAM and CLEANED).
     vram_offset: u64,
     /// Address of the view, if mapped.
@@ -205,7 +206,7 @@ pub fn reinit(info: &BootInfo) -> Result<(), ObjError> {
         if let (Some(va), true) = (o.view, o.view_present) {
             let _ = sys::unmap(va, o.size / PAGE_SIZE);
         }
-        pages::free_many(&o.pages);
+        pages::free_runs(o.pages.runs());
     }
     let gpu = Gpu::probe(info).map_err(|e| match e {
         GpuError::NoDevice => ObjError::NoDevice,
@@ -259,10 +260,10 @@ impl State {
 
     /// `n` guest pages; with `reclaim`, idle SYSTEM objects (other than `keep`) are migrated
     /// and cleaned until there are enough.
-    fn alloc_pages(&mut self, n: usize, reclaim: bool, keep: u32) -> Result<Vec<u64>, ObjError> {
+    fn alloc_pages(&mut self, n: usize, reclaim: bool, keep: u32) -> Result<PageRuns, ObjError> {
         loop {
             if let Some(v) = pages::alloc_many(n) {
-                return Ok(v);
+                return Ok(PageRuns::from_pages(&v));
             }
             if !reclaim || !self.reclaim_one(keep)? {
                 return Err(ObjError::OutOfPages);
@@ -340,7 +341,7 @@ impl State {
     fn show_view(&mut self, id: u32) -> Result<(), ObjError> {
         let o = self.obj_by_id(id)?;
         if let (Some(va), false, Placement::System) = (o.view, o.view_present, o.placement) {
-            sys::map(va, &o.pages, true)?;
+            sys::map_runs(va, o.pages.runs(), true)?;
             o.view_present = true;
         }
         Ok(())
@@ -421,9 +422,9 @@ impl State {
         o.placement = Placement::Cleaned;
         let pages = core::mem::take(&mut o.pages);
         if let Some(n) = self.counters.task_pages_cleaned.get_mut(o.owner) {
-            *n += pages.len() as u64;
+            *n += pages.len();
         }
-        pages::free_many(&pages);
+        pages::free_runs(pages.runs());
         Ok(())
     }
 
@@ -434,12 +435,12 @@ impl State {
         match placement {
             Placement::System => return Err(ObjError::WrongPlacement(placement)),
             Placement::Vram => {
-                self.gpu.submit_one(Cmd::evict(id, &[]))?;
+                self.gpu.submit_one(Cmd::evict(id, &PageRuns::default()))?;
             }
             Placement::Cleaned => {
                 let fresh = self.alloc_pages((size / PAGE_SIZE) as usize, reclaim, id)?;
                 if let Err(e) = self.gpu.submit_one(Cmd::evict(id, &fresh)) {
-                    pages::free_many(&fresh);
+                    pages::free_runs(fresh.runs());
                     return Err(e.into());
                 }
                 self.obj_by_id(id)?.pages = fresh;
@@ -509,11 +510,13 @@ impl State {
         if o.placement == Placement::System {
             let mut done = 0usize;
             while done < len {
-                let pos = offset + done as u64;
-                let page = o.pages[(pos / PAGE_SIZE) as usize];
-                let in_page = (pos % PAGE_SIZE) as usize;
-                let n = (PAGE_SIZE as usize - in_page).min(len - done);
-                f(page + in_page as u64, n, done);
+                // The caller checked the range, so every byte of it is in a page.
+                let (addr, run) = o
+                    .pages
+                    .locate(offset + done as u64)
+                    .ok_or(ObjError::OutOfRange)?;
+                let n = usize::try_from(run).map_or(len - done, |r| r.min(len - done));
+                f(addr, n, done);
                 done += n;
             }
         } else if len > 0 {
@@ -533,14 +536,14 @@ pub fn create(task: Task, size: u64) -> Result<Handle, ObjError> {
         let id = st.next_id;
         st.next_id = st.next_id.checked_add(1).ok_or(ObjError::BadHandle)?;
         let pages = st.alloc_pages((size / PAGE_SIZE) as usize, true, 0)?;
-        for &pa in &pages {
-            // SAFETY: a page just allocated to us, identity-mapped and writable.
-            unsafe { core::ptr::write_bytes(pa as *mut u8, 0, PAGE_SIZE as usize) };
+        for r in pages.runs() {
+            // SAFETY: pages just allocated to us, identity-mapped and writable.
+            unsafe { core::ptr::write_bytes(r.pa as *mut u8, 0, (r.pages * PAGE_SIZE) as usize) };
         }
         let mut batch = [Cmd::create(id, size), Cmd::attach(id, &pages)];
         if let Err(e) = st.gpu.submit(&mut batch) {
             let _ = st.gpu.submit_one(Cmd::destroy(id));
-            pages::free_many(&pages);
+            pages::free_runs(pages.runs());
             return Err(e.into());
         }
         st.tick += 1;
@@ -569,7 +572,7 @@ pub fn close(task: Task, h: Handle) -> Result<(), ObjError> {
             if let Some(va) = o.view {
                 st.release_view(task, va, o.size);
             }
-            pages::free_many(&o.pages);
+            pages::free_runs(o.pages.runs());
         }
         Ok(())
     })

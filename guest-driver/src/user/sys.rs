@@ -5,6 +5,7 @@ use pvgpu_abi::layout::PAGE_SIZE;
 
 use crate::abi::*;
 use crate::memory_map::pvgpu_syscall_stub;
+use crate::user::page_runs::PageRuns;
 
 /// A failed system call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,14 +48,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Result<u64, SysError> {
 /// Maps `pages` (guest-physical addresses) at `va`, one after another. Physically
 /// contiguous pages go to ring 0 as one run, so aligned 2 MiB stretches get one large page.
 pub fn map(va: u64, pages: &[u64], writable: bool) -> Result<(), SysError> {
-    let mut runs: alloc::vec::Vec<MapRun> = alloc::vec::Vec::new();
-    for &pa in pages {
-        match runs.last_mut() {
-            Some(r) if r.pa + r.pages * PAGE_SIZE == pa => r.pages += 1,
-            _ => runs.push(MapRun { pa, pages: 1 }),
-        }
-    }
-    map_runs(va, &runs, writable)
+    map_runs(va, PageRuns::from_pages(pages).runs(), writable)
 }
 
 /// Maps runs of physically contiguous pages at `va`, one after another, in as many calls as

@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Wire};
 
 use super::GpuError;
+use crate::user::page_runs::PageRuns;
 use core::mem::size_of;
 use pvgpu_abi::request as rq;
 
@@ -168,15 +169,15 @@ impl Cmd {
         Cmd::nodata(rq::object(p::CMD_CLEAN, id))
     }
 
-    /// ATTACH_BACKING with `pages` (contiguous runs are merged into one entry).
-    pub fn attach(id: u32, pages: &[u64]) -> Cmd {
-        let e = coalesce(pages);
+    /// ATTACH_BACKING with `pages` (one entry per run).
+    pub fn attach(id: u32, pages: &PageRuns) -> Cmd {
+        let e = pages.entries();
         Cmd::nodata(rq::backing(p::CMD_ATTACH_BACKING, id, e.len() as u32, &e))
     }
 
     /// EVICT into `pages` (empty: into the current backing).
-    pub fn evict(id: u32, pages: &[u64]) -> Cmd {
-        let e = coalesce(pages);
+    pub fn evict(id: u32, pages: &PageRuns) -> Cmd {
+        let e = pages.entries();
         Cmd::nodata(rq::backing(p::CMD_EVICT, id, e.len() as u32, &e))
     }
 
@@ -220,20 +221,5 @@ impl Cmd {
 
 /// Page addresses as scatter-gather entries, merging physically contiguous runs.
 pub fn coalesce(pages: &[u64]) -> Vec<MemEntry> {
-    let mut out: Vec<MemEntry> = Vec::new();
-    const MAX_RUN: u64 = 1 << 30;
-    for &pa in pages {
-        if let Some(last) = out.last_mut() {
-            if last.addr + last.length as u64 == pa && (last.length as u64) < MAX_RUN {
-                last.length += p::PAGE_SIZE as u32;
-                continue;
-            }
-        }
-        out.push(MemEntry {
-            addr: pa,
-            length: p::PAGE_SIZE as u32,
-            padding: 0,
-        });
-    }
-    out
+    PageRuns::from_pages(pages).entries()
 }

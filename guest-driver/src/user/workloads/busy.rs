@@ -6,6 +6,8 @@
 
 use alloc::vec::Vec;
 
+use crate::user::page_runs::PageRuns;
+
 use pvgpu_abi::layout::PAGE_SIZE;
 
 use super::args::flag;
@@ -43,7 +45,7 @@ pub fn run(args: &[&str]) -> u8 {
     // The pages are not touched by the guest: the device reads them (as zeros) on MIGRATE.
     let mut setup = [
         Cmd::create(ID, size),
-        Cmd::attach(ID, &pages),
+        Cmd::attach(ID, &PageRuns::from_pages(&pages)),
         Cmd::migrate(ID),
     ];
     match objects::with_gpu(|g| g.submit(&mut setup)) {

@@ -4,6 +4,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::user::page_runs::PageRuns;
+
 use pvgpu_abi::crc32c::crc32c;
 use pvgpu_abi::layout::PAGE_SIZE;
 use pvgpu_abi::protocol as p;
@@ -92,7 +94,7 @@ pub fn run(c: &mut Checker, task: Task) {
     );
     check!(
         c,
-        raw_status(Cmd::evict(h.0, &[])) == p::RESP_ERR_INVALID_STATE,
+        raw_status(Cmd::evict(h.0, &PageRuns::default())) == p::RESP_ERR_INVALID_STATE,
         "device: EVICT of SYSTEM"
     );
     check!(
