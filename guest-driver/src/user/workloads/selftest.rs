@@ -16,6 +16,7 @@ use crate::abi::ENOSYS;
 use crate::check;
 use crate::memory_map::{self, image};
 use crate::user::sys::{self, SysError};
+use crate::user::page_runs::PageRuns;
 use crate::user::{fault, pages, smp};
 
 /// Pages in the map round trip.
@@ -127,6 +128,46 @@ fn page_checks(c: &mut Checker) {
         pages::free_many(head);
         pages::free_many(tail);
     }
+    page_run_checks(c);
+}
+
+/// PageRuns: runs merged in order, byte positions found across runs, device entries.
+fn page_run_checks(c: &mut Checker) {
+    const P: u64 = PAGE_SIZE;
+    // Two runs (3 pages at 1 MiB, 2 at 8 MiB), then a page that goes backwards.
+    let pages = [1 << 20, (1 << 20) + P, (1 << 20) + 2 * P, 8 << 20, (8 << 20) + P, 4 << 20];
+    let r = PageRuns::from_pages(&pages);
+    check!(
+        c,
+        r.len() == 6 && r.runs().len() == 3 && r.iter().eq(pages.iter().copied()),
+        "page runs keep the pages in order"
+    );
+    check!(
+        c,
+        r.locate(0) == Some((1 << 20, 3 * P))
+            && r.locate(3 * P - 1) == Some(((1 << 20) + 3 * P - 1, 1))
+            && r.locate(3 * P + 5) == Some(((8 << 20) + 5, 2 * P - 5))
+            && r.locate(5 * P) == Some((4 << 20, P))
+            && r.locate(6 * P).is_none(),
+        "page runs locate bytes across runs"
+    );
+    let e = r.entries();
+    check!(
+        c,
+        e.len() == 3 && e[0].addr == 1 << 20 && u64::from(e[0].length) == 3 * P,
+        "page runs as device entries"
+    );
+    // A run of 1 GiB and 8 pages is split into entries of at most 1 GiB.
+    let big: Vec<u64> = (0..(1u64 << 30) / P + 8).map(|i| (4 << 30) + i * P).collect();
+    let e = PageRuns::from_pages(&big).entries();
+    check!(
+        c,
+        e.len() == 2
+            && u64::from(e[0].length) == 1 << 30
+            && (e[1].addr, u64::from(e[1].length)) == (5 << 30, 8 * P),
+        "a run longer than an entry is split"
+    );
+    check!(c, PageRuns::default().is_empty(), "no pages, no runs");
 }
 
 fn heap_checks(c: &mut Checker) {
