@@ -3,17 +3,22 @@
 use std::sync::Arc;
 
 use crate::devices::bus::{le_value, BusDevice};
+use crate::devices::warn_limit::WarnLimit;
 use crate::run::state::{GuestEnd, RunState};
 
 /// EXIT_PORT: a 1-, 2- or 4-byte write of N ends the run with status N & 0xff.
 pub struct ExitDevice {
     state: Arc<RunState>,
+    malformed: WarnLimit,
 }
 
 impl ExitDevice {
     /// An exit port that ends `state`.
     pub fn new(state: Arc<RunState>) -> Self {
-        ExitDevice { state }
+        ExitDevice {
+            state,
+            malformed: WarnLimit::new(),
+        }
     }
 }
 
@@ -27,8 +32,11 @@ impl BusDevice for ExitDevice {
             let code = (le_value(data) & 0xff) as u8;
             log::debug!("guest wrote exit status {code}");
             self.state.finish(GuestEnd::Exit(code));
-        } else {
-            log::warn!("ignoring a {}-byte write to the exit port", data.len());
+        } else if let Some(more) = self.malformed.count() {
+            log::warn!(
+                "ignoring a {}-byte write to the exit port{more}",
+                data.len()
+            );
         }
     }
 }

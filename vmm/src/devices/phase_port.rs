@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::devices::bus::{le_value, BusDevice};
+use crate::devices::warn_limit::WarnLimit;
 use crate::run::stats::{MemoryProbe, PhaseMark, Timeline};
 
 /// PHASE_PORT: a 4-byte write of N records phase marker N with the time and host memory
@@ -14,12 +15,17 @@ use crate::run::stats::{MemoryProbe, PhaseMark, Timeline};
 pub struct PhaseDevice {
     timeline: Arc<Timeline>,
     probe: MemoryProbe,
+    malformed: WarnLimit,
 }
 
 impl PhaseDevice {
     /// A phase port recording into `timeline`, measuring with `probe`.
     pub fn new(timeline: Arc<Timeline>, probe: MemoryProbe) -> Self {
-        PhaseDevice { timeline, probe }
+        PhaseDevice {
+            timeline,
+            probe,
+            malformed: WarnLimit::new(),
+        }
     }
 }
 
@@ -30,7 +36,12 @@ impl BusDevice for PhaseDevice {
 
     fn write(&mut self, _offset: u64, data: &[u8]) {
         if data.len() != 4 {
-            log::warn!("ignoring a {}-byte write to the phase port", data.len());
+            if let Some(more) = self.malformed.count() {
+                log::warn!(
+                    "ignoring a {}-byte write to the phase port{more}",
+                    data.len()
+                );
+            }
             return;
         }
         let phase = le_value(data) as u32;

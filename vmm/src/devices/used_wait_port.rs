@@ -13,18 +13,23 @@ use pvgpu_abi::layout::USED_WAIT_MAX_US;
 use pvgpu_device::UsedWatch;
 
 use crate::devices::bus::{le_value, BusDevice};
+use crate::devices::warn_limit::WarnLimit;
 
 /// USED_WAIT_PORT: a 2-byte write of the used index the driver waits for blocks until the
 /// device's reaches it, for at most `USED_WAIT_MAX_US`. Without an in-process device (no GPU,
 /// or the device in another process) it returns at once and the driver spins.
 pub struct UsedWaitDevice {
     watch: Option<Arc<UsedWatch>>,
+    malformed: WarnLimit,
 }
 
 impl UsedWaitDevice {
     /// A port that waits on `watch`, if there is one.
     pub fn new(watch: Option<Arc<UsedWatch>>) -> Self {
-        UsedWaitDevice { watch }
+        UsedWaitDevice {
+            watch,
+            malformed: WarnLimit::new(),
+        }
     }
 }
 
@@ -35,7 +40,12 @@ impl BusDevice for UsedWaitDevice {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         if offset != 0 || data.len() != 2 {
-            log::warn!("ignoring a {}-byte write to the used-wait port", data.len());
+            if let Some(more) = self.malformed.count() {
+                log::warn!(
+                    "ignoring a {}-byte write to the used-wait port{more}",
+                    data.len()
+                );
+            }
             return;
         }
         if let Some(w) = &self.watch {
@@ -67,6 +77,7 @@ mod tests {
         d.write(0, &[1]);
         d.write(0, &[1, 0, 0, 0]);
         assert_eq!(w.waits(), 1);
+        assert_eq!(d.malformed.seen(), 2, "counted (and logged only at first)");
         let mut none = UsedWaitDevice::new(None);
         let t = Instant::now();
         none.write(0, &9u16.to_le_bytes());
