@@ -27,8 +27,8 @@ use pvgpu_abi::protocol::{self as p, RespStats};
 use spin::Mutex;
 
 use super::gpu::{Cmd, Gpu, GpuError};
-use super::sys::{self, SysError};
 use super::page_runs::PageRuns;
+use super::sys::{self, SysError};
 use super::{fault, pages};
 use crate::memory_map::{view_window, USER_MAP_BASE, USER_MAP_SIZE};
 

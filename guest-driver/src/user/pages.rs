@@ -125,7 +125,12 @@ pub fn free_runs(runs: &[MapRun]) {
     let mut g = PAGES.lock();
     let Some(a) = g.as_mut() else { return };
     for r in runs {
-        let bad = || -> ! { panic!("page allocator: bad free of {:#x} (+{} pages)", r.pa, r.pages) };
+        let bad = || -> ! {
+            panic!(
+                "page allocator: bad free of {:#x} (+{} pages)",
+                r.pa, r.pages
+            )
+        };
         let start = a.index(r.pa).unwrap_or_else(|| bad());
         let end = usize::try_from(r.pages)
             .ok()
@@ -136,7 +141,11 @@ pub fn free_runs(runs: &[MapRun]) {
         while i < end {
             let (w, lo) = (i / 64, i % 64);
             let n = (64 - lo).min(end - i);
-            let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << lo };
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << lo
+            };
             if a.bits[w] & mask != mask {
                 bad();
             }

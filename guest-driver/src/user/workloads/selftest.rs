@@ -15,8 +15,8 @@ use super::{EXIT_FAILED, EXIT_OK};
 use crate::abi::ENOSYS;
 use crate::check;
 use crate::memory_map::{self, image};
-use crate::user::sys::{self, SysError};
 use crate::user::page_runs::PageRuns;
+use crate::user::sys::{self, SysError};
 use crate::user::{fault, pages, smp};
 
 /// Pages in the map round trip.
@@ -118,7 +118,8 @@ fn page_checks(c: &mut Checker) {
             c,
             v[..1024]
                 .chunks(512)
-                .all(|b| b[0].is_multiple_of(2 << 20) && b.windows(2).all(|w| w[1] == w[0] + PAGE_SIZE)),
+                .all(|b| b[0].is_multiple_of(2 << 20)
+                    && b.windows(2).all(|w| w[1] == w[0] + PAGE_SIZE)),
             "whole 2 MiB blocks first"
         );
         if round == 1 {
@@ -135,7 +136,14 @@ fn page_checks(c: &mut Checker) {
 fn page_run_checks(c: &mut Checker) {
     const P: u64 = PAGE_SIZE;
     // Two runs (3 pages at 1 MiB, 2 at 8 MiB), then a page that goes backwards.
-    let pages = [1 << 20, (1 << 20) + P, (1 << 20) + 2 * P, 8 << 20, (8 << 20) + P, 4 << 20];
+    let pages = [
+        1 << 20,
+        (1 << 20) + P,
+        (1 << 20) + 2 * P,
+        8 << 20,
+        (8 << 20) + P,
+        4 << 20,
+    ];
     let r = PageRuns::from_pages(&pages);
     check!(
         c,
@@ -158,7 +166,9 @@ fn page_run_checks(c: &mut Checker) {
         "page runs as device entries"
     );
     // A run of 1 GiB and 8 pages is split into entries of at most 1 GiB.
-    let big: Vec<u64> = (0..(1u64 << 30) / P + 8).map(|i| (4 << 30) + i * P).collect();
+    let big: Vec<u64> = (0..(1u64 << 30) / P + 8)
+        .map(|i| (4 << 30) + i * P)
+        .collect();
     let e = PageRuns::from_pages(&big).entries();
     check!(
         c,

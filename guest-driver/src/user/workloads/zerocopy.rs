@@ -82,7 +82,11 @@ fn raw_round_trip() -> Result<(), &'static str> {
     let data = through_mapping(&pas, true)?;
     let crc = crc32c(&data);
     expect(Cmd::create(ID, size), p::RESP_OK_NODATA, "create")?;
-    expect(Cmd::attach(ID, &PageRuns::from_pages(&pas)), p::RESP_OK_NODATA, "attach")?;
+    expect(
+        Cmd::attach(ID, &PageRuns::from_pages(&pas)),
+        p::RESP_OK_NODATA,
+        "attach",
+    )?;
     // The pages are unmapped (through_mapping unmapped them): MIGRATE_CLEAN's rule.
     expect(Cmd::migrate_clean(ID), p::RESP_OK_MIGRATE, "migrate_clean")?;
     // Only a test looks at the pages now; a driver just frees them.
@@ -103,7 +107,11 @@ fn raw_round_trip() -> Result<(), &'static str> {
     pages::free_many(&pas);
     let mut fresh = pages::alloc_many(PAGES).ok_or("allocate fresh pages")?;
     fresh.reverse();
-    expect(Cmd::evict(ID, &PageRuns::from_pages(&fresh)), p::RESP_OK_NODATA, "evict")?;
+    expect(
+        Cmd::evict(ID, &PageRuns::from_pages(&fresh)),
+        p::RESP_OK_NODATA,
+        "evict",
+    )?;
     let back = through_mapping(&fresh, false)?;
     let ok = back == data;
     expect(Cmd::destroy(ID), p::RESP_OK_NODATA, "destroy")?;
