@@ -20,11 +20,11 @@ pub const SLICE_BYTES: u64 = 4 << 20;
 
 /// A slice that moves pages (UFFDIO_MOVE: no byte is copied) is this many slices long: 64 MiB
 /// with the default slices, about 2 ms with 4 KiB pages here, and it counts as that many
-/// slices against a step's budget. Huge pages move some 40 times faster (64 MiB in about
-/// 50 µs, less than one copied slice takes), so a slice of them counts as one slice, and a
-/// step moves several (a batch of MIGRATE_CLEANs of 64 MiB objects is then one step, not one
-/// per object, each with its own wake-up of the driver). Where pages cannot move, the slices
-/// are the ordinary ones.
+/// slices against a step's budget. Huge pages move 15 to 40 times faster (64 MiB in 50 to
+/// 130 µs, less than one copied slice takes), so a slice of them counts as one slice and a
+/// step moves several: a batch of four MIGRATE_CLEANs of 64 MiB objects takes two steps, not
+/// four, each ending with a wake-up of the driver. Where pages cannot move, the slices are
+/// the ordinary ones.
 pub const MOVE_SLICES: u64 = 16;
 
 /// What a row of [`Work::Rows`] counts against the budget at least: setting a row up (finding

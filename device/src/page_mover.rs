@@ -115,8 +115,8 @@ impl PageMover {
     }
 
     /// Whether pages move as 2 MiB huge pages, where the memory has them (it asks for them,
-    /// and pages can move): 64 MiB then move in about 50 µs here, against about 2 ms for
-    /// 4 KiB pages and 6 ms to copy.
+    /// and pages can move): 64 MiB then move in 50 to 130 µs here, against about 2 ms for
+    /// 4 KiB pages and 10 ms or more to copy.
     pub fn moves_huge_pages(&self) -> bool {
         self.huge && self.can_move()
     }

@@ -4,11 +4,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use pvgpu_abi::boot_info::BootInfo;
+use pvgpu_abi::layout::PAGE_SIZE;
+use spin::Mutex;
 
 use super::page_runs::PageRuns;
 use crate::abi::MapRun;
-use pvgpu_abi::layout::PAGE_SIZE;
-use spin::Mutex;
 
 struct Allocator {
     base: u64,
