@@ -171,29 +171,39 @@ fn moving_migrate_clean_and_evict_run_in_bounded_steps() {
 }
 
 /// Huge pages move so fast that a slice of them counts as one ordinary slice: a step moves
-/// STEP_SLICES of them where, with 4 KiB pages, it moves one. Still bounded, still checked.
+/// STEP_SLICES of them where, with 4 KiB pages, it moves one. Only whole 2 MiB pages on both
+/// sides count so: an object in pages that are not 2 MiB-aligned is budgeted as 4 KiB pages.
+/// Still bounded, still checked.
 #[test]
 fn a_step_moves_several_slices_of_huge_pages() {
-    const PAGES: u64 = 256;
-    let size = PAGES * PAGE;
-    let move_slices = PAGES / pvgpu_device::job::MOVE_SLICES;
-    let steps_with = |thp: bool| {
+    const HUGE: u64 = 2 * MIB;
+    // Slices of 128 KiB, so a move slice is one 2 MiB page; the object is 8 of them.
+    let slice = HUGE / pvgpu_device::job::MOVE_SLICES;
+    let size = 8 * HUGE;
+    let move_slices = size / HUGE;
+    let steps_with = |thp: bool, aligned: bool| {
         let backend = MemoryBackend::Anonymous { thp };
         let mut g =
-            SimGuest::with_backend_and_slices(32 * MIB, 16 * MIB, backend, ZeroCopy::Auto, PAGE)
+            SimGuest::with_backend_and_slices(64 * MIB, 32 * MIB, backend, ZeroCopy::Auto, slice)
                 .unwrap();
+        // Guest pages from a 2 MiB boundary, or one page past it.
+        let at = g.alloc_pages(0);
+        let skip = (at.next_multiple_of(HUGE) - at) / PAGE + u64::from(!aligned);
+        g.alloc_pages(skip);
         let data = pattern(size as usize, 4);
         system_object(&mut g, 1, &data);
         let (resp, steps) = in_steps(&mut g, &rq::object(p::CMD_MIGRATE_CLEAN, 1));
-        assert_eq!(resp_type(&resp), p::RESP_OK_MIGRATE, "thp {thp}");
-        assert_eq!(g.checksum(1, 0, size), Ok(crc32c(&data)), "thp {thp}");
-        assert_eq!(g.dev.stats().bytes_moved, size, "thp {thp}");
+        let what = format!("thp {thp}, aligned {aligned}");
+        assert_eq!(resp_type(&resp), p::RESP_OK_MIGRATE, "{what}");
+        assert_eq!(g.checksum(1, 0, size), Ok(crc32c(&data)), "{what}");
+        assert_eq!(g.dev.stats().bytes_moved, size, "{what}");
         steps
     };
-    assert_eq!(steps_with(false), move_slices);
+    assert_eq!(steps_with(false, true), move_slices);
+    assert_eq!(steps_with(true, false), move_slices);
     // The first step also pays for taking the chain.
     let per_step = pvgpu_device::queue::STEP_SLICES;
-    let huge = steps_with(true);
+    let huge = steps_with(true, true);
     assert!(
         (move_slices / per_step..=move_slices / per_step + 1).contains(&huge),
         "{huge} steps for {move_slices} slices of huge pages"
