@@ -1,7 +1,9 @@
 //! Fuzzes the request path: arbitrary register writes, raw descriptor chains (loops, bad
 //! directions, indirect tables, wild addresses), corrupted ring indices, raw request bytes,
 //! and well-formed commands with fuzzed fields (the extension's, virtio-gpu's 2D commands and
-//! the cursor queue's), against one simulated guest per input.
+//! the cursor queue's), against one simulated guest per input, on the memory the input's first
+//! byte picks: shared memfds (pages copied), anonymous 4 KiB pages or anonymous huge pages
+//! (pages moved with userfaultfd, in whole 2 MiB pages where they line up).
 //! The device must never panic, and its bookkeeping must stay consistent.
 #![no_main]
 
@@ -9,11 +11,13 @@ use libfuzzer_sys::fuzz_target;
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Rect, Wire};
 use pvgpu_abi::request as rq;
 use pvgpu_device::object::Placement;
+use pvgpu_device::{MemoryBackend, ZeroCopy};
 use pvgpu_device::sim_driver::{backing_request, RawDesc, SimGuest, DATA_START, QSIZE, SCRATCH_START};
 use vm_memory::{Bytes, GuestAddress};
 
-const RAM: u64 = 8 << 20;
-const VRAM: u64 = 1 << 20;
+const RAM: u64 = 16 << 20;
+const VRAM: u64 = 8 << 20;
+const HUGE: u64 = 2 << 20;
 
 struct Input<'a>(&'a [u8]);
 
@@ -40,18 +44,20 @@ impl Input<'_> {
     }
     /// A length or offset: usually small and page-ish, sometimes wild.
     fn size(&mut self) -> Option<u64> {
-        Some(match self.u8()? % 4 {
+        Some(match self.u8()? % 5 {
             0 => u64::from(self.u8()? % 8) * 4096,
             1 => u64::from(self.u16()?),
             2 => u64::from(self.u8()?),
+            3 => u64::from(self.u8()? % 4) * HUGE,
             _ => self.u64()?,
         })
     }
     /// A guest address: usually in the data area, sometimes anywhere.
     fn addr(&mut self) -> Option<u64> {
-        Some(match self.u8()? % 4 {
+        Some(match self.u8()? % 5 {
             0 | 1 => DATA_START + u64::from(self.u8()?) * 4096,
             2 => u64::from(self.u32()?),
+            3 => DATA_START.next_multiple_of(HUGE) + u64::from(self.u8()? % 4) * HUGE,
             _ => self.u64()?,
         })
     }
@@ -69,9 +75,10 @@ fn entries(inp: &mut Input) -> Option<Vec<MemEntry>> {
         .map(|_| {
             Some(MemEntry {
                 addr: inp.addr()?,
-                length: match inp.u8()? % 3 {
+                length: match inp.u8()? % 4 {
                     0 => 4096,
                     1 => 8192,
+                    2 => HUGE as u32,
                     _ => inp.u32()?,
                 },
                 padding: 0,
@@ -129,7 +136,7 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         ..CtrlHdr::new(0)
     };
     let h = |t| CtrlHdr { type_: t, ..hdr };
-    let sel = inp.u8()? % 18;
+    let sel = inp.u8()? % 19;
     Some(match sel {
         0 => h(p::CMD_NOP).as_bytes().to_vec(),
         1 => h(p::CMD_GET_INFO).as_bytes().to_vec(),
@@ -176,6 +183,9 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         .as_bytes()
         .to_vec(),
         11 => h(p::CMD_STATS).as_bytes().to_vec(),
+        18 => p::ReqObject { hdr: h(p::CMD_MIGRATE_CLEAN), object_id: inp.id()?, padding: 0 }
+            .as_bytes()
+            .to_vec(),
         12 | 13 => {
             let cmd = if sel == 12 { p::CMD_READ } else { p::CMD_WRITE };
             let object_id = inp.id()?;
@@ -305,12 +315,24 @@ fn step(g: &mut SimGuest, inp: &mut Input) -> Option<()> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // Page-sized slices, so FILL/COPY/CHECKSUM/MIGRATE/EVICT of more than a few pages stay in
-    // flight across bounded steps.
-    let Ok(mut g) = SimGuest::with_slices(RAM, VRAM, true, 4096) else {
+    let mut inp = Input(data);
+    let backend = match inp.u8().unwrap_or(0) % 3 {
+        0 => MemoryBackend::Shared,
+        1 => MemoryBackend::Anonymous { thp: false },
+        _ => MemoryBackend::Anonymous { thp: true },
+    };
+    // Small slices, so FILL/COPY/CHECKSUM/MIGRATE/EVICT of more than a few pages stay in
+    // flight across bounded steps: a page, or a sixteenth of a huge page (a move slice is then
+    // one 2 MiB page, so whole ones can move as such).
+    let slice = if inp.u8().unwrap_or(0) % 2 == 0 {
+        4096
+    } else {
+        HUGE / pvgpu_device::job::MOVE_SLICES
+    };
+    let Ok(mut g) = SimGuest::with_backend_and_slices(RAM, VRAM, backend, ZeroCopy::Auto, slice)
+    else {
         return;
     };
-    let mut inp = Input(data);
     for _ in 0..64 {
         if step(&mut g, &mut inp).is_none() {
             break;
