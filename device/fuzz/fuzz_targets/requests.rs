@@ -11,8 +11,10 @@ use libfuzzer_sys::fuzz_target;
 use pvgpu_abi::protocol::{self as p, CtrlHdr, MemEntry, Rect, Wire};
 use pvgpu_abi::request as rq;
 use pvgpu_device::object::Placement;
+use pvgpu_device::sim_driver::{
+    backing_request, RawDesc, SimGuest, DATA_START, QSIZE, SCRATCH_START,
+};
 use pvgpu_device::{MemoryBackend, ZeroCopy};
-use pvgpu_device::sim_driver::{backing_request, RawDesc, SimGuest, DATA_START, QSIZE, SCRATCH_START};
 use vm_memory::{Bytes, GuestAddress};
 
 const RAM: u64 = 16 << 20;
@@ -31,7 +33,12 @@ impl Input<'_> {
         Some(u16::from_le_bytes([self.u8()?, self.u8()?]))
     }
     fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes([self.u8()?, self.u8()?, self.u8()?, self.u8()?]))
+        Some(u32::from_le_bytes([
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+        ]))
     }
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from(self.u32()?) | (u64::from(self.u32()?) << 32))
@@ -97,7 +104,12 @@ fn dim(inp: &mut Input) -> Option<u32> {
 }
 
 fn rect(inp: &mut Input) -> Option<Rect> {
-    Some(Rect { x: dim(inp)?, y: dim(inp)?, width: dim(inp)?, height: dim(inp)? })
+    Some(Rect {
+        x: dim(inp)?,
+        y: dim(inp)?,
+        width: dim(inp)?,
+        height: dim(inp)?,
+    })
 }
 
 /// A virtio-gpu 2D or cursor request with fuzzed fields.
@@ -123,8 +135,19 @@ fn command_2d(inp: &mut Input) -> Option<Vec<u8>> {
         7 => rq::resource(p::CMD_RESOURCE_DETACH_BACKING, inp.id()?),
         8 => rq::get_edid(inp.u8()? as u32 % 3),
         _ => {
-            let cmd = if inp.u8()? % 2 == 0 { p::CMD_UPDATE_CURSOR } else { p::CMD_MOVE_CURSOR };
-            rq::cursor(cmd, inp.u8()? as u32 % 3, inp.id()?, dim(inp)?, dim(inp)?, (dim(inp)?, dim(inp)?))
+            let cmd = if inp.u8()? % 2 == 0 {
+                p::CMD_UPDATE_CURSOR
+            } else {
+                p::CMD_MOVE_CURSOR
+            };
+            rq::cursor(
+                cmd,
+                inp.u8()? as u32 % 3,
+                inp.id()?,
+                dim(inp)?,
+                dim(inp)?,
+                (dim(inp)?, dim(inp)?),
+            )
         }
     })
 }
@@ -140,16 +163,39 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
     Some(match sel {
         0 => h(p::CMD_NOP).as_bytes().to_vec(),
         1 => h(p::CMD_GET_INFO).as_bytes().to_vec(),
-        2 => p::ReqCreate { hdr: h(p::CMD_CREATE), object_id: inp.id()?, flags: 0, size: inp.size()? }
-            .as_bytes()
-            .to_vec(),
-        3 => p::ReqObject { hdr: h(p::CMD_DESTROY), object_id: inp.id()?, padding: 0 }.as_bytes().to_vec(),
+        2 => p::ReqCreate {
+            hdr: h(p::CMD_CREATE),
+            object_id: inp.id()?,
+            flags: 0,
+            size: inp.size()?,
+        }
+        .as_bytes()
+        .to_vec(),
+        3 => p::ReqObject {
+            hdr: h(p::CMD_DESTROY),
+            object_id: inp.id()?,
+            padding: 0,
+        }
+        .as_bytes()
+        .to_vec(),
         4 => {
             let id = inp.id()?;
             backing_request(p::CMD_ATTACH_BACKING, id, &entries(inp)?)
         }
-        5 => p::ReqObject { hdr: h(p::CMD_MIGRATE), object_id: inp.id()?, padding: 0 }.as_bytes().to_vec(),
-        6 => p::ReqObject { hdr: h(p::CMD_CLEAN), object_id: inp.id()?, padding: 0 }.as_bytes().to_vec(),
+        5 => p::ReqObject {
+            hdr: h(p::CMD_MIGRATE),
+            object_id: inp.id()?,
+            padding: 0,
+        }
+        .as_bytes()
+        .to_vec(),
+        6 => p::ReqObject {
+            hdr: h(p::CMD_CLEAN),
+            object_id: inp.id()?,
+            padding: 0,
+        }
+        .as_bytes()
+        .to_vec(),
         7 => {
             let id = inp.id()?;
             backing_request(p::CMD_EVICT, id, &entries(inp)?)
@@ -183,17 +229,26 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         .as_bytes()
         .to_vec(),
         11 => h(p::CMD_STATS).as_bytes().to_vec(),
-        18 => p::ReqObject { hdr: h(p::CMD_MIGRATE_CLEAN), object_id: inp.id()?, padding: 0 }
-            .as_bytes()
-            .to_vec(),
+        18 => p::ReqObject {
+            hdr: h(p::CMD_MIGRATE_CLEAN),
+            object_id: inp.id()?,
+            padding: 0,
+        }
+        .as_bytes()
+        .to_vec(),
         12 | 13 => {
             let cmd = if sel == 12 { p::CMD_READ } else { p::CMD_WRITE };
             let object_id = inp.id()?;
             let offset = inp.size()?;
             let e = entries(inp)?;
-            let mut v = p::ReqTransfer { hdr: h(cmd), object_id, nr_entries: e.len() as u32, offset }
-                .as_bytes()
-                .to_vec();
+            let mut v = p::ReqTransfer {
+                hdr: h(cmd),
+                object_id,
+                nr_entries: e.len() as u32,
+                offset,
+            }
+            .as_bytes()
+            .to_vec();
             for x in &e {
                 v.extend_from_slice(x.as_bytes());
             }
@@ -216,8 +271,24 @@ fn step(g: &mut SimGuest, inp: &mut Input) -> Option<()> {
         8 => {
             let c = command(inp)?;
             let _ = g.mem.write_slice(&c, GuestAddress(SCRATCH_START + 0x1000));
-            g.write_desc(200, RawDesc { addr: SCRATCH_START + 0x1000, len: c.len() as u32, flags: 1, next: 201 });
-            g.write_desc(201, RawDesc { addr: SCRATCH_START + 0x2000, len: 64, flags: 2, next: 0 });
+            g.write_desc(
+                200,
+                RawDesc {
+                    addr: SCRATCH_START + 0x1000,
+                    len: c.len() as u32,
+                    flags: 1,
+                    next: 201,
+                },
+            );
+            g.write_desc(
+                201,
+                RawDesc {
+                    addr: SCRATCH_START + 0x2000,
+                    len: 64,
+                    flags: 2,
+                    next: 0,
+                },
+            );
             for _ in 0..=(inp.u8()? % 4) {
                 g.push_avail(200);
             }
@@ -288,7 +359,9 @@ fn step(g: &mut SimGuest, inp: &mut Input) -> Option<()> {
         // Corrupt the avail index, then notify.
         6 => {
             let v = inp.u16()?;
-            let _ = g.mem.write_obj(v, GuestAddress(pvgpu_device::sim_driver::AVAIL_ADDR + 2));
+            let _ = g
+                .mem
+                .write_obj(v, GuestAddress(pvgpu_device::sim_driver::AVAIL_ADDR + 2));
             g.notify();
             g.reinit();
         }
@@ -345,7 +418,10 @@ fuzz_target!(|data: &[u8]| {
         g.w32(regs::QUEUE_SEL, 0);
         if g.r32(regs::QUEUE_READY) == 0 {
             g.w32(regs::STATUS, 0);
-            assert!(!g.dev.engine().is_running(), "a reset leaves a command in flight");
+            assert!(
+                !g.dev.engine().is_running(),
+                "a reset leaves a command in flight"
+            );
         }
     }
     // Finish what is in flight; it must end.
@@ -366,7 +442,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(in_vram, e.stats().vram_used);
     for o in e.objects().iter() {
         assert_eq!(o.vram_offset.is_some(), o.placement != Placement::System);
-        assert_eq!(o.placement == Placement::Cleaned, o.backing.is_none() && o.vram_offset.is_some());
+        assert_eq!(
+            o.placement == Placement::Cleaned,
+            o.backing.is_none() && o.vram_offset.is_some()
+        );
     }
     // What the scanout shows can always be read back, within the display mode's bounds.
     if let Some(img) = g.dev.scanout_image() {

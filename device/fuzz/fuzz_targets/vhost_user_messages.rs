@@ -26,10 +26,15 @@ struct World {
 fn world() -> &'static Mutex<World> {
     static W: OnceLock<Mutex<World>> = OnceLock::new();
     W.get_or_init(|| {
-        let socket = std::env::temp_dir().join(format!("pvgpu-fuzz-vu-{}.sock", std::process::id()));
+        let socket =
+            std::env::temp_dir().join(format!("pvgpu-fuzz-vu-{}.sock", std::process::id()));
         let server = BackendServer::new(&socket, 8 << 20, Default::default()).expect("backend");
         let memfd = MemFd::new("fuzz-ram", 16 << 20).expect("memfd");
-        Mutex::new(World { server, socket, memfd })
+        Mutex::new(World {
+            server,
+            socket,
+            memfd,
+        })
     })
 }
 

@@ -58,12 +58,21 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut image = Cursor::new(data);
     let r = load_image(m, RAM, Path::new("fuzz-input"), &read_at, &mut image);
-    assert!(zero(m, 0, KERNEL_MIN_ADDR), "written below the kernel area: {r:?}");
+    assert!(
+        zero(m, 0, KERNEL_MIN_ADDR),
+        "written below the kernel area: {r:?}"
+    );
     if let Ok(k) = r {
-        assert!(KERNEL_MIN_ADDR <= k.start && k.start < k.end && k.end <= RAM, "{k:?}");
+        assert!(
+            KERNEL_MIN_ADDR <= k.start && k.start < k.end && k.end <= RAM,
+            "{k:?}"
+        );
         assert!((k.start..k.end).contains(&k.entry), "{k:?}");
         assert!(zero(m, k.end, RAM), "written past the span: {k:?}");
-        assert!(zero(m, KERNEL_MIN_ADDR, k.start), "written before the span: {k:?}");
+        assert!(
+            zero(m, KERNEL_MIN_ADDR, k.start),
+            "written before the span: {k:?}"
+        );
     }
     // Clean up the kernel area for the next input (below it nothing was written: checked).
     for page in (KERNEL_MIN_ADDR..RAM).step_by(ZEROS.len()) {
