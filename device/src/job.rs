@@ -24,9 +24,9 @@ pub const SLICE_BYTES: u64 = 4 << 20;
 /// slices against a step's budget. Huge pages move 15 to 40 times faster (64 MiB in 50 to
 /// 130 µs, less than one copied slice takes), so the whole 2 MiB pages of a slice (those
 /// aligned on both sides, on memory that asks for huge pages) count a sixteenth, and a step
-/// moves several slices: a batch of four MIGRATE_CLEANs of 64 MiB objects takes two steps,
-/// not four, each ending with a wake-up of the driver. Where pages cannot move, the slices
-/// are the ordinary ones.
+/// moves several slices: a batch of four MIGRATE_CLEANs of 64 MiB objects is one step, not
+/// four, each ending with a wake-up of the driver. Where pages cannot move, the slices are
+/// the ordinary ones.
 pub const MOVE_SLICES: u64 = 16;
 
 /// What a row of [`Work::Rows`] counts against the budget at least: setting a row up (finding
