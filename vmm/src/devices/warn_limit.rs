@@ -1,6 +1,6 @@
-//! Warnings a guest can cause at will (a malformed write to one of our ports, say): the first
-//! few are logged, the rest only counted, so a guest that repeats one in a loop cannot flood
-//! the VMM's stderr.
+//! Warnings a guest can cause at will (a malformed write to one of our ports, say; in the
+//! vhost-user backend, a frontend breaking a ring): the first few are logged, the rest only
+//! counted, so a guest that repeats one in a loop cannot flood the log.
 
 /// How many warnings of one kind are logged.
 pub const LOGGED: u64 = 8;

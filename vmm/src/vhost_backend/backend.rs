@@ -39,6 +39,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::mem_table::{ram_ranges, BackendMemory};
 use super::vring::ErrVring;
 use crate::devices::queue_steps;
+use crate::devices::warn_limit::WarnLimit;
 
 /// Queue entries the backend accepts (the device model's largest queue, the control queue;
 /// vhost-user-backend has one maximum for every queue).
@@ -73,6 +74,10 @@ struct State {
     /// The control queue's chain whose command is under way (its data work runs in bounded
     /// steps).
     inflight: Option<queue::InFlight>,
+    /// Warnings the frontend (or its guest) can cause at will, per connection: a queue made
+    /// unusable, a ring stopped with a command under way.
+    unusable: WarnLimit,
+    dropped: WarnLimit,
 }
 
 /// The backend (cheap to clone: the daemon hands clones to its worker threads).
@@ -102,6 +107,8 @@ impl GpuBackend {
                 mem: None,
                 backend_req: None,
                 inflight: None,
+                unusable: WarnLimit::new(),
+                dropped: WarnLimit::new(),
             })),
             vram_size,
             exit: Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?),
@@ -120,6 +127,8 @@ impl GpuBackend {
         let _ = self.exit.read();
         let mut s = self.lock();
         s.inflight = None;
+        s.unusable = WarnLimit::new();
+        s.dropped = WarnLimit::new();
         s.engine.reset();
         s.engine.set_enabled(false);
         s.mem = None;
@@ -195,14 +204,16 @@ impl GpuBackend {
                 vs.set_enabled(false);
                 drop(vs);
                 let told = vring.signal_error();
-                log::warn!(
-                    "{role:?} queue unusable ({e}); ring stopped{}",
-                    if told {
-                        ", frontend told"
-                    } else {
-                        " (no error eventfd)"
-                    }
-                );
+                if let Some(more) = st.unusable.count() {
+                    log::warn!(
+                        "{role:?} queue unusable ({e}); ring stopped{}{more}",
+                        if told {
+                            ", frontend told"
+                        } else {
+                            " (no error eventfd)"
+                        }
+                    );
+                }
                 Ok(false)
             }
         }
@@ -287,7 +298,11 @@ impl VhostUserBackend for GpuBackend {
         if queue_index == u32::from(p::CONTROLQ) {
             let mut s = self.lock();
             if s.inflight.take().is_some() {
-                log::warn!("control ring stopped while a command was under way; it is dropped");
+                if let Some(more) = s.dropped.count() {
+                    log::warn!(
+                        "control ring stopped while a command was under way; it is dropped{more}"
+                    );
+                }
             }
             s.engine.cancel();
         }
