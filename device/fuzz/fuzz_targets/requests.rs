@@ -159,6 +159,15 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         ..CtrlHdr::new(0)
     };
     let h = |t| CtrlHdr { type_: t, ..hdr };
+    // The commands that name one object and nothing else.
+    let object = |inp: &mut Input, t| {
+        let r = p::ReqObject {
+            hdr: h(t),
+            object_id: inp.id()?,
+            padding: 0,
+        };
+        Some(r.as_bytes().to_vec())
+    };
     let sel = inp.u8()? % 19;
     Some(match sel {
         0 => h(p::CMD_NOP).as_bytes().to_vec(),
@@ -171,31 +180,13 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         }
         .as_bytes()
         .to_vec(),
-        3 => p::ReqObject {
-            hdr: h(p::CMD_DESTROY),
-            object_id: inp.id()?,
-            padding: 0,
-        }
-        .as_bytes()
-        .to_vec(),
+        3 => object(inp, p::CMD_DESTROY)?,
         4 => {
             let id = inp.id()?;
             backing_request(p::CMD_ATTACH_BACKING, id, &entries(inp)?)
         }
-        5 => p::ReqObject {
-            hdr: h(p::CMD_MIGRATE),
-            object_id: inp.id()?,
-            padding: 0,
-        }
-        .as_bytes()
-        .to_vec(),
-        6 => p::ReqObject {
-            hdr: h(p::CMD_CLEAN),
-            object_id: inp.id()?,
-            padding: 0,
-        }
-        .as_bytes()
-        .to_vec(),
+        5 => object(inp, p::CMD_MIGRATE)?,
+        6 => object(inp, p::CMD_CLEAN)?,
         7 => {
             let id = inp.id()?;
             backing_request(p::CMD_EVICT, id, &entries(inp)?)
@@ -229,13 +220,7 @@ fn command(inp: &mut Input) -> Option<Vec<u8>> {
         .as_bytes()
         .to_vec(),
         11 => h(p::CMD_STATS).as_bytes().to_vec(),
-        18 => p::ReqObject {
-            hdr: h(p::CMD_MIGRATE_CLEAN),
-            object_id: inp.id()?,
-            padding: 0,
-        }
-        .as_bytes()
-        .to_vec(),
+        18 => object(inp, p::CMD_MIGRATE_CLEAN)?,
         12 | 13 => {
             let cmd = if sel == 12 { p::CMD_READ } else { p::CMD_WRITE };
             let object_id = inp.id()?;
