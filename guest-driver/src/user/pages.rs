@@ -109,7 +109,7 @@ pub fn alloc_many(n: usize) -> Option<Vec<u64>> {
 
 /// Returns a page. Freeing a page that is not allocated is a bug and panics.
 pub fn free(pa: u64) {
-    free_many(&[pa]);
+    free_runs(&[MapRun { pa, pages: 1 }]);
 }
 
 /// Returns many pages under one lock. Freeing a page that is not allocated is a bug and
